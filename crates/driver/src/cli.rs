@@ -1,0 +1,176 @@
+//! Command line of the `rds-csi` binary. Every flag can also be set through an `RDS_CSI_*`
+//! environment variable (shown in `--help`). Secrets are never flags: later issues read them
+//! from files named by flags.
+
+use std::{collections::HashMap, net::SocketAddr, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::{
+    endpoint::{Endpoint, parse_metrics_address},
+    names::{topology_zone_key, validate_driver_name},
+};
+
+#[derive(Debug, Parser)]
+#[command(name = "rds-csi", version = crate::version::VERSION, about = "Kubernetes CSI driver for MikroTik ROSE Data Server (NVMe/TCP)")]
+pub struct Cli {
+    /// Log line format: human-readable text or one JSON object per line.
+    #[arg(long, env = "RDS_CSI_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+
+    /// Log filter in tracing's EnvFilter syntax, e.g. `info` or `info,driver=debug`.
+    #[arg(long, env = "RDS_CSI_LOG_LEVEL", default_value = "info", global = true)]
+    pub log_level: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the CSI gRPC services (controller, node or both) on an endpoint.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// gRPC endpoint: unix:///path/csi.sock (what kubelet and the sidecars use) or tcp://host:port.
+    #[arg(
+        long,
+        env = "RDS_CSI_ENDPOINT",
+        default_value = "unix:///var/lib/kubelet/plugins/rds.csi.srvlab.io/csi.sock"
+    )]
+    pub endpoint: Endpoint,
+
+    /// Run the Controller service (one per cluster).
+    #[arg(long, env = "RDS_CSI_CONTROLLER")]
+    pub controller: bool,
+
+    /// Run the Node service (every node); requires --node-id.
+    #[arg(long, env = "RDS_CSI_NODE")]
+    pub node: bool,
+
+    /// This node's id as reported in NodeGetInfo (usually the Kubernetes node name).
+    #[arg(long, env = "RDS_CSI_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// CSI driver name. Keep the default to manage volumes created by the existing Go driver.
+    #[arg(long, env = "RDS_CSI_DRIVER_NAME", default_value = "rds.csi.srvlab.io")]
+    pub driver_name: String,
+
+    /// Value of this node's topology segment `topology.<driver-name>/zone`.
+    #[arg(long, env = "RDS_CSI_TOPOLOGY_ZONE", default_value = "default")]
+    pub topology_zone: String,
+
+    /// Address of the HTTP server for /metrics, /healthz and /readyz: `:PORT`, `IP:PORT`, or
+    /// empty to disable it.
+    #[arg(long, env = "RDS_CSI_METRICS_ADDRESS", default_value = ":9809")]
+    pub metrics_address: String,
+
+    /// On SIGTERM/SIGINT, how long in-flight RPCs may run before the process exits anyway.
+    #[arg(long, env = "RDS_CSI_SHUTDOWN_TIMEOUT_SECONDS", default_value_t = 30)]
+    pub shutdown_timeout_seconds: u64,
+}
+
+/// Which services this process runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Roles {
+    pub controller: bool,
+    /// The node id when the Node service runs.
+    pub node_id: Option<String>,
+}
+
+/// Validated configuration of `rds-csi serve`.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub endpoint: Endpoint,
+    pub roles: Roles,
+    pub driver_name: String,
+    pub topology: HashMap<String, String>,
+    pub metrics_address: Option<SocketAddr>,
+    pub shutdown_timeout: Duration,
+}
+
+impl ServeArgs {
+    /// Checks the flags together; the error says which flag to change and how.
+    pub fn validate(self) -> Result<ServeConfig, String> {
+        if !self.controller && !self.node {
+            return Err("nothing to serve: pass --controller, --node, or both".to_string());
+        }
+        let node_id = match (self.node, self.node_id) {
+            (true, Some(id)) if !id.trim().is_empty() => Some(id),
+            (true, _) => {
+                return Err("--node needs --node-id (usually the Kubernetes node name, e.g. \
+                            --node-id=$(NODE_NAME) from the downward API)"
+                    .to_string());
+            }
+            (false, _) => None,
+        };
+        validate_driver_name(&self.driver_name)?;
+        if self.topology_zone.is_empty() {
+            return Err("--topology-zone must not be empty".to_string());
+        }
+        let metrics_address = parse_metrics_address(&self.metrics_address)?;
+        let topology = HashMap::from([(topology_zone_key(&self.driver_name), self.topology_zone)]);
+        Ok(ServeConfig {
+            endpoint: self.endpoint,
+            roles: Roles { controller: self.controller, node_id },
+            driver_name: self.driver_name,
+            topology,
+            metrics_address,
+            shutdown_timeout: Duration::from_secs(self.shutdown_timeout_seconds),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<ServeConfig, String> {
+        let cli = Cli::try_parse_from([&["rds-csi", "serve"], args].concat())
+            .map_err(|e| e.to_string())?;
+        let Command::Serve(serve) = cli.command;
+        serve.validate()
+    }
+
+    #[test]
+    fn defaults_match_the_go_driver() {
+        let cfg = parse(&["--controller"]).unwrap();
+        assert_eq!(cfg.driver_name, "rds.csi.srvlab.io");
+        assert_eq!(cfg.metrics_address, Some("0.0.0.0:9809".parse().unwrap()));
+        assert_eq!(
+            cfg.endpoint,
+            Endpoint::Unix("/var/lib/kubelet/plugins/rds.csi.srvlab.io/csi.sock".into())
+        );
+        assert_eq!(cfg.shutdown_timeout, Duration::from_secs(30));
+        assert_eq!(cfg.topology["topology.rds.csi.srvlab.io/zone"], "default");
+    }
+
+    #[test]
+    fn needs_a_role_and_a_node_id() {
+        assert!(parse(&[]).unwrap_err().contains("--controller, --node"));
+        assert!(parse(&["--node"]).unwrap_err().contains("--node-id"));
+        assert!(parse(&["--node", "--node-id", " "]).unwrap_err().contains("--node-id"));
+        let cfg = parse(&["--node", "--node-id", "n1", "--metrics-address", ""]).unwrap();
+        assert_eq!(cfg.roles, Roles { controller: false, node_id: Some("n1".into()) });
+        assert_eq!(cfg.metrics_address, None);
+    }
+
+    #[test]
+    fn rejects_bad_values_naming_the_flag_value() {
+        assert!(
+            parse(&["--controller", "--driver-name", "bad_name"]).unwrap_err().contains("bad_name")
+        );
+        assert!(parse(&["--controller", "--endpoint", "x.sock"]).unwrap_err().contains("x.sock"));
+        assert!(
+            parse(&["--controller", "--metrics-address", "nope"]).unwrap_err().contains("nope")
+        );
+    }
+}

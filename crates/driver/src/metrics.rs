@@ -1,0 +1,139 @@
+//! Prometheus metrics of the driver (prometheus-client, one registry per process, no globals).
+//!
+//! Every metric is prefixed `rds_csi_`. The RPC family is labelled by CSI method and by the
+//! canonical gRPC code name, so `rds_csi_grpc_requests_total{method="CreateVolume",code="OK"}`.
+
+use std::time::Duration;
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        histogram::{Histogram, exponential_buckets},
+        info::Info,
+    },
+    registry::Registry,
+};
+use tonic::Code;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RpcLabels {
+    method: &'static str,
+    code: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+type HistogramFamily = Family<RpcLabels, Histogram, fn() -> Histogram>;
+
+/// Per-RPC counters and latency histograms.
+#[derive(Debug, Clone)]
+pub struct RpcMetrics {
+    requests: Family<RpcLabels, Counter>,
+    duration: HistogramFamily,
+}
+
+impl RpcMetrics {
+    /// Records one finished RPC.
+    pub fn observe(&self, method: &'static str, code: Code, elapsed: Duration) {
+        let labels = RpcLabels { method, code: code_name(code) };
+        self.requests.get_or_create(&labels).inc();
+        self.duration.get_or_create(&labels).observe(elapsed.as_secs_f64());
+    }
+}
+
+/// The process's registry and the metric handles the services update.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub rpc: RpcMetrics,
+}
+
+impl Metrics {
+    pub fn new(version: &'static str) -> Self {
+        let mut registry = Registry::with_prefix("rds_csi");
+        let requests = Family::<RpcLabels, Counter>::default();
+        registry.register(
+            "grpc_requests",
+            "CSI RPCs answered, by method and gRPC code",
+            requests.clone(),
+        );
+        // 1 ms .. ~65 s: RouterOS round trips are milliseconds, mkfs and NVMe connects seconds.
+        let duration: HistogramFamily =
+            Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 17)));
+        registry.register(
+            "grpc_request_duration_seconds",
+            "Time to answer a CSI RPC, by method and gRPC code",
+            duration.clone(),
+        );
+        registry.register("build", "Driver build information", Info::new(BuildLabels { version }));
+        Self { registry, rpc: RpcMetrics { requests, duration } }
+    }
+
+    /// The registry in OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        encode(&mut out, &self.registry).expect("encoding metrics into a String");
+        out
+    }
+}
+
+/// Canonical upper-case gRPC code names (as in grpc-go and the gRPC spec), used as labels.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_times_by_method_and_code() {
+        let m = Metrics::new("1.2.3+abc");
+        m.rpc.observe("Probe", Code::Ok, Duration::from_millis(2));
+        m.rpc.observe("Probe", Code::Ok, Duration::from_millis(3));
+        m.rpc.observe("CreateVolume", Code::Unimplemented, Duration::from_micros(10));
+        let text = m.encode();
+        assert!(
+            text.contains(r#"rds_csi_grpc_requests_total{method="Probe",code="OK"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"rds_csi_grpc_requests_total{method="CreateVolume",code="UNIMPLEMENTED"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"rds_csi_grpc_request_duration_seconds_count{method="Probe",code="OK"} 2"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(r#"rds_csi_build_info{version="1.2.3+abc"} 1"#), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+}

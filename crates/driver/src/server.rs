@@ -1,0 +1,189 @@
+//! `rds-csi serve`: wires the services, the metrics server and the gRPC endpoint together and
+//! runs them until SIGTERM/SIGINT.
+//!
+//! Shutdown order: stop accepting connections, let in-flight RPCs finish (bounded by
+//! `--shutdown-timeout-seconds`), remove our socket file, stop the HTTP server, return.
+
+use std::{future::Future, sync::Arc};
+
+use csi::v1::{
+    controller_server::ControllerServer, identity_server::IdentityServer, node_server::NodeServer,
+};
+use tokio::sync::oneshot;
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tonic::transport::Server;
+
+use crate::{
+    cli::ServeConfig,
+    controller::ControllerService,
+    endpoint::Endpoint,
+    http,
+    identity::IdentityService,
+    listener::{self, BoundUnixSocket, ListenError},
+    metrics::Metrics,
+    node::NodeService,
+    readiness::{Readiness, ReadyState},
+    rpc::RpcRunner,
+    version,
+};
+
+/// CSI messages can carry large maps (volume context, ListVolumes pages); same limit as the Go driver.
+const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+    #[error(
+        "cannot listen for metrics on {addr}: {source}; pass another --metrics-address or an empty one to disable it"
+    )]
+    MetricsBind { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+pub fn termination_signal() -> Result<impl Future<Output = ()>, ServeError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+    })
+}
+
+/// Runs the driver until `shutdown` resolves.
+pub async fn run(
+    config: ServeConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let metrics = Arc::new(Metrics::new(version::VERSION));
+    // Nothing the driver depends on is wired yet (the RouterOS client arrives with the
+    // controller issue), so both roles start ready; later issues set NotReady while their
+    // backend is unreachable.
+    let readiness = Readiness::new(ReadyState::Ready);
+    let rpc = RpcRunner::new(metrics.rpc.clone());
+
+    let (http_stop, http_stopped) = oneshot::channel::<()>();
+    let http_task = match config.metrics_address {
+        Some(addr) => {
+            let listener = http::bind(addr)
+                .await
+                .map_err(|source| ServeError::MetricsBind { addr, source })?;
+            let bound =
+                listener.local_addr().map_err(|source| ServeError::MetricsBind { addr, source })?;
+            tracing::info!(address = %bound, "metrics server listening (/metrics, /healthz, /readyz)");
+            let router = http::router(metrics.clone(), readiness.clone());
+            Some(tokio::spawn(http::serve(listener, router, async {
+                let _ = http_stopped.await;
+            })))
+        }
+        None => {
+            tracing::info!("metrics server disabled (empty --metrics-address)");
+            None
+        }
+    };
+
+    let identity = IdentityService {
+        driver_name: config.driver_name.clone(),
+        controller_enabled: config.roles.controller,
+        readiness: readiness.clone(),
+        rpc: rpc.clone(),
+    };
+    let controller = config.roles.controller.then(|| {
+        ControllerServer::new(ControllerService { rpc: rpc.clone() })
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    });
+    let node = config.roles.node_id.clone().map(|node_id| {
+        NodeServer::new(NodeService {
+            node_id,
+            topology: config.topology.clone(),
+            rpc: rpc.clone(),
+        })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    });
+    let router = Server::builder()
+        .add_service(IdentityServer::new(identity).max_decoding_message_size(MAX_MESSAGE_BYTES))
+        .add_optional_service(controller)
+        .add_optional_service(node);
+
+    let (grpc_stop, grpc_stopped) = oneshot::channel::<()>();
+    let stop_accepting = async {
+        let _ = grpc_stopped.await;
+    };
+    let mut unix_socket = None;
+    let server = match &config.endpoint {
+        Endpoint::Unix(path) => {
+            let bound = listener::bind_unix(path).await?;
+            unix_socket = Some((bound.path.clone(), bound.inode()));
+            let incoming = UnixListenerStream::new(bound.listener);
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, stop_accepting))
+        }
+        Endpoint::Tcp(addr) => {
+            let tcp = listener::bind_tcp(addr).await?;
+            let incoming = TcpListenerStream::new(tcp);
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, stop_accepting))
+        }
+    };
+    tracing::info!(
+        endpoint = %config.endpoint,
+        driver = %config.driver_name,
+        version = version::VERSION,
+        controller = config.roles.controller,
+        node_id = config.roles.node_id.as_deref().unwrap_or(""),
+        "CSI gRPC server listening"
+    );
+
+    let mut server = server;
+    let outcome = tokio::select! {
+        finished = &mut server => Some(finished),
+        () = shutdown => None,
+    };
+    let result = match outcome {
+        // The server stopped on its own: that is an error unless it was a clean exit.
+        Some(finished) => finished
+            .unwrap_or_else(|join| panic!("gRPC server task: {join}"))
+            .map_err(ServeError::from),
+        None => {
+            tracing::info!(
+                timeout_s = config.shutdown_timeout.as_secs(),
+                "shutting down: no new connections, waiting for in-flight RPCs"
+            );
+            let _ = grpc_stop.send(());
+            match tokio::time::timeout(config.shutdown_timeout, &mut server).await {
+                Ok(finished) => finished
+                    .unwrap_or_else(|join| panic!("gRPC server task: {join}"))
+                    .map_err(ServeError::from),
+                Err(_) => {
+                    tracing::warn!("in-flight RPCs did not finish in time; abandoning them");
+                    server.abort();
+                    Ok(())
+                }
+            }
+        }
+    };
+
+    if let Some((path, inode)) = unix_socket {
+        match BoundUnixSocket::remove_file(&path, inode) {
+            Ok(true) => tracing::info!(path = %path.display(), "socket removed"),
+            Ok(false) => {
+                tracing::warn!(path = %path.display(), "socket file was replaced by someone else; left in place")
+            }
+            Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot remove socket"),
+        }
+    }
+    let _ = http_stop.send(());
+    if let Some(task) = http_task {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "metrics server stopped with an error"),
+            Err(e) => tracing::warn!(error = %e, "metrics server task failed"),
+        }
+    }
+    result
+}

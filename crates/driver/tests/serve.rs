@@ -1,0 +1,333 @@
+//! Black-box tests of `rds-csi serve`: the real binary, a tonic client over its unix socket,
+//! and its HTTP endpoints. No root needed.
+
+mod support;
+
+use std::{collections::HashMap, process::Command, time::Duration};
+
+use csi::v1::{
+    controller_client::ControllerClient, identity_client::IdentityClient, node_client::NodeClient,
+    plugin_capability, *,
+};
+use support::{Daemon, serve_command};
+use tonic::Code;
+
+#[tokio::test]
+async fn identity_answers_name_version_capabilities_and_readiness() {
+    let daemon = Daemon::start();
+    let mut identity = IdentityClient::new(daemon.channel().await);
+
+    let info = identity.get_plugin_info(GetPluginInfoRequest {}).await.unwrap().into_inner();
+    assert_eq!(info.name, "rds.csi.srvlab.io");
+    let (version, revision) = info.vendor_version.split_once('+').expect("version+revision");
+    assert_eq!(version, env!("CARGO_PKG_VERSION"));
+    assert!(!revision.is_empty());
+    assert_eq!(info.manifest["git-revision"], revision);
+
+    let caps = identity
+        .get_plugin_capabilities(GetPluginCapabilitiesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .capabilities;
+    let services: Vec<i32> = caps
+        .iter()
+        .filter_map(|c| match c.r#type {
+            Some(plugin_capability::Type::Service(s)) => Some(s.r#type),
+            _ => None,
+        })
+        .collect();
+    use plugin_capability::{service::Type as S, volume_expansion::Type as E};
+    assert_eq!(services, [S::ControllerService as i32, S::VolumeAccessibilityConstraints as i32]);
+    assert!(caps.iter().any(|c| matches!(c.r#type,
+        Some(plugin_capability::Type::VolumeExpansion(v)) if v.r#type == E::Online as i32)));
+
+    let probe = identity.probe(ProbeRequest {}).await.unwrap().into_inner();
+    assert_eq!(probe.ready, Some(true));
+}
+
+#[tokio::test]
+async fn node_only_process_offers_no_controller_service() {
+    let daemon = Daemon::start_with(&["--node", "--node-id", "node-b", "--metrics-address", ""]);
+    assert_eq!(daemon.metrics, None, "empty --metrics-address disables the HTTP server");
+    let channel = daemon.channel().await;
+    let caps = IdentityClient::new(channel.clone())
+        .get_plugin_capabilities(GetPluginCapabilitiesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .capabilities;
+    let controller = plugin_capability::service::Type::ControllerService as i32;
+    assert!(!caps.iter().any(|c| matches!(c.r#type,
+        Some(plugin_capability::Type::Service(s)) if s.r#type == controller)));
+    let err = ControllerClient::new(channel)
+        .controller_get_capabilities(ControllerGetCapabilitiesRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+}
+
+#[tokio::test]
+async fn capabilities_list_only_what_works_and_node_info_is_complete() {
+    let daemon = Daemon::start();
+    let channel = daemon.channel().await;
+    let controller_caps = ControllerClient::new(channel.clone())
+        .controller_get_capabilities(ControllerGetCapabilitiesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(controller_caps.capabilities.is_empty(), "{controller_caps:?}");
+    let mut node = NodeClient::new(channel);
+    let node_caps =
+        node.node_get_capabilities(NodeGetCapabilitiesRequest {}).await.unwrap().into_inner();
+    assert!(node_caps.capabilities.is_empty(), "{node_caps:?}");
+    let info = node.node_get_info(NodeGetInfoRequest {}).await.unwrap().into_inner();
+    assert_eq!(info.node_id, "node-a");
+    assert_eq!(info.max_volumes_per_node, 0);
+    assert_eq!(
+        info.accessible_topology.unwrap().segments,
+        HashMap::from([("topology.rds.csi.srvlab.io/zone".to_string(), "default".to_string())])
+    );
+}
+
+fn assert_unimplemented<T: std::fmt::Debug>(
+    rpc: &str,
+    answer: Result<tonic::Response<T>, tonic::Status>,
+) {
+    let status = answer.expect_err(rpc);
+    assert_eq!(status.code(), Code::Unimplemented, "{rpc}: {status:?}");
+    assert!(
+        status.message().contains(&format!("{rpc} is not implemented")),
+        "{rpc}: {}",
+        status.message()
+    );
+}
+
+#[tokio::test]
+async fn every_unbuilt_rpc_answers_unimplemented() {
+    let daemon = Daemon::start();
+    let channel = daemon.channel().await;
+    let mut c = ControllerClient::new(channel.clone());
+    assert_unimplemented("CreateVolume", c.create_volume(CreateVolumeRequest::default()).await);
+    assert_unimplemented("DeleteVolume", c.delete_volume(DeleteVolumeRequest::default()).await);
+    assert_unimplemented(
+        "ControllerPublishVolume",
+        c.controller_publish_volume(ControllerPublishVolumeRequest::default()).await,
+    );
+    assert_unimplemented(
+        "ControllerUnpublishVolume",
+        c.controller_unpublish_volume(ControllerUnpublishVolumeRequest::default()).await,
+    );
+    assert_unimplemented(
+        "ValidateVolumeCapabilities",
+        c.validate_volume_capabilities(ValidateVolumeCapabilitiesRequest::default()).await,
+    );
+    assert_unimplemented("ListVolumes", c.list_volumes(ListVolumesRequest::default()).await);
+    assert_unimplemented("GetCapacity", c.get_capacity(GetCapacityRequest::default()).await);
+    assert_unimplemented(
+        "CreateSnapshot",
+        c.create_snapshot(CreateSnapshotRequest::default()).await,
+    );
+    assert_unimplemented(
+        "DeleteSnapshot",
+        c.delete_snapshot(DeleteSnapshotRequest::default()).await,
+    );
+    assert_unimplemented("ListSnapshots", c.list_snapshots(ListSnapshotsRequest::default()).await);
+    assert_unimplemented("GetSnapshot", c.get_snapshot(GetSnapshotRequest::default()).await);
+    assert_unimplemented(
+        "ControllerExpandVolume",
+        c.controller_expand_volume(ControllerExpandVolumeRequest::default()).await,
+    );
+    assert_unimplemented(
+        "ControllerGetVolume",
+        c.controller_get_volume(ControllerGetVolumeRequest::default()).await,
+    );
+    assert_unimplemented(
+        "ControllerModifyVolume",
+        c.controller_modify_volume(ControllerModifyVolumeRequest::default()).await,
+    );
+    let mut n = NodeClient::new(channel);
+    assert_unimplemented(
+        "NodeStageVolume",
+        n.node_stage_volume(NodeStageVolumeRequest::default()).await,
+    );
+    assert_unimplemented(
+        "NodeUnstageVolume",
+        n.node_unstage_volume(NodeUnstageVolumeRequest::default()).await,
+    );
+    assert_unimplemented(
+        "NodePublishVolume",
+        n.node_publish_volume(NodePublishVolumeRequest::default()).await,
+    );
+    assert_unimplemented(
+        "NodeUnpublishVolume",
+        n.node_unpublish_volume(NodeUnpublishVolumeRequest::default()).await,
+    );
+    assert_unimplemented(
+        "NodeGetVolumeStats",
+        n.node_get_volume_stats(NodeGetVolumeStatsRequest::default()).await,
+    );
+    assert_unimplemented(
+        "NodeExpandVolume",
+        n.node_expand_volume(NodeExpandVolumeRequest::default()).await,
+    );
+}
+
+#[tokio::test]
+async fn metrics_count_rpcs_by_method_and_code_and_health_endpoints_answer() {
+    let daemon = Daemon::start();
+    let channel = daemon.channel().await;
+    let mut identity = IdentityClient::new(channel.clone());
+    for _ in 0..3 {
+        identity.probe(ProbeRequest {}).await.unwrap();
+    }
+    let _ = ControllerClient::new(channel).create_volume(CreateVolumeRequest::default()).await;
+
+    let (status, body) = daemon.http_get("/metrics");
+    assert_eq!(status, 200);
+    assert!(body.contains(r#"rds_csi_grpc_requests_total{method="Probe",code="OK"} 3"#), "{body}");
+    assert!(
+        body.contains(
+            r#"rds_csi_grpc_requests_total{method="CreateVolume",code="UNIMPLEMENTED"} 1"#
+        ),
+        "{body}"
+    );
+    assert!(
+        body.contains(r#"rds_csi_grpc_request_duration_seconds_count{method="Probe",code="OK"} 3"#),
+        "{body}"
+    );
+    assert_eq!(daemon.http_get("/healthz"), (200, "ok\n".to_string()));
+    assert_eq!(daemon.http_get("/readyz"), (200, "ready\n".to_string()));
+}
+
+#[tokio::test]
+async fn requests_are_logged_in_their_span_with_secrets_redacted() {
+    let daemon = Daemon::start();
+    let mut node = NodeClient::new(daemon.channel().await);
+    let secret_value = "s3cr3t-value-that-must-not-leak";
+    let _ = node
+        .node_stage_volume(NodeStageVolumeRequest {
+            volume_id: "pvc-0123".into(),
+            secrets: HashMap::from([("chap-password".to_string(), secret_value.to_string())]),
+            ..Default::default()
+        })
+        .await;
+    let _ = node.node_get_info(NodeGetInfoRequest {}).await.unwrap();
+    // The failure line is written before the answer is sent, so it is already in the log.
+    let log = daemon.raw_log();
+    assert!(!log.contains(secret_value), "secret leaked into the log:\n{log}");
+    let lines = daemon.log_lines();
+    let request = lines
+        .iter()
+        .find(|l| l["message"] == "request" && l["span"]["method"] == "NodeStageVolume")
+        .unwrap_or_else(|| panic!("no request line:\n{log}"));
+    assert!(request["request"].as_str().unwrap().contains("chap-password"), "{request}");
+    assert!(request["request"].as_str().unwrap().contains(csi::REDACTED), "{request}");
+    assert_eq!(request["span"]["volume_id"], "pvc-0123");
+    let request_id = request["span"]["request_id"].as_str().unwrap();
+    assert_eq!(request_id.len(), 32, "{request}");
+    let answer = lines
+        .iter()
+        .find(|l| l["message"] == "answered with an error" && l["span"]["request_id"] == request_id)
+        .unwrap_or_else(|| panic!("no answer line for {request_id}:\n{log}"));
+    assert_eq!(answer["code"], "UNIMPLEMENTED");
+    assert!(
+        answer["error"].as_str().unwrap().contains("NodeStageVolume is not implemented"),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn second_instance_on_a_live_socket_fails_clearly_and_leaves_the_first_alone() {
+    let daemon = Daemon::start();
+    let second = serve_command(&daemon.socket, &["--controller", "--metrics-address", ""])
+        .output()
+        .expect("run second instance");
+    assert!(!second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains("another process is serving on"), "{stderr}");
+    assert!(stderr.contains(&daemon.socket.display().to_string()), "{stderr}");
+    // The first instance still owns its socket and answers.
+    let probe = IdentityClient::new(daemon.channel().await).probe(ProbeRequest {}).await.unwrap();
+    assert_eq!(probe.into_inner().ready, Some(true));
+}
+
+#[tokio::test]
+async fn stale_socket_is_replaced_but_a_regular_file_is_never_touched() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("csi.sock");
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap()); // dead socket left behind
+    let child = serve_command(&socket, &["--controller", "--metrics-address", ""]).spawn().unwrap();
+    let daemon = Daemon::follow(child, socket.clone(), dir);
+    IdentityClient::new(daemon.channel().await).probe(ProbeRequest {}).await.unwrap();
+    drop(daemon);
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("csi.sock");
+    std::fs::write(&file, "not a socket").unwrap();
+    let out = serve_command(&file, &["--controller", "--metrics-address", ""]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a socket"));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "not a socket");
+}
+
+#[tokio::test]
+async fn sigterm_and_sigint_remove_the_socket_and_exit_zero() {
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        let mut daemon = Daemon::start();
+        IdentityClient::new(daemon.channel().await).probe(ProbeRequest {}).await.unwrap();
+        assert!(daemon.socket.exists());
+        daemon.signal(signal);
+        let status = daemon.wait_exit(Duration::from_secs(10)).await;
+        assert!(status.success(), "signal {signal}: {status}\n{}", daemon.raw_log());
+        assert!(!daemon.socket.exists(), "socket left behind after signal {signal}");
+        assert!(daemon.log_lines().iter().any(|l| l["message"] == "socket removed"));
+    }
+}
+
+#[tokio::test]
+async fn configuration_comes_from_environment_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("env.sock");
+    let child = Command::new(support::BIN)
+        .arg("serve")
+        .env("RDS_CSI_LOG_FORMAT", "json")
+        .env("RDS_CSI_ENDPOINT", format!("unix://{}", socket.display()))
+        .env("RDS_CSI_NODE", "true")
+        .env("RDS_CSI_NODE_ID", "env-node")
+        .env("RDS_CSI_DRIVER_NAME", "rds.example.org")
+        .env("RDS_CSI_METRICS_ADDRESS", "")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let daemon = Daemon::follow(child, socket, dir);
+    let channel = daemon.channel().await;
+    let info = IdentityClient::new(channel.clone())
+        .get_plugin_info(GetPluginInfoRequest {})
+        .await
+        .unwrap();
+    assert_eq!(info.into_inner().name, "rds.example.org");
+    let node =
+        NodeClient::new(channel).node_get_info(NodeGetInfoRequest {}).await.unwrap().into_inner();
+    assert_eq!(node.node_id, "env-node");
+    assert!(
+        node.accessible_topology.unwrap().segments.contains_key("topology.rds.example.org/zone")
+    );
+}
+
+#[test]
+fn bad_flags_are_refused_with_the_fix() {
+    let run = |args: &[&str]| {
+        let out = Command::new(support::BIN).args(args).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, err) = run(&["serve", "--endpoint", "unix:///tmp/x.sock"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("pass --controller, --node, or both"), "{err}");
+    let (code, err) = run(&["serve", "--node", "--endpoint", "unix:///tmp/x.sock"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--node-id"), "{err}");
+    let (code, err) = run(&["serve", "--controller", "--driver-name", "Bad_Name"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("Bad_Name") && err.contains("domain-style"), "{err}");
+}
