@@ -1,0 +1,5 @@
+//! RouterOS for rds-csi: the command-line syntax RouterOS accepts ([`syntax`]), and (later)
+//! typed operations and the SSH/REST client of the RDS. Everything here except the
+//! transports is pure: no I/O.
+
+pub mod syntax;
