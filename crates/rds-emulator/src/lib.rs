@@ -1,1 +1,11 @@
+//! rds-emulator: a faithful stand-in for the management plane of a MikroTik ROSE Data Server.
+//! See docs/emulator.md for every command, flag, fault, and each choice made where the
+//! RouterOS facts are UNKNOWN.
 
+mod disk_cmd;
+pub mod exec;
+pub mod grammar;
+pub mod model;
+pub mod render;
+pub mod store;
+pub mod version;

@@ -3,3 +3,4 @@
 //! transports is pure: no I/O.
 
 pub mod syntax;
+pub mod values;
