@@ -90,6 +90,9 @@ impl Exec<'_> {
 
     /// Fails when growing `path` by `extra` bytes would overflow its pool.
     fn check_space(&self, path: &str, extra: u64) -> Result<(), ExecError> {
+        if self.b.force_disk_full && extra > 0 {
+            return Err(ExecError::Message(self.b.disk_full_error.clone()));
+        }
         if let Some(pool) = self.store.pool_for(path) {
             let free = pool.size.saturating_sub(self.store.usage(pool).used);
             if extra > free {

@@ -37,6 +37,8 @@ pub struct Behaviour {
     /// The error printed when a file does not fit in the pool.
     pub disk_full_error: String,
     pub board_name: String,
+    /// Fault: every allocation fails with `disk_full_error`.
+    pub force_disk_full: bool,
 }
 
 impl Default for Behaviour {
@@ -50,6 +52,7 @@ impl Default for Behaviour {
             header_on_empty: true,
             disk_full_error: "failure: not enough disk space".into(),
             board_name: "RDS2216-2XG-4S+4XS-2XQ".into(),
+            force_disk_full: false,
         }
     }
 }

@@ -2,10 +2,13 @@
 //! See docs/emulator.md for every command, flag, fault, and each choice made where the
 //! RouterOS facts are UNKNOWN.
 
+pub mod control;
 mod disk_cmd;
+pub mod emulator;
 pub mod exec;
 pub mod grammar;
 pub mod model;
 pub mod render;
+pub mod ssh;
 pub mod store;
 pub mod version;

@@ -1,0 +1,355 @@
+//! The running emulator as a Rust API: one store shared by every transport, the command log,
+//! and fault injection. Transports (SSH, REST) call [`Emulator::execute`]; tests and the
+//! control API use the rest.
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime},
+};
+
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    exec::{Behaviour, Outcome, run_line},
+    store::{InitOptions, Store},
+};
+
+/// When a dropped connection loses the command (spec: both happen in real life).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DropWhen {
+    /// The connection drops before the command runs: nothing changed.
+    Before,
+    /// The command runs (and may mutate), then the connection drops before the answer.
+    After,
+}
+
+/// Fail the `nth` command (1-based, counted from when the rule is installed) whose line
+/// matches `pattern`, answering `error` instead of running it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FailRule {
+    pub pattern: String,
+    #[serde(default = "one")]
+    pub nth: u32,
+    pub error: String,
+}
+
+/// Drop the connection on the `nth` command matching `pattern`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DropRule {
+    pub pattern: String,
+    #[serde(default = "one")]
+    pub nth: u32,
+    pub when: DropWhen,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Every fault and timing knob, as set by flags (`--faults-json`), the control API or tests.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Faults {
+    /// Added to every command.
+    pub latency_ms: u64,
+    /// Uniform random extra latency in [0, jitter_ms].
+    pub jitter_ms: u64,
+    /// Delay before the SSH handshake starts.
+    pub handshake_latency_ms: u64,
+    pub fail: Vec<FailRule>,
+    pub drop: Vec<DropRule>,
+    /// Every allocation fails as if the pool were full.
+    pub disk_full: bool,
+    /// New SSH connections are closed at once.
+    pub refuse_sessions: bool,
+}
+
+/// One executed (or faulted) command.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogEntry {
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: u128,
+    /// Connection id (SSH connection, or one per REST request).
+    pub conn: u64,
+    /// `ssh` or `rest`.
+    pub transport: String,
+    pub command: String,
+    /// `ok`, `error`, `injected-error`, `dropped-before`, `dropped-after`.
+    pub result: String,
+}
+
+/// What the transport must do with a command's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    Answer(Outcome),
+    /// Close the connection abruptly without answering.
+    Drop,
+}
+
+#[derive(Debug)]
+struct Counted<T> {
+    rule: T,
+    pattern: Regex,
+    seen: u32,
+}
+
+#[derive(Debug, Default)]
+struct FaultState {
+    faults: Faults,
+    fail: Vec<Counted<FailRule>>,
+    drop: Vec<Counted<DropRule>>,
+}
+
+/// Closes one connection abruptly (e.g. shuts its TCP socket down).
+pub struct Kill(Box<dyn FnOnce() + Send>);
+
+impl Kill {
+    pub fn new(f: impl FnOnce() + Send + 'static) -> Kill {
+        Kill(Box::new(f))
+    }
+}
+
+impl std::fmt::Debug for Kill {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Kill")
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Mutex<Store>,
+    behaviour: Behaviour,
+    started: Instant,
+    log: Mutex<Vec<LogEntry>>,
+    faults: Mutex<FaultState>,
+    connections: Mutex<HashMap<u64, Kill>>,
+    next_conn: Mutex<u64>,
+    down_until: Mutex<Option<Instant>>,
+    data_dir: PathBuf,
+}
+
+/// A cheaply cloned handle to the running emulator.
+#[derive(Debug, Clone)]
+pub struct Emulator {
+    inner: Arc<Inner>,
+}
+
+impl Emulator {
+    /// Opens (or initialises) the data directory.
+    pub fn open(
+        data_dir: PathBuf,
+        init: &InitOptions,
+        behaviour: Behaviour,
+    ) -> std::io::Result<Self> {
+        let store = Store::open(&data_dir, init)?;
+        Ok(Emulator {
+            inner: Arc::new(Inner {
+                store: Mutex::new(store),
+                behaviour,
+                started: Instant::now(),
+                log: Mutex::new(Vec::new()),
+                faults: Mutex::new(FaultState::default()),
+                connections: Mutex::new(HashMap::new()),
+                next_conn: Mutex::new(1),
+                down_until: Mutex::new(None),
+                data_dir,
+            }),
+        })
+    }
+
+    pub fn behaviour(&self) -> &Behaviour {
+        &self.inner.behaviour
+    }
+
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.inner.data_dir
+    }
+
+    /// Replaces the fault set (invalid regexes are an error naming the pattern).
+    pub fn set_faults(&self, faults: Faults) -> Result<(), String> {
+        let compile = |p: &str| Regex::new(p).map_err(|e| format!("invalid pattern {p:?}: {e}"));
+        let fail = faults
+            .fail
+            .iter()
+            .map(|r| Ok(Counted { rule: r.clone(), pattern: compile(&r.pattern)?, seen: 0 }))
+            .collect::<Result<_, String>>()?;
+        let drop = faults
+            .drop
+            .iter()
+            .map(|r| Ok(Counted { rule: r.clone(), pattern: compile(&r.pattern)?, seen: 0 }))
+            .collect::<Result<_, String>>()?;
+        *self.inner.faults.lock().expect("faults lock") = FaultState { faults, fail, drop };
+        Ok(())
+    }
+
+    pub fn faults(&self) -> Faults {
+        self.inner.faults.lock().expect("faults lock").faults.clone()
+    }
+
+    /// The command log so far.
+    pub fn command_log(&self) -> Vec<LogEntry> {
+        self.inner.log.lock().expect("log lock").clone()
+    }
+
+    pub fn clear_log(&self) {
+        self.inner.log.lock().expect("log lock").clear();
+    }
+
+    /// Registers a new connection; `kill` closes it abruptly (used by drops and reboots).
+    pub fn connection_opened(&self, kill: Kill) -> u64 {
+        let mut next = self.inner.next_conn.lock().expect("conn lock");
+        let id = *next;
+        *next += 1;
+        self.inner.connections.lock().expect("connections lock").insert(id, kill);
+        id
+    }
+
+    /// A connection id for a transport without connections (one per REST request).
+    pub fn next_request_id(&self) -> u64 {
+        let mut next = self.inner.next_conn.lock().expect("conn lock");
+        *next += 1;
+        *next - 1
+    }
+
+    pub fn connection_closed(&self, id: u64) {
+        self.inner.connections.lock().expect("connections lock").remove(&id);
+    }
+
+    pub fn open_connections(&self) -> usize {
+        self.inner.connections.lock().expect("connections lock").len()
+    }
+
+    /// Closes a connection abruptly (TCP close without an SSH goodbye).
+    pub fn drop_connection(&self, id: u64) {
+        let kill = self.inner.connections.lock().expect("connections lock").remove(&id);
+        if let Some(Kill(kill)) = kill {
+            kill();
+        }
+    }
+
+    /// Emulates an RDS reboot: every connection drops, new ones are refused for `downtime`,
+    /// all state (disks, exports, files) is kept.
+    pub fn reboot(&self, downtime: Duration) {
+        *self.inner.down_until.lock().expect("down lock") = Some(Instant::now() + downtime);
+        let all: Vec<_> =
+            self.inner.connections.lock().expect("connections lock").drain().collect();
+        for (_, Kill(kill)) in all {
+            kill();
+        }
+        tracing::info!(
+            downtime_ms = downtime.as_millis() as u64,
+            "reboot: all connections dropped"
+        );
+    }
+
+    /// Whether new connections are accepted right now.
+    pub fn accepting(&self) -> bool {
+        let down = self.inner.down_until.lock().expect("down lock");
+        let rebooting = down.is_some_and(|until| Instant::now() < until);
+        !rebooting && !self.faults().refuse_sessions
+    }
+
+    pub fn handshake_latency(&self) -> Duration {
+        Duration::from_millis(self.faults().handshake_latency_ms)
+    }
+
+    fn record(&self, conn: u64, transport: &str, command: &str, result: &str) {
+        let at_ms =
+            SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        self.inner.log.lock().expect("log lock").push(LogEntry {
+            at_ms,
+            conn,
+            transport: transport.to_string(),
+            command: command.to_string(),
+            result: result.to_string(),
+        });
+    }
+
+    /// Runs one command line for connection `conn`, applying latency and faults.
+    pub async fn execute(&self, conn: u64, transport: &str, line: &str) -> Delivery {
+        let (delay, injected) = self.plan(line);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let drop_after = match injected {
+            Some(Injected::Fail(error)) => {
+                self.record(conn, transport, line, "injected-error");
+                return Delivery::Answer(Outcome {
+                    output: format!("{error}\n"),
+                    failed: true,
+                    mutated: false,
+                });
+            }
+            Some(Injected::Drop(DropWhen::Before)) => {
+                self.record(conn, transport, line, "dropped-before");
+                return Delivery::Drop;
+            }
+            Some(Injected::Drop(DropWhen::After)) => true,
+            None => false,
+        };
+        let this = self.clone();
+        let owned = line.to_string();
+        let outcome =
+            tokio::task::spawn_blocking(move || this.run_now(&owned)).await.unwrap_or_else(|e| {
+                Outcome { output: format!("failure: {e}\n"), failed: true, mutated: false }
+            });
+        if drop_after {
+            self.record(conn, transport, line, "dropped-after");
+            return Delivery::Drop;
+        }
+        self.record(conn, transport, line, if outcome.failed { "error" } else { "ok" });
+        Delivery::Answer(outcome)
+    }
+
+    /// Runs a line with no faults and no log entry (setup in tests).
+    pub fn run_now(&self, line: &str) -> Outcome {
+        let mut store = self.inner.store.lock().expect("store lock");
+        let mut behaviour = self.inner.behaviour.clone();
+        if self.faults().disk_full {
+            behaviour.force_disk_full = true;
+        }
+        run_line(line, &mut store, &behaviour, self.inner.started)
+    }
+
+    /// Runs `f` with the store (REST handlers, nvmet reconciliation).
+    pub fn with_store<T>(&self, f: impl FnOnce(&mut Store) -> T) -> T {
+        f(&mut self.inner.store.lock().expect("store lock"))
+    }
+
+    pub fn started(&self) -> Instant {
+        self.inner.started
+    }
+
+    fn plan(&self, line: &str) -> (Duration, Option<Injected>) {
+        let mut state = self.inner.faults.lock().expect("faults lock");
+        let f = &state.faults;
+        let jitter = if f.jitter_ms > 0 { rand::random_range(0..=f.jitter_ms) } else { 0 };
+        let delay = Duration::from_millis(f.latency_ms + jitter);
+        for rule in &mut state.fail {
+            if rule.pattern.is_match(line) {
+                rule.seen += 1;
+                if rule.seen == rule.rule.nth {
+                    return (delay, Some(Injected::Fail(rule.rule.error.clone())));
+                }
+            }
+        }
+        for rule in &mut state.drop {
+            if rule.pattern.is_match(line) {
+                rule.seen += 1;
+                if rule.seen == rule.rule.nth {
+                    return (delay, Some(Injected::Drop(rule.rule.when)));
+                }
+            }
+        }
+        (delay, None)
+    }
+}
+
+enum Injected {
+    Fail(String),
+    Drop(DropWhen),
+}
