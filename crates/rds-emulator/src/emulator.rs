@@ -353,3 +353,69 @@ enum Injected {
     Fail(String),
     Drop(DropWhen),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn emulator(dir: &std::path::Path) -> Emulator {
+        let init = InitOptions { pool_slot: "storage-pool".into(), pool_size: 10 << 30 };
+        Emulator::open(dir.to_path_buf(), &init, Behaviour::default()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn rust_api_injects_faults_and_counts_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let emu = emulator(dir.path());
+        emu.set_faults(Faults {
+            fail: vec![FailRule { pattern: "add".into(), nth: 1, error: "failure: boom".into() }],
+            drop: vec![DropRule { pattern: "slot=late".into(), nth: 1, when: DropWhen::After }],
+            ..Faults::default()
+        })
+        .unwrap();
+        let add = |slot: &str| {
+            format!(
+                "/disk add type=file slot={slot} file-path=storage-pool/{slot}.img file-size=1M"
+            )
+        };
+        let Delivery::Answer(o) = emu.execute(7, "test", &add("a")).await else { panic!() };
+        assert_eq!(o.output, "failure: boom\n");
+        assert_eq!(emu.execute(7, "test", &add("late")).await, Delivery::Drop);
+        assert!(!emu.run_now("/disk print count-only where slot=late").failed);
+        assert_eq!(
+            emu.run_now("/disk print count-only where slot=late").output,
+            "1\n",
+            "applied, then dropped"
+        );
+        let log = emu.command_log();
+        assert_eq!(
+            log.iter().map(|e| e.result.as_str()).collect::<Vec<_>>(),
+            ["injected-error", "dropped-after"]
+        );
+        assert!(log.iter().all(|e| e.conn == 7 && e.transport == "test"));
+        assert!(
+            emu.set_faults(Faults {
+                fail: vec![FailRule { pattern: "(".into(), nth: 1, error: String::new() }],
+                ..Faults::default()
+            })
+            .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn reboot_refuses_then_accepts_and_keeps_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let emu = emulator(dir.path());
+        let killed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = killed.clone();
+        emu.connection_opened(Kill::new(move || {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst)
+        }));
+        emu.reboot(Duration::from_millis(200));
+        assert!(killed.load(std::sync::atomic::Ordering::SeqCst), "every connection was cut");
+        assert!(!emu.accepting());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(emu.accepting());
+        assert_eq!(emu.open_connections(), 0);
+    }
+}

@@ -9,6 +9,8 @@ pub mod exec;
 pub mod grammar;
 pub mod model;
 pub mod render;
+pub mod rest;
 pub mod ssh;
 pub mod store;
+pub mod tls;
 pub mod version;

@@ -8,8 +8,10 @@ use rds_emulator::{
     control,
     emulator::{Emulator, Faults},
     exec::Behaviour,
+    rest::{self, RestOptions},
     ssh::{self, SshOptions},
     store::InitOptions,
+    tls::{Identity, TlsListener},
     version::Version,
 };
 use routeros::values::parse_size_arg;
@@ -31,6 +33,16 @@ struct Args {
     /// SSH listen address; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:0")]
     ssh_listen: SocketAddr,
+    /// REST API listen address (`/rest/...`, HTTPS with a generated self-signed certificate
+    /// unless --rest-plain-http); off unless given.
+    #[arg(long)]
+    rest_listen: Option<SocketAddr>,
+    /// Serve REST over plain HTTP (RouterOS `www` service) instead of HTTPS (`www-ssl`).
+    #[arg(long)]
+    rest_plain_http: bool,
+    /// REST per-request time limit (RouterOS: 60 s), after which it answers `Session closed`.
+    #[arg(long, default_value_t = 60)]
+    rest_timeout_secs: u64,
     /// Control API listen address (command log, faults, reboot); off unless given.
     #[arg(long)]
     control_listen: Option<SocketAddr>,
@@ -184,7 +196,31 @@ async fn run(args: Args) -> Result<(), String> {
     };
     let mut lines = vec![format!("listen ssh {ssh_addr} host-key={fingerprint}")];
     let mut tasks = tokio::task::JoinSet::new();
+    let rest_opts = RestOptions {
+        users: args.users.clone(),
+        password: opts.password.clone(),
+        timeout: std::time::Duration::from_secs(args.rest_timeout_secs),
+    };
     tasks.spawn(ssh::serve(emu.clone(), ssh_listener, host_key, opts));
+
+    if let Some(addr) = args.rest_listen {
+        let tcp = TcpListener::bind(addr).await.map_err(|e| format!("REST {addr}: {e}"))?;
+        let bound = tcp.local_addr().map_err(|e| e.to_string())?;
+        let router = rest::router(emu.clone(), rest_opts);
+        if args.rest_plain_http {
+            lines.push(format!("listen rest http://{bound}"));
+            tasks.spawn(async move { axum::serve(tcp, router).await });
+        } else {
+            let identity = Identity::load_or_create(&args.data_dir)?;
+            lines.push(format!(
+                "listen rest https://{bound} cert-sha256={} cert-file={}",
+                identity.fingerprint(),
+                args.data_dir.join("rest-cert.pem").display()
+            ));
+            let listener = TlsListener { tcp, acceptor: identity.acceptor()? };
+            tasks.spawn(async move { axum::serve(listener, router).await });
+        }
+    }
 
     if let Some(addr) = args.control_listen {
         let listener = TcpListener::bind(addr).await.map_err(|e| format!("control {addr}: {e}"))?;

@@ -65,6 +65,9 @@ pub struct Emu {
     pub control: SocketAddr,
     pub fingerprint: String,
     pub data: PathBuf,
+    /// `https://...` or `http://...` when started with --rest-listen.
+    pub rest: Option<String>,
+    pub rest_cert_sha256: Option<String>,
 }
 
 impl Emu {
@@ -83,6 +86,7 @@ impl Emu {
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let (mut ssh, mut control, mut fingerprint) = (None, None, String::new());
+        let (mut rest, mut rest_cert_sha256) = (None, None);
         for line in lines.by_ref() {
             let line = line.unwrap();
             let words: Vec<&str> = line.split(' ').collect();
@@ -94,6 +98,11 @@ impl Emu {
                 ["listen", "control", url] => {
                     control = Some(url.trim_start_matches("http://").parse().unwrap())
                 }
+                ["listen", "rest", url] => rest = Some(url.to_string()),
+                ["listen", "rest", url, fp, _file] => {
+                    rest = Some(url.to_string());
+                    rest_cert_sha256 = Some(fp.trim_start_matches("cert-sha256=").to_string());
+                }
                 ["READY"] => break,
                 _ => panic!("unexpected start-up line {line:?}"),
             }
@@ -104,6 +113,8 @@ impl Emu {
             control: control.expect("control line"),
             fingerprint,
             data: data.into(),
+            rest,
+            rest_cert_sha256,
         }
     }
 
@@ -116,6 +127,30 @@ impl Emu {
     pub fn run(&self, keys: &Keys, command: &str) -> (String, i32) {
         let out = self.ssh_as(keys, "ed25519", "admin", command);
         (String::from_utf8_lossy(&out.stdout).into_owned(), out.status.code().unwrap_or(-1))
+    }
+
+    /// curl against the REST API with basic auth (`extra` adds flags); returns (status, body).
+    pub fn curl(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        extra: &[&str],
+    ) -> (u16, String) {
+        let base = self.rest.as_ref().expect("started with --rest-listen");
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "--max-time", "20", "-X", method, "-w", "\n%{http_code}"]);
+        if base.starts_with("https") {
+            cmd.arg("--cacert").arg(self.data.join("rest-cert.pem"));
+        }
+        cmd.args(extra);
+        if let Some(b) = body {
+            cmd.args(["-H", "content-type: application/json", "-d", b]);
+        }
+        let out = cmd.arg(format!("{base}{path}")).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
     }
 
     pub fn control(&self, method: &str, path: &str, body: &str) -> (u16, String) {
