@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     exec::{Behaviour, Outcome, run_line},
+    model::Kind,
+    nvmet::{Export, Nvmet, parse_hosts},
     store::{InitOptions, Store},
 };
 
@@ -130,6 +132,8 @@ struct Inner {
     next_conn: Mutex<u64>,
     down_until: Mutex<Option<Instant>>,
     data_dir: PathBuf,
+    /// Real NVMe/TCP export (`--nvmet`); `None` = bookkeeping only.
+    nvmet: Option<Nvmet>,
 }
 
 /// A cheaply cloned handle to the running emulator.
@@ -139,14 +143,16 @@ pub struct Emulator {
 }
 
 impl Emulator {
-    /// Opens (or initialises) the data directory.
+    /// Opens (or initialises) the data directory; with `nvmet`, exports every exported disk
+    /// (as an RDS does after a reboot).
     pub fn open(
         data_dir: PathBuf,
         init: &InitOptions,
         behaviour: Behaviour,
+        nvmet: Option<Nvmet>,
     ) -> std::io::Result<Self> {
         let store = Store::open(&data_dir, init)?;
-        Ok(Emulator {
+        let emu = Emulator {
             inner: Arc::new(Inner {
                 store: Mutex::new(store),
                 behaviour,
@@ -157,8 +163,32 @@ impl Emulator {
                 next_conn: Mutex::new(1),
                 down_until: Mutex::new(None),
                 data_dir,
+                nvmet,
             }),
-        })
+        };
+        if let Some(nvmet) = &emu.inner.nvmet {
+            let store = emu.inner.store.lock().expect("store lock");
+            nvmet.reconcile(&emu.exports(&store))?;
+        }
+        Ok(emu)
+    }
+
+    /// The subsystems the disk table wants exported.
+    fn exports(&self, store: &Store) -> Vec<Export> {
+        let version = self.inner.behaviour.version;
+        store
+            .disks()
+            .iter()
+            .filter(|d| d.nvme.export && !d.disabled)
+            .filter_map(|d| match &d.kind {
+                Kind::File(f) => Some(Export {
+                    nqn: d.nqn(version),
+                    file: store.host_path(&f.path),
+                    hosts: parse_hosts(&d.nvme.allow_host_name),
+                }),
+                Kind::Raid(_) => None,
+            })
+            .collect()
     }
 
     pub fn behaviour(&self) -> &Behaviour {
@@ -312,7 +342,14 @@ impl Emulator {
         if self.faults().disk_full {
             behaviour.force_disk_full = true;
         }
-        run_line(line, &mut store, &behaviour, self.inner.started)
+        let outcome = run_line(line, &mut store, &behaviour, self.inner.started);
+        if outcome.mutated
+            && let Some(nvmet) = &self.inner.nvmet
+            && let Err(e) = nvmet.reconcile(&self.exports(&store))
+        {
+            tracing::warn!(error = %e, "nvmet: export does not match the disk table");
+        }
+        outcome
     }
 
     /// Runs `f` with the store (REST handlers, nvmet reconciliation).
@@ -360,7 +397,7 @@ mod tests {
 
     fn emulator(dir: &std::path::Path) -> Emulator {
         let init = InitOptions { pool_slot: "storage-pool".into(), pool_size: 10 << 30 };
-        Emulator::open(dir.to_path_buf(), &init, Behaviour::default()).unwrap()
+        Emulator::open(dir.to_path_buf(), &init, Behaviour::default(), None).unwrap()
     }
 
     #[tokio::test]

@@ -8,6 +8,7 @@ pub mod emulator;
 pub mod exec;
 pub mod grammar;
 pub mod model;
+pub mod nvmet;
 pub mod render;
 pub mod rest;
 pub mod ssh;

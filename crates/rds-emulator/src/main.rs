@@ -8,6 +8,7 @@ use rds_emulator::{
     control,
     emulator::{Emulator, Faults},
     exec::Behaviour,
+    nvmet::{self, Nvmet},
     rest::{self, RestOptions},
     ssh::{self, SshOptions},
     store::InitOptions,
@@ -43,6 +44,14 @@ struct Args {
     /// REST per-request time limit (RouterOS: 60 s), after which it answers `Session closed`.
     #[arg(long, default_value_t = 60)]
     rest_timeout_secs: u64,
+    /// Export every exported disk for real through the kernel NVMe/TCP target (nvmet,
+    /// configfs) on ADDR:PORT. Without it exports are bookkeeping only.
+    #[arg(long)]
+    nvmet: Option<SocketAddr>,
+    /// With --nvmet: removing a host from nvme-tcp-server-allow-host-name also drops its live
+    /// connections (UNKNOWN on real hardware; default: live connections stay).
+    #[arg(long)]
+    revoke_drops_connections: bool,
     /// Control API listen address (command log, faults, reboot); off unless given.
     #[arg(long)]
     control_listen: Option<SocketAddr>,
@@ -143,7 +152,14 @@ async fn run(args: Args) -> Result<(), String> {
         ..Behaviour::default()
     };
     let init = InitOptions { pool_slot: args.pool_slot.clone(), pool_size: args.pool_size };
-    let emu = Emulator::open(args.data_dir.clone(), &init, behaviour)
+    let nvmet = match args.nvmet {
+        Some(addr) => Some(
+            Nvmet::open(std::path::Path::new(nvmet::CONFIGFS), addr, args.revoke_drops_connections)
+                .map_err(|e| format!("--nvmet {addr}: {e}"))?,
+        ),
+        None => None,
+    };
+    let emu = Emulator::open(args.data_dir.clone(), &init, behaviour, nvmet)
         .map_err(|e| format!("cannot open {}: {e}", args.data_dir.display()))?;
 
     let mut faults = match &args.faults_json {
@@ -195,6 +211,9 @@ async fn run(args: Args) -> Result<(), String> {
         },
     };
     let mut lines = vec![format!("listen ssh {ssh_addr} host-key={fingerprint}")];
+    if let Some(addr) = args.nvmet {
+        lines.push(format!("listen nvme-tcp {addr}"));
+    }
     let mut tasks = tokio::task::JoinSet::new();
     let rest_opts = RestOptions {
         users: args.users.clone(),
