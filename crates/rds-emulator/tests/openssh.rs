@@ -263,3 +263,35 @@ fn reboot_drops_a_connection_mid_command() {
     let out = slow.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(255), "the client sees the connection drop");
 }
+
+#[test]
+fn latency_handshake_latency_and_refused_sessions() {
+    if !have("ssh") {
+        return;
+    }
+    let keys = Keys::new();
+    let data = tempfile::tempdir().unwrap();
+    let emu = Emu::start(&keys, data.path(), &[]);
+    let timed = |emu: &Emu| {
+        let started = std::time::Instant::now();
+        let (_, code) = emu.run(&keys, "/system identity print");
+        (started.elapsed(), code)
+    };
+    // Injected delays are lower bounds on what the client sees (behaviour, not performance).
+    assert_eq!(emu.control("PUT", "/faults", r#"{"latency_ms":400,"jitter_ms":100}"#).0, 204);
+    let (took, code) = timed(&emu);
+    assert_eq!(code, 0);
+    assert!(took >= Duration::from_millis(400), "command latency applied: {took:?}");
+    assert_eq!(emu.control("PUT", "/faults", r#"{"handshake_latency_ms":500}"#).0, 204);
+    let (took, code) = timed(&emu);
+    assert_eq!(code, 0);
+    assert!(took >= Duration::from_millis(500), "handshake latency applied: {took:?}");
+    let (_, log) = emu.control("GET", "/log", "");
+    let log: Vec<serde_json::Value> = serde_json::from_str(&log).unwrap();
+    assert_eq!(log.len(), 2, "one round trip each");
+
+    assert_eq!(emu.control("PUT", "/faults", r#"{"refuse_sessions":true}"#).0, 204);
+    assert_eq!(timed(&emu).1, 255, "new sessions refused");
+    assert_eq!(emu.control("DELETE", "/faults", "").0, 204);
+    assert_eq!(timed(&emu).1, 0, "accepted again");
+}

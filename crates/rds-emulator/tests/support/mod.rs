@@ -84,7 +84,10 @@ impl Emu {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let stdout = child.stdout.take().unwrap();
+        // Until `Emu` owns the child, a panic here must not leave the emulator running.
+        let mut guard = KillOnDrop(Some(child));
+        let mut lines = BufReader::new(stdout).lines();
         let (mut ssh, mut control, mut fingerprint) = (None, None, String::new());
         let (mut rest, mut rest_cert_sha256) = (None, None);
         for line in lines.by_ref() {
@@ -107,10 +110,11 @@ impl Emu {
                 _ => panic!("unexpected start-up line {line:?}"),
             }
         }
+        let (ssh, control) = (ssh.expect("ssh line"), control.expect("control line"));
         Emu {
-            child,
-            ssh: ssh.expect("ssh line"),
-            control: control.expect("control line"),
+            child: guard.0.take().expect("child"),
+            ssh,
+            control,
             fingerprint,
             data: data.into(),
             rest,
@@ -167,6 +171,17 @@ impl Drop for Emu {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+struct KillOnDrop(Option<Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
