@@ -17,6 +17,15 @@ use crate::{
 
 const DEFAULT_NVME_PORT: u16 = 4420;
 
+/// The items a `set`/`remove` names: its unnamed values plus `numbers=`.
+fn item_refs<'s>(args: &Args<'s>) -> Vec<(&'s Value, Pos)> {
+    let mut refs = args.unnamed.clone();
+    if let Some((value, pos)) = args.named.get("numbers") {
+        refs.push((*value, *pos));
+    }
+    refs
+}
+
 impl Exec<'_> {
     /// Checks every named argument against the version's table for `/disk <command>`.
     fn check_disk_args(&self, command: &str, args: &Args) -> Result<(), ExecError> {
@@ -216,10 +225,7 @@ impl Exec<'_> {
     pub fn disk_set(&mut self, stmt: &Statement) -> Result<RValue, ExecError> {
         let args = split_args(stmt);
         self.check_disk_args("set", &args)?;
-        let mut refs = args.unnamed.clone();
-        if let Some((value, pos)) = args.named.get("numbers") {
-            refs.push((*value, *pos));
-        }
+        let refs = item_refs(&args);
         if refs.is_empty() {
             return Err(no_such_item());
         }
@@ -268,14 +274,8 @@ impl Exec<'_> {
     /// the file). An empty `[find ...]` is a silent no-op; an unknown name is `no such item`.
     pub fn disk_remove(&mut self, stmt: &Statement) -> Result<RValue, ExecError> {
         let args = split_args(stmt);
-        if let Some((_, (_, pos))) = args.named.iter().find(|(k, _)| **k != "numbers") {
-            return Err(crate::exec::end_of_command(*pos));
-        }
-        let mut refs = args.unnamed.clone();
-        if let Some((value, pos)) = args.named.get("numbers") {
-            refs.push((*value, *pos));
-        }
-        for id in self.resolve_disks(&refs)? {
+        crate::exec::reject_unknown(&args, &["numbers"])?;
+        for id in self.resolve_disks(&item_refs(&args))? {
             if matches!(self.store.disk(id).map(|d| &d.kind), Some(Kind::Raid(_))) {
                 return Err(failure("can not remove raid with mounted filesystem"));
             }

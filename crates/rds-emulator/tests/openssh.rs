@@ -184,12 +184,7 @@ fn session_limit_refuses_extra_connections() {
         .spawn()
         .unwrap();
     // Wait until the first connection is registered, then try a second one.
-    for _ in 0..100 {
-        if emu.control("GET", "/connections", "").1.contains("\"open\":1") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    emu.wait_connections(1);
     assert_eq!(emu.run(&keys, "/system identity print").1, 255, "second session refused");
     assert!(slow.wait().unwrap().success(), "the first session is unaffected");
 }
@@ -253,12 +248,7 @@ fn reboot_drops_a_connection_mid_command() {
         .arg("/system identity print")
         .spawn()
         .unwrap();
-    for _ in 0..100 {
-        if emu.control("GET", "/connections", "").1.contains("\"open\":1") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    emu.wait_connections(1);
     assert_eq!(emu.control("POST", "/reboot?downtime_ms=0", "").0, 204);
     let out = slow.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(255), "the client sees the connection drop");

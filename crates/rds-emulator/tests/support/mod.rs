@@ -157,6 +157,18 @@ impl Emu {
         (code.trim().parse().unwrap_or(0), body.to_string())
     }
 
+    /// Waits (bounded) until `n` connections are open.
+    pub fn wait_connections(&self, n: usize) {
+        let wanted = format!("\"open\":{n}");
+        for _ in 0..250 {
+            if self.control("GET", "/connections", "").1.contains(&wanted) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("never saw {n} open connections");
+    }
+
     pub fn control(&self, method: &str, path: &str, body: &str) -> (u16, String) {
         http(self.control, method, path, body)
     }
