@@ -107,7 +107,7 @@ pub struct Outcome {
 /// Runs one exec line.
 pub fn run_line(line: &str, store: &mut Store, behaviour: &Behaviour, started: Instant) -> Outcome {
     let mut exec = Exec { store, b: behaviour, started, out: String::new(), mutated: false };
-    let result = parse_line(line, &RdsGrammar { version: behaviour.version })
+    let result = parse_line(line, &RdsGrammar { file_copy: behaviour.version.has_file_copy() })
         .map_err(ExecError::from)
         .and_then(|statements| statements.iter().try_for_each(|s| exec.top(s)));
     let failed = result.is_err();

@@ -1,38 +1,8 @@
 //! The emulated RouterOS command tree and argument tables, gated by version (spec §1.2, §5).
 
-use routeros::syntax::Grammar;
+pub use routeros::grammar::RdsGrammar;
 
 use crate::version::Version;
-
-/// Menus and commands of the emulated RDS.
-#[derive(Debug, Clone, Copy)]
-pub struct RdsGrammar {
-    pub version: Version,
-}
-
-impl Grammar for RdsGrammar {
-    fn is_menu(&self, path: &[String]) -> bool {
-        let p: Vec<&str> = path.iter().map(String::as_str).collect();
-        matches!(
-            p.as_slice(),
-            ["disk"] | ["file"] | ["system"] | ["system", "resource"] | ["system", "identity"]
-        )
-    }
-
-    fn has_command(&self, path: &[String], command: &str) -> bool {
-        let p: Vec<&str> = path.iter().map(String::as_str).collect();
-        match p.as_slice() {
-            ["disk"] => ["add", "set", "remove", "print", "find", "copy"].contains(&command),
-            ["file"] => {
-                ["print", "find", "remove"].contains(&command)
-                    || (command == "copy" && self.version.has_file_copy())
-            }
-            ["system", "resource"] => command == "print",
-            ["system", "identity"] => ["print", "set"].contains(&command),
-            _ => false,
-        }
-    }
-}
 
 /// `/disk add|set` arguments RouterOS accepts in every version the emulator supports.
 const DISK_ARGS: &[&str] = &[
@@ -168,9 +138,10 @@ mod tests {
         assert!(!disk_arg_allowed(v("7.21"), "add", "status"));
         assert!(!disk_arg_allowed(v("7.21"), "add", "nvme-tcp-host-nqn"));
         assert!(!disk_arg_allowed(v("7.21"), "set", "copy-from"));
-        let g = RdsGrammar { version: v("7.22") };
+        use routeros::syntax::Grammar;
+        let g = RdsGrammar { file_copy: v("7.22").has_file_copy() };
         assert!(!g.has_command(&["file".into()], "copy"));
-        let g = RdsGrammar { version: v("7.23") };
+        let g = RdsGrammar { file_copy: v("7.23").has_file_copy() };
         assert!(g.has_command(&["file".into()], "copy"));
     }
 }

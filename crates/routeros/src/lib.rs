@@ -2,5 +2,6 @@
 //! typed operations and the SSH/REST client of the RDS. Everything here except the
 //! transports is pure: no I/O.
 
+pub mod grammar;
 pub mod syntax;
 pub mod values;

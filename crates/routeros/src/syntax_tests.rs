@@ -2,31 +2,11 @@ use proptest::prelude::*;
 
 use super::*;
 
-/// The menus of the RDS subset: /disk, /file, /system/resource, /system/identity.
-struct Rds;
-
-impl Grammar for Rds {
-    fn is_menu(&self, path: &[String]) -> bool {
-        let p: Vec<&str> = path.iter().map(String::as_str).collect();
-        matches!(
-            p.as_slice(),
-            ["disk"] | ["file"] | ["system"] | ["system", "resource"] | ["system", "identity"]
-        )
-    }
-    fn has_command(&self, path: &[String], command: &str) -> bool {
-        let p: Vec<&str> = path.iter().map(String::as_str).collect();
-        match p.as_slice() {
-            ["disk"] => ["add", "set", "remove", "print", "find", "copy"].contains(&command),
-            ["file"] => ["print", "remove", "find"].contains(&command),
-            ["system", "resource"] | ["system", "identity"] => command == "print",
-            [] => false,
-            _ => false,
-        }
-    }
-}
+/// The RDS menus (`/file/copy` included).
+const RDS: crate::grammar::RdsGrammar = crate::grammar::RdsGrammar { file_copy: true };
 
 fn parse(s: &str) -> Result<Vec<Statement>, SyntaxError> {
-    parse_line(s, &Rds)
+    parse_line(s, &RDS)
 }
 
 fn text(s: &str, quoted: bool) -> Value {
