@@ -218,3 +218,59 @@ fn json_rows_are_typed() {
     assert_eq!(json["file-path"], "/raid10/vm-storage-001.img");
     assert_eq!(json["comment"], "");
 }
+
+mod parse_back {
+    use proptest::prelude::*;
+    use routeros::detail;
+
+    use super::*;
+
+    fn disk() -> impl Strategy<Value = (Disk, usize)> {
+        (
+            "[a-z0-9][a-z0-9.-]{0,60}",
+            "[a-z0-9-]{1,20}(/[a-z0-9._-]{1,40}){1,3}",
+            0u64..(1 << 50),
+            any::<bool>(),
+            "nqn\\.[a-z0-9.:-]{1,120}",
+            "[ -~]{0,60}",
+            1usize..3000,
+        )
+            .prop_map(|(slot, path, size, export, nqn, comment, index)| {
+                let disk = Disk {
+                    id: 2,
+                    slot,
+                    comment: comment.trim().to_string(),
+                    disabled: false,
+                    kind: Kind::File(FileDisk { path, size, offset: 0 }),
+                    nvme: NvmeExport { export, port: 4420, nqn, allow_host_name: String::new() },
+                };
+                (disk, index)
+            })
+    }
+
+    proptest! {
+        /// Whatever the values, the client's detail parser recovers exactly what the
+        /// emulator's renderer printed, at the exec width, the capture's width and unwrapped.
+        #[test]
+        fn rendered_detail_parses_back(entries in proptest::collection::vec(disk(), 1..4), width in prop_oneof![Just(80usize), Just(235), Just(0)]) {
+            let rows: Vec<Row> = entries.iter().map(|(d, i)| row_of(d, *i, v("7.21"))).collect();
+            let text = detail(&rows, Layout { width, header_on_empty: true });
+            let parsed = detail::parse(&text);
+            prop_assert_eq!(parsed.len(), entries.len(), "{}", text);
+            for ((disk, _), entry) in entries.iter().zip(&parsed) {
+                let obj = detail::to_object(entry);
+                let back = routeros::ops::disk_from(&obj).unwrap();
+                let Kind::File(f) = &disk.kind else { unreachable!() };
+                prop_assert_eq!(&back.slot, &disk.slot, "{}", text);
+                prop_assert_eq!(back.size, f.size, "{}", text);
+                prop_assert_eq!(back.file.as_deref(), Some(f.path.as_str()), "{}", text);
+                prop_assert_eq!(back.export, disk.nvme.export);
+                prop_assert_eq!(&back.comment, &disk.comment, "{}", text);
+                if disk.nvme.export {
+                    prop_assert_eq!(back.nqn.as_deref(), Some(disk.nvme.nqn.as_str()), "{}", text);
+                    prop_assert_eq!(back.port, Some(4420));
+                }
+            }
+        }
+    }
+}

@@ -2,6 +2,10 @@
 //! typed operations and the SSH/REST client of the RDS. Everything here except the
 //! transports is pure: no I/O.
 
+pub mod detail;
+pub mod error;
 pub mod grammar;
+pub mod ops;
 pub mod syntax;
+pub mod types;
 pub mod values;

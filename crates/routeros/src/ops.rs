@@ -1,0 +1,624 @@
+//! Typed RDS operations and their typed answers. Pure: no I/O.
+//!
+//! Each [`Op`] knows how it is written for each transport: one SSH command line (statements
+//! joined with `;` so that a mutation and the read that confirms it cost one round trip), or a
+//! short sequence of REST requests. Answers are parsed back into [`Answer`] values; sizes are
+//! always exact bytes from `size`, never from the lossy `file-size`.
+
+use serde_json::{Map, Value};
+
+use crate::{
+    error::{RosError, classify, looks_like_error},
+    syntax::quote,
+    types::{FilePath, Nqn, Slot},
+};
+
+/// A file disk to create, exported over NVMe/TCP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDisk {
+    pub slot: Slot,
+    pub file: FilePath,
+    /// Exact bytes (`file-size=<bytes>`: no unit, no rounding).
+    pub size: u64,
+    pub nqn: Nqn,
+    pub port: u16,
+    pub comment: String,
+    /// Copy the properties (and, where the RDS does so, data) of this disk (`copy-from`).
+    pub copy_from: Option<Slot>,
+    /// Send `nvme-tcp-server-nqn` (RouterOS 7.21+; before, the NQN is the slot name).
+    pub server_nqn_supported: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    CreateDisk(NewDisk),
+    GetDisk(Slot),
+    /// Disks whose slot starts with the prefix.
+    ListDisks {
+        slot_prefix: String,
+    },
+    SetFileSize {
+        slot: Slot,
+        size: u64,
+    },
+    /// Export on/off and the allowed host NQNs (empty = any host).
+    SetExport {
+        slot: Slot,
+        export: bool,
+        allowed_hosts: Vec<Nqn>,
+    },
+    SetComment {
+        slot: Slot,
+        comment: String,
+    },
+    /// Removes the disk item and then its file; both idempotent (missing is fine).
+    DeleteDisk {
+        slot: Slot,
+        file: FilePath,
+    },
+    RemoveFile(FilePath),
+    /// Files strictly under a directory.
+    ListFiles {
+        under: FilePath,
+    },
+    /// The pool mounted at a mount point (size, free).
+    Pool {
+        mount_point: String,
+    },
+    /// Block copy between two existing disks.
+    CopyDisk {
+        src: Slot,
+        dst: Slot,
+    },
+    /// `/file/copy` (7.23+).
+    CopyFile {
+        src: FilePath,
+        dst: FilePath,
+    },
+    System,
+}
+
+impl Op {
+    /// Whether the op changes state on the RDS (audit-logged; retried only after looking).
+    pub fn is_mutation(&self) -> bool {
+        !matches!(
+            self,
+            Op::GetDisk(_)
+                | Op::ListDisks { .. }
+                | Op::ListFiles { .. }
+                | Op::Pool { .. }
+                | Op::System
+        )
+    }
+
+    /// A short name for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::CreateDisk(_) => "create_disk",
+            Op::GetDisk(_) => "get_disk",
+            Op::ListDisks { .. } => "list_disks",
+            Op::SetFileSize { .. } => "set_file_size",
+            Op::SetExport { .. } => "set_export",
+            Op::SetComment { .. } => "set_comment",
+            Op::DeleteDisk { .. } => "delete_disk",
+            Op::RemoveFile(_) => "remove_file",
+            Op::ListFiles { .. } => "list_files",
+            Op::Pool { .. } => "pool",
+            Op::CopyDisk { .. } => "copy_disk",
+            Op::CopyFile { .. } => "copy_file",
+            Op::System => "system",
+        }
+    }
+
+    /// The slot (or file) the op is about, for the audit log.
+    pub fn subject(&self) -> String {
+        match self {
+            Op::CreateDisk(d) => d.slot.to_string(),
+            Op::GetDisk(s) | Op::SetFileSize { slot: s, .. } | Op::SetExport { slot: s, .. } => {
+                s.to_string()
+            }
+            Op::SetComment { slot, .. } | Op::DeleteDisk { slot, .. } => slot.to_string(),
+            Op::CopyDisk { dst, .. } => dst.to_string(),
+            Op::RemoveFile(f) | Op::CopyFile { dst: f, .. } | Op::ListFiles { under: f } => {
+                f.to_string()
+            }
+            Op::ListDisks { slot_prefix } => slot_prefix.clone(),
+            Op::Pool { mount_point } => mount_point.clone(),
+            Op::System => String::new(),
+        }
+    }
+}
+
+/// A `/disk` item as the client sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Disk {
+    pub id: String,
+    pub slot: String,
+    pub kind: String,
+    /// `file-path` without the leading slash.
+    pub file: Option<String>,
+    /// Exact bytes (`size`).
+    pub size: u64,
+    pub export: bool,
+    pub port: Option<u16>,
+    pub nqn: Option<String>,
+    pub allowed_hosts: Vec<String>,
+    pub comment: String,
+    pub disabled: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileEntry {
+    pub name: String,
+    pub kind: String,
+    pub size: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pool {
+    pub slot: String,
+    pub mount_point: String,
+    pub size: u64,
+    pub free: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SystemInfo {
+    /// `7.21 (stable)` as printed; see [`SystemInfo::version_number`].
+    pub version: String,
+    pub board: String,
+    pub identity: String,
+}
+
+impl SystemInfo {
+    /// `(major, minor)` of the RouterOS version.
+    pub fn version_number(&self) -> Option<(u32, u32)> {
+        let num = self.version.split_whitespace().next()?;
+        let mut parts = num.split('.');
+        Some((
+            parts.next()?.parse().ok()?,
+            parts.next()?.trim_end_matches(char::is_alphabetic).parse().ok()?,
+        ))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    Done,
+    Disk(Disk),
+    MaybeDisk(Option<Disk>),
+    Disks(Vec<Disk>),
+    Files(Vec<FileEntry>),
+    Pool(Option<Pool>),
+    System(SystemInfo),
+}
+
+// ---- values from JSON: typed (`:serialize`) or all strings (REST) ------------------------
+
+fn text(obj: &Map<String, Value>, key: &str) -> Option<String> {
+    match obj.get(key)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn number(obj: &Map<String, Value>, key: &str) -> Option<u64> {
+    match obj.get(key)? {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => crate::values::parse_grouped(s.trim()),
+        _ => None,
+    }
+}
+
+fn boolean(obj: &Map<String, Value>, key: &str) -> bool {
+    match obj.get(key) {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => crate::values::parse_bool(s).unwrap_or(false),
+        _ => false,
+    }
+}
+
+/// A disk from an as-value / REST object.
+pub fn disk_from(obj: &Map<String, Value>) -> Result<Disk, RosError> {
+    let slot = text(obj, "slot")
+        .ok_or_else(|| RosError::Unexpected(format!("disk without slot: {obj:?}")))?;
+    let size = number(obj, "size")
+        .ok_or_else(|| RosError::Unexpected(format!("disk {slot} without size")))?;
+    let nqn = text(obj, "nvme-tcp-server-nqn").filter(|s| !s.is_empty());
+    Ok(Disk {
+        id: text(obj, ".id").unwrap_or_default(),
+        kind: text(obj, "type").unwrap_or_default(),
+        file: text(obj, "file-path").map(|p| p.trim_start_matches('/').to_string()),
+        size,
+        export: boolean(obj, "nvme-tcp-export"),
+        port: number(obj, "nvme-tcp-server-port").and_then(|p| u16::try_from(p).ok()),
+        nqn,
+        allowed_hosts: text(obj, "nvme-tcp-server-allow-host-name")
+            .map(|h| {
+                h.split(',').map(str::trim).filter(|h| !h.is_empty()).map(str::to_string).collect()
+            })
+            .unwrap_or_default(),
+        comment: text(obj, "comment").unwrap_or_default(),
+        disabled: boolean(obj, "disabled"),
+        slot,
+    })
+}
+
+fn objects(value: Value) -> Result<Vec<Map<String, Value>>, RosError> {
+    match value {
+        Value::Array(items) => items
+            .into_iter()
+            .map(|v| match v {
+                Value::Object(m) => Ok(m),
+                other => Err(RosError::Unexpected(format!("expected an object, got {other}"))),
+            })
+            .collect(),
+        Value::Object(m) => Ok(vec![m]),
+        other => Err(RosError::Unexpected(format!("expected an array, got {other}"))),
+    }
+}
+
+fn pool_from(obj: &Map<String, Value>) -> Result<Pool, RosError> {
+    let get =
+        |k: &str| number(obj, k).ok_or_else(|| RosError::Unexpected(format!("pool without {k}")));
+    Ok(Pool {
+        slot: text(obj, "slot").unwrap_or_default(),
+        mount_point: text(obj, "mount-point").unwrap_or_default(),
+        size: get("size")?,
+        free: get("free")?,
+    })
+}
+
+fn file_from(obj: &Map<String, Value>) -> FileEntry {
+    FileEntry {
+        name: text(obj, "name").unwrap_or_default().trim_start_matches('/').to_string(),
+        kind: text(obj, "type").unwrap_or_default(),
+        size: number(obj, "size"),
+    }
+}
+
+/// Turns the parsed rows of a read into the op's answer.
+pub fn answer_from_rows(
+    op: &Op,
+    rows: Vec<Map<String, Value>>,
+    extra: Option<Map<String, Value>>,
+) -> Result<Answer, RosError> {
+    Ok(match op {
+        Op::CreateDisk(d) => {
+            let row = rows.first().ok_or_else(|| {
+                RosError::Unexpected(format!("disk {} missing right after add", d.slot))
+            })?;
+            Answer::Disk(disk_from(row)?)
+        }
+        Op::SetFileSize { slot, .. } => {
+            let row = rows.first().ok_or_else(|| RosError::NotFound(format!("disk {slot}")))?;
+            Answer::Disk(disk_from(row)?)
+        }
+        Op::GetDisk(_) => Answer::MaybeDisk(rows.first().map(disk_from).transpose()?),
+        Op::ListDisks { slot_prefix } => Answer::Disks(
+            rows.iter()
+                .map(disk_from)
+                .filter(|d| d.as_ref().map_or(true, |d| d.slot.starts_with(slot_prefix.as_str())))
+                .collect::<Result<_, _>>()?,
+        ),
+        Op::ListFiles { under } => Answer::Files(
+            rows.iter()
+                .map(file_from)
+                .filter(|f| FilePath::new(&f.name).is_ok_and(|p| p.is_under(under)))
+                .collect(),
+        ),
+        Op::Pool { .. } => Answer::Pool(rows.first().map(pool_from).transpose()?),
+        Op::System => {
+            let resource =
+                rows.first().ok_or_else(|| RosError::Unexpected("no /system resource".into()))?;
+            let identity = extra.as_ref().and_then(|m| text(m, "name")).unwrap_or_default();
+            Answer::System(SystemInfo {
+                version: text(resource, "version").unwrap_or_default(),
+                board: text(resource, "board-name").unwrap_or_default(),
+                identity,
+            })
+        }
+        _ => Answer::Done,
+    })
+}
+
+// ---- SSH -------------------------------------------------------------------------------
+
+/// How reads are done over SSH.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadFormat {
+    /// `:put [:serialize to=json [... print detail as-value ...]]` (RouterOS with `:serialize`).
+    Json,
+    /// The human `print detail` format, for firmware without `:serialize`.
+    Detail,
+}
+
+/// `^` + the prefix with regex metacharacters escaped (RouterOS `~` is a regex match).
+fn anchored(prefix: &str) -> String {
+    let mut re = String::from("^");
+    for c in prefix.chars() {
+        if "\\.^$|?*+()[]{}".contains(c) {
+            re.push('\\');
+        }
+        re.push(c);
+    }
+    re
+}
+
+/// A read of `menu` (`/disk`) filtered by `filter` (already quoted), in the chosen format.
+fn read(menu: &str, filter: &str, format: ReadFormat) -> String {
+    let filter = if filter.is_empty() { String::new() } else { format!(" where {filter}") };
+    match format {
+        ReadFormat::Json => {
+            format!(":put [:serialize to=json [{menu} print detail as-value{filter}]]")
+        }
+        ReadFormat::Detail => format!("{menu} print detail{filter}"),
+    }
+}
+
+fn slot_filter(slot: &Slot) -> String {
+    format!("slot={}", quote(slot.as_str()))
+}
+
+/// The one SSH command line of an op.
+pub fn ssh_line(op: &Op, format: ReadFormat) -> String {
+    match op {
+        Op::CreateDisk(d) => {
+            let mut add = format!(
+                "/disk add type=file slot={} file-path={}",
+                quote(d.slot.as_str()),
+                quote(d.file.as_str())
+            );
+            if let Some(src) = &d.copy_from {
+                add.push_str(&format!(" copy-from={}", quote(src.as_str())));
+            }
+            add.push_str(&format!(
+                " file-size={} nvme-tcp-export=yes nvme-tcp-server-port={}",
+                d.size, d.port
+            ));
+            if d.server_nqn_supported {
+                add.push_str(&format!(" nvme-tcp-server-nqn={}", quote(d.nqn.as_str())));
+            }
+            add.push_str(&format!(" comment={}", quote(&d.comment)));
+            format!("{add}; {}", read("/disk", &slot_filter(&d.slot), format))
+        }
+        Op::GetDisk(slot) => read("/disk", &slot_filter(slot), format),
+        Op::ListDisks { slot_prefix } => {
+            read("/disk", &format!("slot~{}", quote(&anchored(slot_prefix))), format)
+        }
+        Op::SetFileSize { slot, size } => {
+            format!(
+                "/disk set {} file-size={size}; {}",
+                quote(slot.as_str()),
+                read("/disk", &slot_filter(slot), format)
+            )
+        }
+        Op::SetExport { slot, export, allowed_hosts } => {
+            let hosts: Vec<&str> = allowed_hosts.iter().map(Nqn::as_str).collect();
+            format!(
+                "/disk set {} nvme-tcp-export={} nvme-tcp-server-allow-host-name={}",
+                quote(slot.as_str()),
+                if *export { "yes" } else { "no" },
+                quote(&hosts.join(","))
+            )
+        }
+        Op::SetComment { slot, comment } => {
+            format!("/disk set {} comment={}", quote(slot.as_str()), quote(comment))
+        }
+        Op::DeleteDisk { slot, file } => format!(
+            "/disk remove [find slot={}]; /file remove [find name={}]",
+            quote(slot.as_str()),
+            quote(file.as_str())
+        ),
+        Op::RemoveFile(file) => format!("/file remove [find name={}]", quote(file.as_str())),
+        Op::ListFiles { under } => read(
+            "/file",
+            &format!("name~{}", quote(&anchored(&format!("{}/", under.as_str())))),
+            format,
+        ),
+        Op::Pool { mount_point } => {
+            read("/disk", &format!("mount-point={}", quote(mount_point)), format)
+        }
+        Op::CopyDisk { src, dst } => {
+            format!("/disk copy src={} dst={}", quote(src.as_str()), quote(dst.as_str()))
+        }
+        Op::CopyFile { src, dst } => {
+            format!("/file/copy {} name={}", quote(src.as_str()), quote(dst.as_str()))
+        }
+        Op::System => match format {
+            ReadFormat::Json => ":put [:serialize to=json [/system resource print as-value]]; \
+                                 :put [:serialize to=json [/system identity print as-value]]"
+                .to_string(),
+            ReadFormat::Detail => "/system resource print; /system identity print".to_string(),
+        },
+    }
+}
+
+/// Parses the output of [`ssh_line`]. Errors are detected from the text.
+pub fn parse_ssh(op: &Op, output: &str, format: ReadFormat) -> Result<Answer, RosError> {
+    let output = output.replace("\r\n", "\n");
+    if looks_like_error(&output) && format == ReadFormat::Json {
+        return Err(classify(&output));
+    }
+    let reads = !matches!(
+        op,
+        Op::SetExport { .. }
+            | Op::SetComment { .. }
+            | Op::DeleteDisk { .. }
+            | Op::RemoveFile(_)
+            | Op::CopyDisk { .. }
+            | Op::CopyFile { .. }
+    );
+    if !reads {
+        return if output.trim().is_empty() { Ok(Answer::Done) } else { Err(classify(&output)) };
+    }
+    match format {
+        ReadFormat::Json => {
+            let mut docs = output.lines().filter(|l| !l.trim().is_empty()).map(|l| {
+                serde_json::from_str::<Value>(l)
+                    .map_err(|e| RosError::Unexpected(format!("bad JSON ({e}): {l}")))
+            });
+            let rows = objects(docs.next().unwrap_or(Ok(Value::Array(Vec::new())))?)?;
+            let extra = docs.next().transpose()?.and_then(|v| match v {
+                Value::Object(m) => Some(m),
+                _ => None,
+            });
+            answer_from_rows(op, rows, extra)
+        }
+        ReadFormat::Detail => crate::detail::answer(op, &output),
+    }
+}
+
+// ---- REST ------------------------------------------------------------------------------
+
+/// One REST request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestCall {
+    pub method: &'static str,
+    /// Path below `/rest`, with the query string.
+    pub path: String,
+    pub body: Option<Value>,
+}
+
+fn call(method: &'static str, path: String, body: Option<Value>) -> RestCall {
+    RestCall { method, path, body }
+}
+
+fn enc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The REST requests of an op, in order (each is one round trip).
+pub fn rest_calls(op: &Op) -> Vec<RestCall> {
+    use serde_json::json;
+    match op {
+        Op::CreateDisk(d) => {
+            let mut body = json!({
+                "type": "file", "slot": d.slot.as_str(), "file-path": d.file.as_str(),
+                "file-size": d.size.to_string(), "nvme-tcp-export": "yes",
+                "nvme-tcp-server-port": d.port.to_string(), "comment": d.comment,
+            });
+            if d.server_nqn_supported {
+                body["nvme-tcp-server-nqn"] = d.nqn.as_str().into();
+            }
+            if let Some(src) = &d.copy_from {
+                body["copy-from"] = src.as_str().into();
+            }
+            vec![call("PUT", "/disk".into(), Some(body))]
+        }
+        Op::GetDisk(slot) => vec![call("GET", format!("/disk?slot={}", enc(slot.as_str())), None)],
+        Op::ListDisks { .. } => vec![call("GET", "/disk?type=file".into(), None)],
+        Op::SetFileSize { slot, size } => vec![
+            call(
+                "POST",
+                "/disk/set".into(),
+                Some(json!({"numbers": slot.as_str(), "file-size": size.to_string()})),
+            ),
+            call("GET", format!("/disk?slot={}", enc(slot.as_str())), None),
+        ],
+        Op::SetExport { slot, export, allowed_hosts } => {
+            let hosts: Vec<&str> = allowed_hosts.iter().map(Nqn::as_str).collect();
+            vec![call(
+                "POST",
+                "/disk/set".into(),
+                Some(json!({
+                    "numbers": slot.as_str(), "nvme-tcp-export": if *export { "yes" } else { "no" },
+                    "nvme-tcp-server-allow-host-name": hosts.join(","),
+                })),
+            )]
+        }
+        Op::SetComment { slot, comment } => {
+            vec![call(
+                "POST",
+                "/disk/set".into(),
+                Some(json!({"numbers": slot.as_str(), "comment": comment})),
+            )]
+        }
+        Op::DeleteDisk { slot, file } => vec![
+            call("POST", "/disk/remove".into(), Some(json!({"numbers": slot.as_str()}))),
+            call("POST", "/file/remove".into(), Some(json!({"numbers": file.as_str()}))),
+        ],
+        Op::RemoveFile(file) => {
+            vec![call("POST", "/file/remove".into(), Some(json!({"numbers": file.as_str()})))]
+        }
+        Op::ListFiles { .. } => vec![call("GET", "/file?type=file".into(), None)],
+        Op::Pool { mount_point } => {
+            vec![call("GET", format!("/disk?mount-point={}", enc(mount_point)), None)]
+        }
+        Op::CopyDisk { src, dst } => {
+            vec![call(
+                "POST",
+                "/disk/copy".into(),
+                Some(json!({"src": src.as_str(), "dst": dst.as_str()})),
+            )]
+        }
+        Op::CopyFile { src, dst } => {
+            vec![call(
+                "POST",
+                "/file/copy".into(),
+                Some(json!({"numbers": src.as_str(), "name": dst.as_str()})),
+            )]
+        }
+        Op::System => vec![
+            call("GET", "/system/resource".into(), None),
+            call("GET", "/system/identity".into(), None),
+        ],
+    }
+}
+
+/// Whether a REST failure of `call` within `op` means "already as wanted" (idempotent removes).
+pub fn rest_tolerates(op: &Op, call: &RestCall, err: &RosError) -> bool {
+    matches!(op, Op::DeleteDisk { .. } | Op::RemoveFile(_))
+        && call.path.ends_with("/remove")
+        && matches!(err, RosError::NotFound(_))
+}
+
+/// Maps an HTTP error answer (`{"error":N,"message":...,"detail":...}`) to a [`RosError`].
+pub fn rest_error(status: u16, body: &str) -> RosError {
+    let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    let detail = v.get("detail").and_then(Value::as_str).unwrap_or("");
+    let message = v.get("message").and_then(Value::as_str).unwrap_or("");
+    let text =
+        if detail.is_empty() { format!("HTTP {status} {message}") } else { detail.to_string() };
+    match status {
+        401 | 403 => RosError::PermissionDenied(text),
+        404 => RosError::NotFound(text),
+        406 => RosError::InvalidArgument(text),
+        500..=599 => RosError::Unavailable(text),
+        _ => classify(&text),
+    }
+}
+
+/// Parses the JSON answers of [`rest_calls`] (one per call, in order).
+pub fn parse_rest(op: &Op, bodies: &[Value]) -> Result<Answer, RosError> {
+    let rows = |i: usize| bodies.get(i).cloned().map(objects).unwrap_or(Ok(Vec::new()));
+    match op {
+        Op::CreateDisk(_) => answer_from_rows(op, rows(0)?, None),
+        Op::GetDisk(_) | Op::ListDisks { .. } | Op::ListFiles { .. } | Op::Pool { .. } => {
+            answer_from_rows(op, rows(0)?, None)
+        }
+        Op::SetFileSize { .. } => answer_from_rows(op, rows(1)?, None),
+        Op::System => {
+            let identity = match bodies.get(1) {
+                Some(Value::Object(m)) => Some(m.clone()),
+                _ => None,
+            };
+            answer_from_rows(op, rows(0)?, identity)
+        }
+        _ => Ok(Answer::Done),
+    }
+}
+
+#[cfg(test)]
+#[path = "ops_tests.rs"]
+mod tests;
