@@ -134,6 +134,9 @@ struct Inner {
     data_dir: PathBuf,
     /// Real NVMe/TCP export (`--nvmet`); `None` = bookkeeping only.
     nvmet: Option<Nvmet>,
+    /// Commands executing right now, and the most ever seen at once.
+    in_flight: std::sync::atomic::AtomicUsize,
+    peak_in_flight: std::sync::atomic::AtomicUsize,
 }
 
 /// A cheaply cloned handle to the running emulator.
@@ -164,6 +167,8 @@ impl Emulator {
                 down_until: Mutex::new(None),
                 data_dir,
                 nvmet,
+                in_flight: Default::default(),
+                peak_in_flight: Default::default(),
             }),
         };
         if let Some(nvmet) = &emu.inner.nvmet {
@@ -299,8 +304,22 @@ impl Emulator {
         });
     }
 
+    /// The most commands ever executing at the same time (latency included).
+    pub fn peak_in_flight(&self) -> usize {
+        self.inner.peak_in_flight.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Runs one command line for connection `conn`, applying latency and faults.
     pub async fn execute(&self, conn: u64, transport: &str, line: &str) -> Delivery {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.inner.in_flight.fetch_add(1, SeqCst) + 1;
+        self.inner.peak_in_flight.fetch_max(now, SeqCst);
+        let delivery = self.execute_counted(conn, transport, line).await;
+        self.inner.in_flight.fetch_sub(1, SeqCst);
+        delivery
+    }
+
+    async fn execute_counted(&self, conn: u64, transport: &str, line: &str) -> Delivery {
         let (delay, injected) = self.plan(line);
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;

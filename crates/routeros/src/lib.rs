@@ -2,10 +2,13 @@
 //! typed operations and the SSH/REST client of the RDS. Everything here except the
 //! transports is pure: no I/O.
 
+pub mod client;
 pub mod detail;
 pub mod error;
 pub mod grammar;
 pub mod ops;
+pub mod ssh;
 pub mod syntax;
+pub mod transport;
 pub mod types;
 pub mod values;

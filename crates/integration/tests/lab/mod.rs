@@ -1,0 +1,166 @@
+//! An in-process RDS emulator on loopback with a client key, and clients for it.
+#![allow(dead_code)]
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use rds_emulator::{
+    emulator::{Emulator, Faults},
+    exec::Behaviour,
+    ssh::{self, SshOptions as ServerOptions},
+    store::InitOptions,
+};
+use routeros::{
+    client::{Rds, RetryPolicy},
+    ops::{NewDisk, ReadFormat},
+    ssh::{HostKeyPolicy, SshOptions, SshTransport},
+    types::{FilePath, Nqn, Slot},
+};
+use russh::keys::{Algorithm, HashAlg, PrivateKey};
+use tokio::{net::TcpListener, task::JoinHandle};
+
+pub struct Lab {
+    pub dir: tempfile::TempDir,
+    pub emu: Emulator,
+    pub ssh: SocketAddr,
+    pub fingerprint: String,
+    pub known_hosts_line: String,
+    pub client_key: PathBuf,
+    server: JoinHandle<std::io::Result<()>>,
+    host_key: PrivateKey,
+    behaviour: Behaviour,
+}
+
+impl Lab {
+    pub async fn start() -> Lab {
+        Self::start_with(Behaviour::default()).await
+    }
+
+    pub async fn start_with(behaviour: Behaviour) -> Lab {
+        let dir = tempfile::tempdir().unwrap();
+        let client = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).unwrap();
+        let client_key = dir.path().join("id_ed25519");
+        client.write_openssh_file(&client_key, russh::keys::ssh_key::LineEnding::LF).unwrap();
+        let host_key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).unwrap();
+        let fingerprint = host_key.public_key().fingerprint(HashAlg::Sha256).to_string();
+        let known_hosts_line = format!("127.0.0.1 {}", host_key.public_key().to_openssh().unwrap());
+        let emu = open(&dir, &behaviour);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ssh = listener.local_addr().unwrap();
+        let server = tokio::spawn(ssh::serve(
+            emu.clone(),
+            listener,
+            host_key.clone(),
+            server_options(&client),
+        ));
+        Lab {
+            dir,
+            emu,
+            ssh,
+            fingerprint,
+            known_hosts_line,
+            client_key,
+            server,
+            host_key,
+            behaviour,
+        }
+    }
+
+    /// Stops the emulator (every connection drops) and starts it again on the same address
+    /// and data directory: a full restart of the RDS management plane.
+    pub async fn restart(&mut self) {
+        self.emu.reboot(Duration::ZERO);
+        self.server.abort();
+        let _ = (&mut self.server).await;
+        self.emu = open(&self.dir, &self.behaviour);
+        let listener = TcpListener::bind(self.ssh).await.unwrap();
+        let client = russh::keys::load_secret_key(&self.client_key, None).unwrap();
+        self.server = tokio::spawn(ssh::serve(
+            self.emu.clone(),
+            listener,
+            self.host_key.clone(),
+            server_options(&client),
+        ));
+    }
+
+    pub fn ssh_options(&self) -> SshOptions {
+        let mut o = SshOptions::new(
+            &self.ssh.to_string(),
+            "admin",
+            self.client_key.clone(),
+            HostKeyPolicy::Fingerprint(self.fingerprint.clone()),
+        );
+        o.command_timeout = Duration::from_secs(5);
+        o.connect_timeout = Duration::from_secs(5);
+        o
+    }
+
+    pub fn transport(&self) -> SshTransport {
+        SshTransport::new(self.ssh_options()).unwrap()
+    }
+
+    pub fn rds(&self) -> (Rds, SshTransport) {
+        let t = self.transport();
+        (Rds::new(Arc::new(t.clone()), fast_retry()), t)
+    }
+
+    pub fn faults(&self, f: Faults) {
+        self.emu.set_faults(f).unwrap();
+    }
+
+    /// Command log lines, in order.
+    pub fn commands(&self) -> Vec<(String, String)> {
+        self.emu.command_log().into_iter().map(|e| (e.command, e.result)).collect()
+    }
+
+    pub fn clear_log(&self) {
+        self.emu.clear_log();
+    }
+}
+
+fn open(dir: &tempfile::TempDir, behaviour: &Behaviour) -> Emulator {
+    let init = InitOptions { pool_slot: "storage-pool".into(), pool_size: 100 << 30 };
+    Emulator::open(dir.path().join("rds"), &init, behaviour.clone(), None).unwrap()
+}
+
+fn server_options(client: &PrivateKey) -> ServerOptions {
+    ServerOptions {
+        users: vec!["admin".into()],
+        authorized_keys: vec![client.public_key().clone()],
+        password: None,
+        max_sessions: 20,
+        max_channels: 10,
+        error_exit_status: 0,
+        line_ending: "\r\n".into(),
+    }
+}
+
+/// Retries quickly so fault tests stay short: 50 ms → 400 ms, 10 s in all.
+pub fn fast_retry() -> RetryPolicy {
+    RetryPolicy {
+        deadline: Duration::from_secs(10),
+        initial: Duration::from_millis(50),
+        max: Duration::from_millis(400),
+    }
+}
+
+pub fn slot(s: &str) -> Slot {
+    Slot::new(s).unwrap()
+}
+
+pub fn new_disk(name: &str, size: u64) -> NewDisk {
+    NewDisk {
+        slot: slot(name),
+        file: FilePath::new(&format!("storage-pool/metal-csi/{name}.img")).unwrap(),
+        size,
+        nqn: Nqn::new(&format!("nqn.2000-02.com.mikrotik:{name}")).unwrap(),
+        port: 4420,
+        comment: format!("rds-csi test {name}"),
+        copy_from: None,
+        server_nqn_supported: true,
+    }
+}
+
+pub fn detail_format(mut o: SshOptions) -> SshOptions {
+    o.read_format = ReadFormat::Detail;
+    o
+}

@@ -1,0 +1,248 @@
+//! [`Rds`]: the typed RDS API the controller uses, over either transport.
+//!
+//! - Reads are retried on transport failures (with backoff) until the call's deadline.
+//! - Mutations are idempotent under partial failure: after an ambiguous failure (the
+//!   connection dropped, a timeout) the client *looks* before acting again, so a create whose
+//!   answer was lost converges on the disk it made: no duplicate, no spurious error.
+//! - Every mutation is written once to the audit log (target `audit`): operation, subject,
+//!   duration, outcome and the RouterOS text of a failure.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use crate::{
+    error::RosError,
+    ops::{Answer, Disk, FileEntry, NewDisk, Op, Pool, SystemInfo},
+    transport::{Backoff, Transport},
+    types::{FilePath, Nqn, Slot},
+};
+
+/// How long a call may keep retrying, and how fast.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Total time a call may take including retries (CSI sidecars time out at 60–300 s).
+    pub deadline: Duration,
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            deadline: Duration::from_secs(60),
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(16),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Rds {
+    transport: Arc<dyn Transport>,
+    retry: RetryPolicy,
+}
+
+impl std::fmt::Debug for Rds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rds").field("transport", &self.transport.name()).finish()
+    }
+}
+
+/// Whether `disk` is what `want` asked for (same file, size at least, same NQN when sent).
+fn same_disk(disk: &Disk, want: &NewDisk) -> bool {
+    disk.file.as_deref() == Some(want.file.as_str())
+        && disk.size >= want.size
+        && (!want.server_nqn_supported || disk.nqn.as_deref() == Some(want.nqn.as_str()))
+}
+
+fn unexpected(op: &Op, answer: Answer) -> RosError {
+    RosError::Unexpected(format!("{} answered {answer:?}", op.name()))
+}
+
+impl Rds {
+    pub fn new(transport: Arc<dyn Transport>, retry: RetryPolicy) -> Rds {
+        Rds { transport, retry }
+    }
+
+    pub fn transport(&self) -> &Arc<dyn Transport> {
+        &self.transport
+    }
+
+    /// Runs `op`, retrying transport failures; before re-sending a mutation after an
+    /// ambiguous failure, `look` decides whether it already took effect.
+    async fn run<F, Fut>(&self, op: &Op, look: F) -> Result<Answer, RosError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<Answer>, RosError>>,
+    {
+        let started = Instant::now();
+        let mut backoff = Backoff::new(self.retry.initial, self.retry.max);
+        let mut ambiguous = false;
+        let result = loop {
+            if ambiguous && op.is_mutation() {
+                match look().await {
+                    Ok(Some(done)) => break Ok(done),
+                    Ok(None) => {}
+                    Err(e) if e.is_ambiguous() => {
+                        if let Some(e) = self.wait(&mut backoff, started, e).await {
+                            break Err(e);
+                        }
+                        continue;
+                    }
+                    Err(e) => break Err(e),
+                }
+            }
+            match self.transport.call(op).await {
+                Err(e) if e.is_ambiguous() => {
+                    ambiguous = true;
+                    if let Some(e) = self.wait(&mut backoff, started, e).await {
+                        break Err(e);
+                    }
+                }
+                other => break other,
+            }
+        };
+        if op.is_mutation() {
+            let ms = started.elapsed().as_secs_f64() * 1000.0;
+            match &result {
+                Ok(_) => {
+                    tracing::info!(target: "audit", op = op.name(), subject = %op.subject(), duration_ms = ms, outcome = "ok", transport = self.transport.name())
+                }
+                Err(e) => {
+                    tracing::warn!(target: "audit", op = op.name(), subject = %op.subject(), duration_ms = ms, outcome = e.label(), error = %e, transport = self.transport.name())
+                }
+            }
+        }
+        result
+    }
+
+    /// Sleeps the next backoff step, or gives up (returning the last error) at the deadline.
+    async fn wait(
+        &self,
+        backoff: &mut Backoff,
+        started: Instant,
+        last: RosError,
+    ) -> Option<RosError> {
+        let delay = backoff.next_delay();
+        if started.elapsed() + delay > self.retry.deadline {
+            return Some(last);
+        }
+        tracing::debug!(error = %last, retry_in_ms = delay.as_millis() as u64, "RDS call failed; retrying");
+        tokio::time::sleep(delay).await;
+        None
+    }
+
+    async fn read(&self, op: Op) -> Result<Answer, RosError> {
+        self.run(&op, || async { Ok(None) }).await
+    }
+
+    pub async fn get_disk(&self, slot: &Slot) -> Result<Option<Disk>, RosError> {
+        let op = Op::GetDisk(slot.clone());
+        match self.read(op.clone()).await? {
+            Answer::MaybeDisk(d) => Ok(d),
+            other => Err(unexpected(&op, other)),
+        }
+    }
+
+    /// Creates a file disk exported over NVMe/TCP, or returns the identical disk that already
+    /// exists (a retried create). A different disk in the slot is `AlreadyExists`.
+    pub async fn create_disk(&self, want: &NewDisk) -> Result<Disk, RosError> {
+        let op = Op::CreateDisk(want.clone());
+        let look = || async {
+            Ok(match self.transport.call(&Op::GetDisk(want.slot.clone())).await? {
+                Answer::MaybeDisk(Some(d)) if same_disk(&d, want) => Some(Answer::Disk(d)),
+                Answer::MaybeDisk(Some(d)) => {
+                    return Err(RosError::AlreadyExists(format!(
+                        "slot {} holds a different disk: {d:?}",
+                        want.slot
+                    )));
+                }
+                _ => None,
+            })
+        };
+        match self.run(&op, look).await {
+            Ok(Answer::Disk(d)) => Ok(d),
+            Ok(other) => Err(unexpected(&op, other)),
+            // The slot is taken: converge when it is our disk.
+            Err(RosError::AlreadyExists(text)) => match self.get_disk(&want.slot).await? {
+                Some(d) if same_disk(&d, want) => Ok(d),
+                _ => Err(RosError::AlreadyExists(text)),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn list_disks(&self, slot_prefix: &str) -> Result<Vec<Disk>, RosError> {
+        let op = Op::ListDisks { slot_prefix: slot_prefix.to_string() };
+        match self.read(op.clone()).await? {
+            Answer::Disks(d) => Ok(d),
+            other => Err(unexpected(&op, other)),
+        }
+    }
+
+    /// Sets the exact file size and returns the disk as re-read.
+    pub async fn set_file_size(&self, slot: &Slot, size: u64) -> Result<Disk, RosError> {
+        let op = Op::SetFileSize { slot: slot.clone(), size };
+        match self.run(&op, || async { Ok(None) }).await? {
+            Answer::Disk(d) => Ok(d),
+            other => Err(unexpected(&op, other)),
+        }
+    }
+
+    pub async fn set_export(
+        &self,
+        slot: &Slot,
+        export: bool,
+        allowed_hosts: &[Nqn],
+    ) -> Result<(), RosError> {
+        let op =
+            Op::SetExport { slot: slot.clone(), export, allowed_hosts: allowed_hosts.to_vec() };
+        self.run(&op, || async { Ok(None) }).await.map(|_| ())
+    }
+
+    pub async fn set_comment(&self, slot: &Slot, comment: &str) -> Result<(), RosError> {
+        let op = Op::SetComment { slot: slot.clone(), comment: comment.to_string() };
+        self.run(&op, || async { Ok(None) }).await.map(|_| ())
+    }
+
+    /// Removes the disk and its file; a missing disk or file is success.
+    pub async fn delete_disk(&self, slot: &Slot, file: &FilePath) -> Result<(), RosError> {
+        let op = Op::DeleteDisk { slot: slot.clone(), file: file.clone() };
+        self.run(&op, || async { Ok(None) }).await.map(|_| ())
+    }
+
+    pub async fn remove_file(&self, file: &FilePath) -> Result<(), RosError> {
+        self.run(&Op::RemoveFile(file.clone()), || async { Ok(None) }).await.map(|_| ())
+    }
+
+    pub async fn list_files(&self, under: &FilePath) -> Result<Vec<FileEntry>, RosError> {
+        let op = Op::ListFiles { under: under.clone() };
+        match self.read(op.clone()).await? {
+            Answer::Files(f) => Ok(f),
+            other => Err(unexpected(&op, other)),
+        }
+    }
+
+    pub async fn pool(&self, mount_point: &str) -> Result<Option<Pool>, RosError> {
+        let op = Op::Pool { mount_point: mount_point.to_string() };
+        match self.read(op.clone()).await? {
+            Answer::Pool(p) => Ok(p),
+            other => Err(unexpected(&op, other)),
+        }
+    }
+
+    pub async fn copy_disk(&self, src: &Slot, dst: &Slot) -> Result<(), RosError> {
+        self.run(&Op::CopyDisk { src: src.clone(), dst: dst.clone() }, || async { Ok(None) })
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn system(&self) -> Result<SystemInfo, RosError> {
+        match self.read(Op::System).await? {
+            Answer::System(s) => Ok(s),
+            other => Err(unexpected(&Op::System, other)),
+        }
+    }
+}
