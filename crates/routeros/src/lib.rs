@@ -7,6 +7,7 @@ pub mod detail;
 pub mod error;
 pub mod grammar;
 pub mod ops;
+pub mod rest;
 pub mod ssh;
 pub mod syntax;
 pub mod transport;

@@ -164,3 +164,60 @@ pub fn detail_format(mut o: SshOptions) -> SshOptions {
     o.read_format = ReadFormat::Detail;
     o
 }
+
+/// A REST listener on the lab's emulator.
+pub struct RestServer {
+    pub base_url: String,
+    pub fingerprint: Option<String>,
+    pub cert_file: PathBuf,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Drop for RestServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub const PASSWORD: &str = "s3cret";
+
+impl Lab {
+    /// Starts REST (HTTPS with the generated certificate, or plain HTTP) with a time limit.
+    pub async fn rest(&self, https: bool, limit: Duration) -> RestServer {
+        use rds_emulator::{rest, tls};
+        let opts = rest::RestOptions {
+            users: vec!["admin".into()],
+            password: Some(PASSWORD.into()),
+            timeout: limit,
+        };
+        let router = rest::router(self.emu.clone(), opts);
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let cert_file = self.dir.path().join("rds").join("rest-cert.pem");
+        if https {
+            let identity = tls::Identity::load_or_create(&self.dir.path().join("rds")).unwrap();
+            let listener = tls::TlsListener { tcp, acceptor: identity.acceptor().unwrap() };
+            let task = tokio::spawn(async move { axum_serve_tls(listener, router).await });
+            RestServer {
+                base_url: format!("https://{addr}"),
+                fingerprint: Some(identity.fingerprint()),
+                cert_file,
+                task,
+            }
+        } else {
+            let task = tokio::spawn(async move { axum_serve(tcp, router).await });
+            RestServer { base_url: format!("http://{addr}"), fingerprint: None, cert_file, task }
+        }
+    }
+}
+
+async fn axum_serve_tls(
+    listener: rds_emulator::tls::TlsListener,
+    router: axum::Router,
+) -> std::io::Result<()> {
+    axum::serve(listener, router).await
+}
+
+async fn axum_serve(listener: TcpListener, router: axum::Router) -> std::io::Result<()> {
+    axum::serve(listener, router).await
+}
