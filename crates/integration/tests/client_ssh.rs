@@ -264,3 +264,112 @@ async fn host_keys_are_pinned() {
         "permission_denied"
     );
 }
+
+#[tokio::test]
+async fn rsa_keys_and_login_suffixes() {
+    if std::process::Command::new("ssh-keygen").arg("-?").output().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "ssh-keygen is required in CI");
+        eprintln!("SKIPPED: ssh-keygen is not installed (apt-get install openssh-client)");
+        return;
+    }
+    let lab = Lab::start().await;
+    let rsa = lab.dir.path().join("id_rsa");
+    let made = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "rsa", "-b", "2048", "-N", "", "-f"])
+        .arg(&rsa)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let public = russh::keys::load_secret_key(&rsa, None).unwrap().public_key().clone();
+    // Authorize the RSA key by restarting the SSH side with it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let host =
+        russh::keys::PrivateKey::random(&mut rand::rng(), russh::keys::Algorithm::Ed25519).unwrap();
+    let opts = rds_emulator::ssh::SshOptions {
+        users: vec!["admin".into()],
+        authorized_keys: vec![public],
+        password: None,
+        max_sessions: 20,
+        max_channels: 10,
+        error_exit_status: 0,
+        line_ending: "\r\n".into(),
+    };
+    let server = tokio::spawn(rds_emulator::ssh::serve(lab.emu.clone(), listener, host, opts));
+    let mut o = routeros::ssh::SshOptions::new(
+        &addr.to_string(),
+        "admin",
+        rsa,
+        HostKeyPolicy::InsecureSkip,
+    );
+    o.login_suffix = Some("cet1024w".into());
+    let out = SshTransport::new(o).unwrap().run("/system identity print").await.unwrap();
+    assert_eq!(out, "  name: RDS\r\n");
+    server.abort();
+}
+
+#[test]
+fn every_mutation_is_audited_once() {
+    use std::sync::{Arc as A, Mutex};
+    use tracing_subscriber::layer::SubscriberExt;
+
+    #[derive(Clone, Default)]
+    struct Audit(A<Mutex<Vec<String>>>);
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Audit {
+        fn on_event(
+            &self,
+            event: &tracing::Event<'_>,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            if event.metadata().target() == "audit" {
+                let mut text = String::new();
+                struct V<'a>(&'a mut String);
+                impl tracing::field::Visit for V<'_> {
+                    fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                        self.0.push_str(&format!("{}={v:?} ", f.name()));
+                    }
+                }
+                event.record(&mut V(&mut text));
+                self.0.lock().unwrap().push(text);
+            }
+        }
+    }
+    let audit = Audit::default();
+    let subscriber = tracing_subscriber::registry().with(audit.clone());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    tracing::subscriber::with_default(subscriber, || {
+        rt.block_on(async {
+            let lab = Lab::start().await;
+            let (rds, _) = lab.rds();
+            lab.faults(Faults {
+                drop: vec![DropRule {
+                    pattern: "^/disk add".into(),
+                    nth: 1,
+                    when: DropWhen::After,
+                }],
+                ..Faults::default()
+            });
+            rds.create_disk(&new_disk("pvc-audit", 1 << 20)).await.unwrap();
+            rds.get_disk(&slot("pvc-audit")).await.unwrap();
+            lab.faults(Faults::default());
+            assert!(rds.create_disk(&new_disk("pvc-audit2", 1 << 50)).await.is_err());
+        })
+    });
+    let lines = audit.0.lock().unwrap().clone();
+    assert_eq!(
+        lines.len(),
+        2,
+        "one line per mutation, none for reads, retries not repeated: {lines:?}"
+    );
+    assert!(
+        lines[0].contains("op=\"create_disk\"")
+            && lines[0].contains("subject=pvc-audit")
+            && lines[0].contains("outcome=\"ok\""),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].contains("outcome=\"no_space\"") && lines[1].contains("not enough disk space"),
+        "{lines:?}"
+    );
+    assert!(lines.iter().all(|l| l.contains("duration_ms=")), "{lines:?}");
+}

@@ -49,6 +49,19 @@ pub struct RestOptions {
 }
 
 impl RestOptions {
+    /// Reads the password from a secret file (trailing newline dropped): secrets never come
+    /// from flags.
+    pub fn password_from_file(path: &std::path::Path) -> Result<String, RosError> {
+        std::fs::read_to_string(path).map(|s| s.trim_end_matches(['\r', '\n']).to_string()).map_err(
+            |e| {
+                RosError::InvalidArgument(format!(
+                    "cannot read the RDS password file {}: {e}",
+                    path.display()
+                ))
+            },
+        )
+    }
+
     pub fn new(base_url: &str, user: &str, password: &str, trust: TlsTrust) -> RestOptions {
         RestOptions {
             base_url: base_url.trim_end_matches('/').to_string(),

@@ -1,0 +1,66 @@
+//! docs/routeros.md lists every command the client sends, over both transports, exactly as
+//! sent for these sample values. This test keeps the document true.
+
+use routeros::{
+    ops::{NewDisk, Op, ReadFormat, rest_calls, ssh_line},
+    types::{FilePath, Nqn, Slot},
+};
+
+pub fn samples() -> Vec<Op> {
+    let slot = Slot::new("pvc-1").unwrap();
+    let file = FilePath::new("storage-pool/metal-csi/pvc-1.img").unwrap();
+    let nqn = Nqn::new("nqn.2000-02.com.mikrotik:pvc-1").unwrap();
+    let disk = NewDisk {
+        slot: slot.clone(),
+        file: file.clone(),
+        size: 10737418240,
+        nqn,
+        port: 4420,
+        comment: "rds-csi".into(),
+        copy_from: None,
+        server_nqn_supported: true,
+    };
+    vec![
+        Op::CreateDisk(disk),
+        Op::GetDisk(slot.clone()),
+        Op::ListDisks { slot_prefix: "pvc-".into() },
+        Op::SetFileSize { slot: slot.clone(), size: 21474836480 },
+        Op::SetExport {
+            slot: slot.clone(),
+            export: true,
+            allowed_hosts: vec![Nqn::new("nqn.2014-08.org.nvmexpress:uuid:1").unwrap()],
+        },
+        Op::SetComment { slot: slot.clone(), comment: "rds-csi".into() },
+        Op::DeleteDisk { slot: slot.clone(), file: file.clone() },
+        Op::RemoveFile(file.clone()),
+        Op::ListFiles { under: FilePath::new("storage-pool/metal-csi").unwrap() },
+        Op::Pool { mount_point: "storage-pool".into() },
+        Op::CopyDisk { src: slot, dst: Slot::new("pvc-2").unwrap() },
+        Op::CopyFile { src: file, dst: FilePath::new("storage-pool/metal-csi/pvc-2.img").unwrap() },
+        Op::System,
+    ]
+}
+
+#[test]
+fn docs_list_every_command_exactly() {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/routeros.md"))
+            .unwrap();
+    let mut missing = Vec::new();
+    for op in samples() {
+        for format in [ReadFormat::Json, ReadFormat::Detail] {
+            let line = ssh_line(&op, format);
+            if !doc.contains(&line) {
+                missing.push(format!("{} ({format:?}): {line}", op.name()));
+            }
+        }
+        for call in rest_calls(&op) {
+            let request = format!("{} /rest{}", call.method, call.path);
+            let body = call.body.map(|b| format!(" {b}")).unwrap_or_default();
+            if !doc.contains(&format!("{request}{body}")) {
+                missing.push(format!("{}: {request}{body}", op.name()));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "docs/routeros.md does not list:\n{}", missing.join("\n"));
+}
