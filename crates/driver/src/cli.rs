@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::{
     endpoint::{Endpoint, parse_metrics_address},
     names::{topology_zone_key, validate_driver_name},
+    rds::{RdsArgs, RdsConfig},
 };
 
 #[derive(Debug, Parser)]
@@ -76,6 +77,9 @@ pub struct ServeArgs {
     /// On SIGTERM/SIGINT, how long in-flight RPCs may run before the process exits anyway.
     #[arg(long, env = "RDS_CSI_SHUTDOWN_TIMEOUT_SECONDS", default_value_t = 30)]
     pub shutdown_timeout_seconds: u64,
+
+    #[command(flatten)]
+    pub rds: RdsArgs,
 }
 
 /// Which services this process runs.
@@ -95,6 +99,9 @@ pub struct ServeConfig {
     pub topology: HashMap<String, String>,
     pub metrics_address: Option<SocketAddr>,
     pub shutdown_timeout: Duration,
+    /// The controller's RDS connection, when configured.
+    pub rds: Option<RdsConfig>,
+    pub rds_probe_interval: Duration,
 }
 
 impl ServeArgs {
@@ -117,6 +124,13 @@ impl ServeArgs {
             return Err("--topology-zone must not be empty".to_string());
         }
         let metrics_address = parse_metrics_address(&self.metrics_address)?;
+        let rds = self.rds.validate()?;
+        if rds.is_some() && !self.controller {
+            return Err(
+                "the --rds-* flags configure the controller's RDS connection: add --controller"
+                    .into(),
+            );
+        }
         let topology = HashMap::from([(topology_zone_key(&self.driver_name), self.topology_zone)]);
         Ok(ServeConfig {
             endpoint: self.endpoint,
@@ -125,6 +139,8 @@ impl ServeArgs {
             topology,
             metrics_address,
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout_seconds),
+            rds,
+            rds_probe_interval: Duration::from_secs(self.rds.rds_probe_interval_seconds.max(1)),
         })
     }
 }
@@ -161,6 +177,37 @@ mod tests {
         let cfg = parse(&["--node", "--node-id", "n1", "--metrics-address", ""]).unwrap();
         assert_eq!(cfg.roles, Roles { controller: false, node_id: Some("n1".into()) });
         assert_eq!(cfg.metrics_address, None);
+    }
+
+    #[test]
+    fn rds_flags_are_validated_together() {
+        assert!(parse(&["--controller"]).unwrap().rds.is_none());
+        let key = ["--rds-ssh-key-file", "/k"];
+        let err = parse(&[&["--controller", "--rds-address", "10.0.0.1"][..], &key].concat())
+            .unwrap_err();
+        assert!(err.contains("--rds-host-key"), "{err}");
+        let ok = parse(
+            &[&["--controller", "--rds-address", "rds", "--rds-host-key", "SHA256:abc"][..], &key]
+                .concat(),
+        )
+        .unwrap();
+        let Some(RdsConfig::Ssh(o)) = ok.rds else { panic!() };
+        assert_eq!((o.address.as_str(), o.max_sessions), ("rds:22", 4));
+        let err = parse(&[
+            "--node",
+            "--node-id",
+            "n",
+            "--rds-address",
+            "x",
+            "--rds-host-key",
+            "SHA256:a",
+            "--rds-ssh-key-file",
+            "/k",
+        ])
+        .unwrap_err();
+        assert!(err.contains("add --controller"), "{err}");
+        let err = parse(&["--controller", "--rds-transport", "rest"]).unwrap_err();
+        assert!(err.contains("--rds-rest-url"), "{err}");
     }
 
     #[test]

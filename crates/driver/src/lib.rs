@@ -15,6 +15,7 @@ pub mod listener;
 pub mod metrics;
 pub mod names;
 pub mod node;
+pub mod rds;
 pub mod readiness;
 pub mod rpc;
 pub mod server;

@@ -74,6 +74,11 @@ impl Metrics {
         Self { registry, rpc: RpcMetrics { requests, duration } }
     }
 
+    /// Adds the RDS connection metrics (`rds_csi_rds_*`).
+    pub fn register_rds(&mut self, health: &routeros::transport::Health) {
+        health.register(&mut self.registry);
+    }
+
     /// The registry in OpenMetrics text format.
     pub fn encode(&self) -> String {
         let mut out = String::new();

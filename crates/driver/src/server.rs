@@ -42,6 +42,8 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("RDS connection: {0}")]
+    Rds(String),
 }
 
 /// Resolves on the first SIGTERM or SIGINT.
@@ -62,11 +64,26 @@ pub async fn run(
     config: ServeConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let metrics = Arc::new(Metrics::new(version::VERSION));
-    // Nothing the driver depends on is wired yet (the RouterOS client arrives with the
-    // controller issue), so both roles start ready; later issues set NotReady while their
-    // backend is unreachable.
-    let readiness = Readiness::new(ReadyState::Ready);
+    let mut metrics = Metrics::new(version::VERSION);
+    // The controller is ready while its RDS connection is up; the node has no backend yet.
+    let readiness = Readiness::new(match (config.roles.controller, &config.rds) {
+        (false, _) => ReadyState::Ready,
+        (true, Some(_)) => ReadyState::NotReady("connecting to the RDS".into()),
+        (true, None) => ReadyState::NotReady(
+            "no RDS configured: pass --rds-address (SSH) or --rds-transport rest --rds-rest-url"
+                .into(),
+        ),
+    });
+    let _rds = match config.rds.clone() {
+        Some(rds) => {
+            let conn =
+                rds.start(readiness.clone(), config.rds_probe_interval).map_err(ServeError::Rds)?;
+            metrics.register_rds(&conn.health);
+            Some(conn)
+        }
+        None => None,
+    };
+    let metrics = Arc::new(metrics);
     let rpc = RpcRunner::new(metrics.rpc.clone());
 
     let (http_stop, http_stopped) = oneshot::channel::<()>();

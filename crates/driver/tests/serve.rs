@@ -42,8 +42,13 @@ async fn identity_answers_name_version_capabilities_and_readiness() {
     assert!(caps.iter().any(|c| matches!(c.r#type,
         Some(plugin_capability::Type::VolumeExpansion(v)) if v.r#type == E::Online as i32)));
 
+    // A controller without an RDS connection is alive but not ready (CSI Probe: success
+    // with ready = false); /readyz says why.
     let probe = identity.probe(ProbeRequest {}).await.unwrap().into_inner();
-    assert_eq!(probe.ready, Some(true));
+    assert_eq!(probe.ready, Some(false));
+    let (status, body) = daemon.http_get("/readyz");
+    assert_eq!(status, 503);
+    assert!(body.contains("no RDS configured: pass --rds-address"), "{body}");
 }
 
 #[tokio::test]
@@ -51,6 +56,8 @@ async fn node_only_process_offers_no_controller_service() {
     let daemon = Daemon::start_with(&["--node", "--node-id", "node-b", "--metrics-address", ""]);
     assert_eq!(daemon.metrics, None, "empty --metrics-address disables the HTTP server");
     let channel = daemon.channel().await;
+    let probe = IdentityClient::new(channel.clone()).probe(ProbeRequest {}).await.unwrap();
+    assert_eq!(probe.into_inner().ready, Some(true), "the node has no backend to wait for");
     let caps = IdentityClient::new(channel.clone())
         .get_plugin_capabilities(GetPluginCapabilitiesRequest {})
         .await
@@ -197,7 +204,6 @@ async fn metrics_count_rpcs_by_method_and_code_and_health_endpoints_answer() {
         "{body}"
     );
     assert_eq!(daemon.http_get("/healthz"), (200, "ok\n".to_string()));
-    assert_eq!(daemon.http_get("/readyz"), (200, "ready\n".to_string()));
 }
 
 #[tokio::test]
@@ -248,8 +254,11 @@ async fn second_instance_on_a_live_socket_fails_clearly_and_leaves_the_first_alo
     assert!(stderr.contains("another process is serving on"), "{stderr}");
     assert!(stderr.contains(&daemon.socket.display().to_string()), "{stderr}");
     // The first instance still owns its socket and answers.
-    let probe = IdentityClient::new(daemon.channel().await).probe(ProbeRequest {}).await.unwrap();
-    assert_eq!(probe.into_inner().ready, Some(true));
+    let info = IdentityClient::new(daemon.channel().await)
+        .get_plugin_info(GetPluginInfoRequest {})
+        .await
+        .unwrap();
+    assert_eq!(info.into_inner().name, "rds.csi.srvlab.io");
 }
 
 #[tokio::test]

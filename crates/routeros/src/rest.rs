@@ -36,7 +36,7 @@ pub enum TlsTrust {
     InsecureSkip,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RestOptions {
     /// `https://host:port` or `http://host:port` (RouterOS `www-ssl` or `www`).
     pub base_url: String,
@@ -46,6 +46,17 @@ pub struct RestOptions {
     /// Per request; RouterOS stops a request after 60 s.
     pub timeout: Duration,
     pub connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for RestOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestOptions")
+            .field("base_url", &self.base_url)
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .field("trust", &self.trust)
+            .finish()
+    }
 }
 
 impl RestOptions {
