@@ -87,9 +87,14 @@ fn wrap(prefix: String, indent: usize, tokens: &[String], width: usize) -> Vec<S
             empty = false;
             continue;
         }
-        // Longer than a line: fill the current line, continue on fresh lines.
+        // Longer than a line: fill the current line, continue on fresh lines. A line with no
+        // room left after the separator is ended first (never a trailing space past the width).
         if !empty {
-            line.push(' ');
+            if line.chars().count() + 1 >= width {
+                lines.push(std::mem::replace(&mut line, pad.clone()));
+            } else {
+                line.push(' ');
+            }
         }
         for c in token.chars() {
             if line.chars().count() >= width {

@@ -219,6 +219,32 @@ fn json_rows_are_typed() {
     assert_eq!(json["comment"], "");
 }
 
+#[test]
+fn a_long_token_at_the_end_of_a_full_line_starts_a_new_line() {
+    // Found by `rendered_detail_parses_back`: the line before the long model= token used to end
+    // with a trailing space at column 81.
+    let path = "a-/a_0a-aa0a00_--a_--___a0a0_0aaaa/aaa_aa-0a-__a0aa0_a-_-0--0_aaa_";
+    let disk = Disk {
+        id: 2,
+        slot: "0aa--0-a0--a-0aa-aa-a-0a0a".into(),
+        comment: String::new(),
+        disabled: false,
+        kind: Kind::File(FileDisk { path: path.into(), size: 0, offset: 0 }),
+        nvme: NvmeExport {
+            export: false,
+            port: 4420,
+            nqn: "nqn.-".into(),
+            allow_host_name: String::new(),
+        },
+    };
+    let text =
+        detail(&[row_of(&disk, 100, v("7.21"))], Layout { width: 80, header_on_empty: true });
+    assert!(text.lines().all(|l| l.chars().count() <= 80 && !l.ends_with(' ')), "{text}");
+    let entry = &routeros::detail::parse(&text)[0];
+    let back = routeros::ops::disk_from(&routeros::detail::to_object(entry)).unwrap();
+    assert_eq!(back.file.as_deref(), Some(path), "{text}");
+}
+
 mod parse_back {
     use proptest::prelude::*;
     use routeros::detail;
@@ -249,6 +275,7 @@ mod parse_back {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
         /// Whatever the values, the client's detail parser recovers exactly what the
         /// emulator's renderer printed, at the exec width, the capture's width and unwrapped.
         #[test]

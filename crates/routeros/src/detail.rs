@@ -4,7 +4,9 @@
 //! - The `Flags:` header (and its indented continuation lines) is skipped; flags are read
 //!   from each entry's flag columns: the letters between the item number and the first
 //!   property.
-//! - An entry starts with its number; a `;;; comment` follows the flag columns.
+//! - An entry starts with its number; a `;;; comment` follows the flag columns. A line
+//!   indented as deep as the entry's first property is a continuation, even if it starts with
+//!   digits (the tail of a split token).
 //! - Continuation lines are rejoined. A line filled to the wrap width ended inside a token
 //!   (RouterOS splits tokens longer than a line) unless the next line starts with a known
 //!   property name; any shorter line ended at a token boundary.
@@ -217,6 +219,9 @@ pub fn parse(output: &str) -> Vec<Entry> {
     let mut entries = Vec::new();
     // (flags, comment, accumulated text, length of the last physical line)
     let mut current: Option<(Vec<char>, String, String, usize)> = None;
+    // Where the current entry's properties start: continuation lines are indented this far,
+    // and an entry's number is always left of it, so deeper lines never start an entry.
+    let mut indent = usize::MAX;
     let mut in_header = false;
     for line in lines {
         if line.starts_with("Flags:") {
@@ -227,8 +232,10 @@ pub fn parse(output: &str) -> Vec<Entry> {
             in_header = false;
             continue;
         }
-        if let Some((flags, rest)) = entry_start(line) {
+        let leading = line.len() - line.trim_start_matches(' ').len();
+        if let Some((flags, rest)) = entry_start(line).filter(|_| leading < indent) {
             in_header = false;
+            indent = line.len() - rest.len();
             if let Some((f, c, text, _)) = current.take() {
                 entries.push(Entry { flags: f, comment: c, props: tokens(&text) });
             }

@@ -82,6 +82,28 @@ fn exec_width_wraps_and_mid_token_splits_are_undone() {
 }
 
 #[test]
+fn a_split_tail_that_looks_like_an_entry_number_is_a_continuation() {
+    // Found by the emulator's render/parse property test.
+    let out = concat!(
+        "Flags: B - BLOCK-DEVICE\n",
+        "1 B type=file slot=\"0\" slot-default=\"\" parent=\"\" fs=-\n",
+        "    model=\"/-0a0a0a/-0-0___a-0a_0-__a-a-a000--aa0/0aaa-a-00--00_a0-__/_-a0_-00\"\n",
+        "    size=10 000 mount-filesystem=no mount-read-only=no compress=no\n",
+        "    sector-size=512 raid-master=none nvme-tcp-export=no iscsi-export=no\n",
+        "    nfs-sharing=no smb-sharing=no media-sharing=no media-interface=none swap=no\n",
+        "    file-path=/-0a0a0a/-0-0___a-0a_0-__a-a-a000--aa0/0aaa-a-00--00_a0-__/_-a0_-0\n",
+        "    0 file-size=10000B file-offset=0\n",
+    );
+    let entries = parse(out);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(
+        prop(&entries[0], "file-path"),
+        "/-0a0a0a/-0-0___a-0a_0-__a-a-a000--aa0/0aaa-a-00--00_a0-__/_-a0_-00"
+    );
+    assert_eq!(prop(&entries[0], "size"), "10 000");
+}
+
+#[test]
 fn pool_entries_and_separators() {
     let out = "Flags: B - BLOCK-DEVICE; M - MOUNTED\n0 BM type=raid slot=\"storage-pool\" fs=xfs size=1 099 511 627 776\n     free=1 088 774 209 536 use=1% mount-point=\"storage-pool\"\n \n1 B  type=file slot=\"a\" size=1 048 576\n";
     let entries = parse(out);
