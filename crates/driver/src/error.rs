@@ -1,9 +1,11 @@
-//! Errors of the CSI service layer, and the one place they become gRPC statuses.
+//! Errors of the CSI service layer, and the one place they become gRPC statuses
+//! (the table is docs/errors.md).
 //!
 //! Lower layers (RouterOS client, node adapters) have their own error enums; they are converted
 //! into [`ServiceError`] with the context an operator needs, and [`From<ServiceError>`] for
 //! [`tonic::Status`] is the only mapping from errors to gRPC codes in the driver.
 
+use routeros::error::RosError;
 use tonic::{Code, Status};
 
 /// What went wrong while serving a CSI RPC.
@@ -20,13 +22,51 @@ pub enum ServiceError {
     /// A request field is missing or malformed; the message names the field and the fix.
     #[error("{0}")]
     InvalidArgument(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    OutOfRange(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// Another operation on the same volume is in flight (CSI: ABORTED, the CO retries).
+    #[error("{0}")]
+    Aborted(String),
+    #[error("{0}")]
+    Unavailable(String),
+
+    /// The RDS answered with an error, or could not be reached.
+    #[error("{context}: {source}")]
+    Rds { context: String, source: RosError },
 }
 
 impl ServiceError {
+    pub fn rds(context: impl Into<String>) -> impl FnOnce(RosError) -> ServiceError {
+        let context = context.into();
+        move |source| ServiceError::Rds { context, source }
+    }
+
     pub fn code(&self) -> Code {
         match self {
             ServiceError::Unimplemented { .. } => Code::Unimplemented,
             ServiceError::InvalidArgument(_) => Code::InvalidArgument,
+            ServiceError::NotFound(_) => Code::NotFound,
+            ServiceError::AlreadyExists(_) => Code::AlreadyExists,
+            ServiceError::OutOfRange(_) => Code::OutOfRange,
+            ServiceError::FailedPrecondition(_) => Code::FailedPrecondition,
+            ServiceError::Aborted(_) => Code::Aborted,
+            ServiceError::Unavailable(_) => Code::Unavailable,
+            ServiceError::Rds { source, .. } => match source {
+                RosError::NotFound(_) => Code::NotFound,
+                RosError::AlreadyExists(_) => Code::AlreadyExists,
+                RosError::NoSpace(_) => Code::ResourceExhausted,
+                // Credentials or host key: the operator must fix the configuration; the CO retries.
+                RosError::PermissionDenied(_) | RosError::Unavailable(_) => Code::Unavailable,
+                RosError::Timeout(_) => Code::DeadlineExceeded,
+                // The RDS rejected a command this driver built: a bug or an unsupported firmware.
+                RosError::InvalidArgument(_) | RosError::Unexpected(_) => Code::Internal,
+            },
         }
     }
 }
@@ -49,5 +89,29 @@ mod tests {
         let s = Status::from(ServiceError::InvalidArgument("volume_id is required".into()));
         assert_eq!(s.code(), Code::InvalidArgument);
         assert_eq!(s.message(), "volume_id is required");
+    }
+
+    #[test]
+    fn rds_errors_keep_their_text() {
+        let cases = [
+            (RosError::NoSpace("failure: not enough disk space".into()), Code::ResourceExhausted),
+            (RosError::NotFound("no such item".into()), Code::NotFound),
+            (RosError::AlreadyExists("x".into()), Code::AlreadyExists),
+            (RosError::Unavailable("eof".into()), Code::Unavailable),
+            (RosError::PermissionDenied("host key".into()), Code::Unavailable),
+            (RosError::Timeout("slow".into()), Code::DeadlineExceeded),
+            (RosError::InvalidArgument("bad command name".into()), Code::Internal),
+            (RosError::Unexpected("?".into()), Code::Internal),
+        ];
+        for (e, code) in cases {
+            let raw = e.to_string();
+            let s = Status::from(ServiceError::rds("creating volume pvc-1")(e));
+            assert_eq!(s.code(), code, "{raw}");
+            assert!(
+                s.message().starts_with("creating volume pvc-1: ") && s.message().contains(&raw),
+                "{}",
+                s.message()
+            );
+        }
     }
 }

@@ -7,11 +7,13 @@
 
 pub mod cli;
 pub mod controller;
+pub mod core;
 pub mod endpoint;
 pub mod error;
 pub mod http;
 pub mod identity;
 pub mod listener;
+pub mod locks;
 pub mod metrics;
 pub mod names;
 pub mod node;

@@ -1,0 +1,104 @@
+//! Volume identifiers (drop-in compatible with the Go driver).
+//!
+//! - A CSI name of the form `pvc-<uuid>` (what external-provisioner sends) *is* the slot and
+//!   the volume id, so volumes made by the Go driver are found and managed.
+//! - Any other name maps deterministically to `pvc-<UUIDv5(name)>`; the original name is kept
+//!   in the disk comment.
+//! - NQN = prefix + slot; backing file = `<volumePath>/<slot>.img`.
+//!
+//! A second RDS can be added later without renaming anything: volumes of the first keep bare
+//! slots as ids; another RDS's ids would carry a `<rds>:` prefix (`:` never occurs in a slot).
+
+use routeros::types::{FilePath, Nqn, Slot};
+use uuid::Uuid;
+
+/// The namespace of derived ids: UUIDv5(DNS, "rds.csi.srvlab.io").
+fn namespace() -> Uuid {
+    Uuid::new_v5(&Uuid::NAMESPACE_DNS, b"rds.csi.srvlab.io")
+}
+
+fn is_pvc_uuid(name: &str) -> bool {
+    name.strip_prefix("pvc-").and_then(|u| Uuid::parse_str(u).ok()).is_some_and(|u| {
+        // Only the canonical lower-case hyphenated form is used verbatim.
+        name[4..] == u.hyphenated().to_string()
+    })
+}
+
+/// The slot (= volume id) for a CreateVolume name, and whether it was derived.
+pub fn slot_for_name(name: &str) -> (Slot, bool) {
+    if is_pvc_uuid(name) {
+        (Slot::new(name).expect("pvc-<uuid> is a valid slot"), false)
+    } else {
+        let id = format!("pvc-{}", Uuid::new_v5(&namespace(), name.as_bytes()).hyphenated());
+        (Slot::new(&id).expect("pvc-<uuid> is a valid slot"), true)
+    }
+}
+
+/// Parses a volume id from a request: a slot this driver could have made.
+pub fn parse_volume_id(id: &str) -> Result<Slot, String> {
+    if id.is_empty() {
+        return Err("volume_id is required".into());
+    }
+    Slot::new(id).map_err(|e| format!("volume_id {id:?} is not a volume of this driver: {}", e.why))
+}
+
+pub fn nqn(prefix: &str, slot: &Slot) -> Result<Nqn, String> {
+    Nqn::new(&format!("{prefix}{slot}")).map_err(|e| e.to_string())
+}
+
+pub fn backing_file(volume_path: &FilePath, slot: &Slot) -> Result<FilePath, String> {
+    volume_path.join(&format!("{slot}.img")).map_err(|e| e.to_string())
+}
+
+/// The disk comment: marks the disk as ours and keeps a derived id's original name.
+pub fn comment(name: &str, derived: bool, pvc: Option<(&str, &str)>) -> String {
+    let mut c = String::from("rds-csi");
+    if derived {
+        c.push_str(&format!(" name={name}"));
+    }
+    if let Some((ns, pvc)) = pvc {
+        c.push_str(&format!(" pvc={ns}/{pvc}"));
+    }
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provisioner_names_are_the_slot() {
+        let name = "pvc-0f8e4b1c-2a3d-4e5f-9a8b-7c6d5e4f3a2b";
+        assert_eq!(slot_for_name(name), (Slot::new(name).unwrap(), false));
+    }
+
+    #[test]
+    fn other_names_map_deterministically() {
+        let (a, derived) = slot_for_name("my volume/1");
+        assert!(derived);
+        assert!(a.as_str().starts_with("pvc-") && a.as_str().len() == 40, "{a}");
+        assert_eq!(slot_for_name("my volume/1").0, a, "deterministic");
+        assert_ne!(slot_for_name("my volume/2").0, a);
+        assert!(
+            slot_for_name("PVC-0F8E4B1C-2A3D-4E5F-9A8B-7C6D5E4F3A2B").1,
+            "non-canonical UUIDs are derived"
+        );
+    }
+
+    #[test]
+    fn nqn_file_and_comment() {
+        let (slot, _) = slot_for_name("pvc-0f8e4b1c-2a3d-4e5f-9a8b-7c6d5e4f3a2b");
+        assert_eq!(
+            nqn("nqn.2000-02.com.mikrotik:", &slot).unwrap().as_str(),
+            "nqn.2000-02.com.mikrotik:pvc-0f8e4b1c-2a3d-4e5f-9a8b-7c6d5e4f3a2b"
+        );
+        let file = backing_file(&FilePath::new("/storage-pool/metal-csi").unwrap(), &slot).unwrap();
+        assert_eq!(
+            file.absolute(),
+            "/storage-pool/metal-csi/pvc-0f8e4b1c-2a3d-4e5f-9a8b-7c6d5e4f3a2b.img"
+        );
+        assert_eq!(comment("x", true, Some(("ns", "data"))), "rds-csi name=x pvc=ns/data");
+        assert!(parse_volume_id("a/b").is_err());
+        assert!(parse_volume_id("").unwrap_err().contains("required"));
+    }
+}
