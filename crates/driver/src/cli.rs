@@ -7,6 +7,7 @@ use std::{collections::HashMap, net::SocketAddr, time::Duration};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
+    controller::config::{ControllerArgs, ControllerConfig},
     endpoint::{Endpoint, parse_metrics_address},
     names::{topology_zone_key, validate_driver_name},
     rds::{RdsArgs, RdsConfig},
@@ -80,6 +81,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub rds: RdsArgs,
+
+    #[command(flatten)]
+    pub controller_settings: ControllerArgs,
 }
 
 /// Which services this process runs.
@@ -101,6 +105,7 @@ pub struct ServeConfig {
     pub shutdown_timeout: Duration,
     /// The controller's RDS connection, when configured.
     pub rds: Option<RdsConfig>,
+    pub controller: ControllerConfig,
     pub rds_probe_interval: Duration,
 }
 
@@ -140,6 +145,7 @@ impl ServeArgs {
             metrics_address,
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout_seconds),
             rds,
+            controller: self.controller_settings.validate()?,
             rds_probe_interval: Duration::from_secs(self.rds.rds_probe_interval_seconds.max(1)),
         })
     }

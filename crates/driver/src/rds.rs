@@ -148,6 +148,30 @@ impl RdsArgs {
     }
 }
 
+impl RdsConfig {
+    /// The RDS host (management address without port), the default data-plane address.
+    pub fn host(&self) -> String {
+        let authority = match self {
+            RdsConfig::Ssh(o) => o.address.clone(),
+            RdsConfig::Rest(o) => o
+                .base_url
+                .split("://")
+                .nth(1)
+                .unwrap_or_default()
+                .split('/')
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        };
+        match authority.rsplit_once(':') {
+            Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => {
+                host.trim_matches(['[', ']']).to_string()
+            }
+            _ => authority,
+        }
+    }
+}
+
 /// A started connection: the transport, its health, and the tasks keeping it alive.
 pub struct RdsConnection {
     pub transport: Arc<dyn Transport>,

@@ -13,9 +13,11 @@ use tokio::sync::oneshot;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tonic::transport::Server;
 
+use routeros::client::{Rds, RetryPolicy};
+
 use crate::{
     cli::ServeConfig,
-    controller::ControllerService,
+    controller::{Backend, ControllerService},
     endpoint::Endpoint,
     http,
     identity::IdentityService,
@@ -74,14 +76,31 @@ pub async fn run(
                 .into(),
         ),
     });
+    let mut backend = None;
     let _rds = match config.rds.clone() {
-        Some(rds) => {
+        Some(rds) if config.roles.controller => {
+            let host = rds.host();
             let conn =
                 rds.start(readiness.clone(), config.rds_probe_interval).map_err(ServeError::Rds)?;
             metrics.register_rds(&conn.health);
+            let client = Rds::new(conn.transport.clone(), RetryPolicy::default());
+            let b = Arc::new(Backend::new(
+                client,
+                config.controller.clone(),
+                host,
+                config.topology.clone(),
+            ));
+            // Learn the RouterOS version early so CreateVolume does not pay for it.
+            let prefetch = b.clone();
+            tokio::spawn(async move {
+                while prefetch.server_nqn_supported().await.is_err() {
+                    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                }
+            });
+            backend = Some(b);
             Some(conn)
         }
-        None => None,
+        _ => None,
     };
     let metrics = Arc::new(metrics);
     let rpc = RpcRunner::new(metrics.rpc.clone());
@@ -113,7 +132,7 @@ pub async fn run(
         rpc: rpc.clone(),
     };
     let controller = config.roles.controller.then(|| {
-        ControllerServer::new(ControllerService { rpc: rpc.clone() })
+        ControllerServer::new(ControllerService { rpc: rpc.clone(), backend: backend.clone() })
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
     });
     let node = config.roles.node_id.clone().map(|node_id| {

@@ -6,41 +6,10 @@ mod support;
 use std::time::{Duration, Instant};
 
 use csi::v1::{ProbeRequest, identity_client::IdentityClient};
-use rds_emulator::{emulator::Emulator, exec::Behaviour, ssh, store::InitOptions};
-use russh::keys::{Algorithm, HashAlg, PrivateKey};
-use support::Daemon;
-
-struct Rds {
-    emu: Emulator,
-    address: String,
-    fingerprint: String,
-    key_file: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-async fn rds() -> Rds {
-    let dir = tempfile::tempdir().unwrap();
-    let client = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).unwrap();
-    let key_file = dir.path().join("id_ed25519");
-    client.write_openssh_file(&key_file, russh::keys::ssh_key::LineEnding::LF).unwrap();
-    let host = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).unwrap();
-    let fingerprint = host.public_key().fingerprint(HashAlg::Sha256).to_string();
-    let init = InitOptions { pool_slot: "storage-pool".into(), pool_size: 1 << 30 };
-    let emu = Emulator::open(dir.path().join("data"), &init, Behaviour::default(), None).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    let opts = ssh::SshOptions {
-        users: vec!["admin".into()],
-        authorized_keys: vec![client.public_key().clone()],
-        password: None,
-        max_sessions: 20,
-        max_channels: 10,
-        error_exit_status: 0,
-        line_ending: "\r\n".into(),
-    };
-    tokio::spawn(ssh::serve(emu.clone(), listener, host, opts));
-    Rds { emu, address, fingerprint, key_file, _dir: dir }
-}
+use support::{
+    Daemon,
+    rds::{Rds, rds},
+};
 
 fn controller(rds: &Rds, host_key: &str) -> Daemon {
     Daemon::start_with(&[

@@ -111,12 +111,10 @@ fn assert_unimplemented<T: std::fmt::Debug>(
 }
 
 #[tokio::test]
-async fn every_unbuilt_rpc_answers_unimplemented() {
+async fn unbuilt_rpcs_answer_unimplemented_and_volume_rpcs_need_the_rds() {
     let daemon = Daemon::start();
     let channel = daemon.channel().await;
     let mut c = ControllerClient::new(channel.clone());
-    assert_unimplemented("CreateVolume", c.create_volume(CreateVolumeRequest::default()).await);
-    assert_unimplemented("DeleteVolume", c.delete_volume(DeleteVolumeRequest::default()).await);
     assert_unimplemented(
         "ControllerPublishVolume",
         c.controller_publish_volume(ControllerPublishVolumeRequest::default()).await,
@@ -125,12 +123,6 @@ async fn every_unbuilt_rpc_answers_unimplemented() {
         "ControllerUnpublishVolume",
         c.controller_unpublish_volume(ControllerUnpublishVolumeRequest::default()).await,
     );
-    assert_unimplemented(
-        "ValidateVolumeCapabilities",
-        c.validate_volume_capabilities(ValidateVolumeCapabilitiesRequest::default()).await,
-    );
-    assert_unimplemented("ListVolumes", c.list_volumes(ListVolumesRequest::default()).await);
-    assert_unimplemented("GetCapacity", c.get_capacity(GetCapacityRequest::default()).await);
     assert_unimplemented(
         "CreateSnapshot",
         c.create_snapshot(CreateSnapshotRequest::default()).await,
@@ -142,16 +134,30 @@ async fn every_unbuilt_rpc_answers_unimplemented() {
     assert_unimplemented("ListSnapshots", c.list_snapshots(ListSnapshotsRequest::default()).await);
     assert_unimplemented("GetSnapshot", c.get_snapshot(GetSnapshotRequest::default()).await);
     assert_unimplemented(
-        "ControllerExpandVolume",
-        c.controller_expand_volume(ControllerExpandVolumeRequest::default()).await,
-    );
-    assert_unimplemented(
-        "ControllerGetVolume",
-        c.controller_get_volume(ControllerGetVolumeRequest::default()).await,
-    );
-    assert_unimplemented(
         "ControllerModifyVolume",
         c.controller_modify_volume(ControllerModifyVolumeRequest::default()).await,
+    );
+    // Built volume RPCs need the RDS: without a connection they say so (UNAVAILABLE).
+    let no_rds = |r: Result<tonic::Response<_>, tonic::Status>, rpc: &str| {
+        let s = r.map(|_: tonic::Response<()>| ()).expect_err(rpc);
+        assert_eq!(s.code(), Code::Unavailable, "{rpc}: {s:?}");
+        assert!(s.message().contains("no RDS connection"), "{rpc}: {}", s.message());
+    };
+    no_rds(
+        c.create_volume(CreateVolumeRequest::default()).await.map(|_| tonic::Response::new(())),
+        "CreateVolume",
+    );
+    no_rds(
+        c.delete_volume(DeleteVolumeRequest::default()).await.map(|_| tonic::Response::new(())),
+        "DeleteVolume",
+    );
+    no_rds(
+        c.list_volumes(ListVolumesRequest::default()).await.map(|_| tonic::Response::new(())),
+        "ListVolumes",
+    );
+    no_rds(
+        c.get_capacity(GetCapacityRequest::default()).await.map(|_| tonic::Response::new(())),
+        "GetCapacity",
     );
     let mut n = NodeClient::new(channel);
     assert_unimplemented(
@@ -188,14 +194,20 @@ async fn metrics_count_rpcs_by_method_and_code_and_health_endpoints_answer() {
     for _ in 0..3 {
         identity.probe(ProbeRequest {}).await.unwrap();
     }
-    let _ = ControllerClient::new(channel).create_volume(CreateVolumeRequest::default()).await;
+    let _ =
+        ControllerClient::new(channel.clone()).create_volume(CreateVolumeRequest::default()).await;
+    let _ = ControllerClient::new(channel).create_snapshot(CreateSnapshotRequest::default()).await;
 
     let (status, body) = daemon.http_get("/metrics");
     assert_eq!(status, 200);
     assert!(body.contains(r#"rds_csi_grpc_requests_total{method="Probe",code="OK"} 3"#), "{body}");
     assert!(
+        body.contains(r#"rds_csi_grpc_requests_total{method="CreateVolume",code="UNAVAILABLE"} 1"#),
+        "{body}"
+    );
+    assert!(
         body.contains(
-            r#"rds_csi_grpc_requests_total{method="CreateVolume",code="UNIMPLEMENTED"} 1"#
+            r#"rds_csi_grpc_requests_total{method="CreateSnapshot",code="UNIMPLEMENTED"} 1"#
         ),
         "{body}"
     );

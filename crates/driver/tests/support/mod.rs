@@ -2,6 +2,8 @@
 //! stderr, and talks to it with a tonic client over its unix socket.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod rds;
+
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{SocketAddr, TcpStream},
@@ -50,6 +52,11 @@ impl Daemon {
             "--metrics-address",
             "127.0.0.1:0",
         ])
+    }
+
+    pub fn start_owned(extra: &[String]) -> Daemon {
+        let refs: Vec<&str> = extra.iter().map(String::as_str).collect();
+        Self::start_with(&refs)
     }
 
     pub fn start_with(extra: &[&str]) -> Daemon {

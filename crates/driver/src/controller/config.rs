@@ -1,0 +1,85 @@
+//! Controller settings (flags and `RDS_CSI_*` variables) beyond the RDS connection.
+
+use clap::Args;
+use routeros::{types::FilePath, values::parse_size_arg};
+
+#[derive(Debug, Clone, Args)]
+pub struct ControllerArgs {
+    /// Default RDS directory for volume files (StorageClass `volumePath` overrides it).
+    #[arg(long, env = "RDS_CSI_VOLUME_PATH", default_value = "/storage-pool/metal-csi")]
+    pub volume_path: String,
+    /// RDS directories volumes may live in; the driver never creates or deletes files outside
+    /// them. Repeatable; default: the volume path.
+    #[arg(long = "allowed-base-path", env = "RDS_CSI_ALLOWED_BASE_PATHS", value_delimiter = ',')]
+    pub allowed_base_paths: Vec<String>,
+    /// NVMe/TCP address nodes connect to (default: the host of the RDS management address).
+    #[arg(long, env = "RDS_CSI_NVME_ADDRESS")]
+    pub nvme_address: Option<String>,
+    #[arg(long, env = "RDS_CSI_NVME_PORT", default_value_t = 4420)]
+    pub nvme_port: u16,
+    /// Prefix of every NQN this driver creates and manages.
+    #[arg(long, env = "RDS_CSI_NQN_PREFIX", default_value = "nqn.2000-02.com.mikrotik:")]
+    pub nqn_prefix: String,
+    /// Smallest volume (bytes or K/M/G/T, binary).
+    #[arg(long, env = "RDS_CSI_MIN_VOLUME_SIZE", default_value = "1G", value_parser = parse_size_arg)]
+    pub min_volume_size: u64,
+    /// Largest volume (bytes or K/M/G/T, binary).
+    #[arg(long, env = "RDS_CSI_MAX_VOLUME_SIZE", default_value = "16T", value_parser = parse_size_arg)]
+    pub max_volume_size: u64,
+}
+
+/// Validated controller settings.
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    pub volume_path: FilePath,
+    pub allowed_base_paths: Vec<FilePath>,
+    pub nvme_address: Option<String>,
+    pub nvme_port: u16,
+    pub nqn_prefix: String,
+    pub min_size: u64,
+    pub max_size: u64,
+}
+
+impl ControllerArgs {
+    pub fn validate(&self) -> Result<ControllerConfig, String> {
+        let volume_path =
+            FilePath::new(&self.volume_path).map_err(|e| format!("--volume-path: {e}"))?;
+        let mut allowed = Vec::new();
+        for p in &self.allowed_base_paths {
+            allowed.push(FilePath::new(p).map_err(|e| format!("--allowed-base-path: {e}"))?);
+        }
+        if allowed.is_empty() {
+            allowed.push(volume_path.clone());
+        }
+        if !allowed.iter().any(|b| volume_path == *b || volume_path.is_under(b)) {
+            return Err(format!(
+                "--volume-path {} must be inside an --allowed-base-path",
+                volume_path.absolute()
+            ));
+        }
+        if !self.nqn_prefix.starts_with("nqn.")
+            || !self.nqn_prefix.ends_with(':')
+            || self.nqn_prefix.len() < 6
+        {
+            return Err(format!(
+                "--nqn-prefix {:?} must look like nqn.YYYY-MM.reverse.domain: (it scopes every NVMe subsystem this driver touches)",
+                self.nqn_prefix
+            ));
+        }
+        if self.min_volume_size == 0 || self.min_volume_size > self.max_volume_size {
+            return Err("--min-volume-size must be positive and at most --max-volume-size".into());
+        }
+        if self.nvme_port == 0 {
+            return Err("--nvme-port must be 1-65535".into());
+        }
+        Ok(ControllerConfig {
+            volume_path,
+            allowed_base_paths: allowed,
+            nvme_address: self.nvme_address.clone(),
+            nvme_port: self.nvme_port,
+            nqn_prefix: self.nqn_prefix.clone(),
+            min_size: self.min_volume_size,
+            max_size: self.max_volume_size,
+        })
+    }
+}

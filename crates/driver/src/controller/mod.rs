@@ -1,0 +1,203 @@
+//! CSI Controller service. With an RDS connection it serves volumes (create, delete, list,
+//! get with condition, capacity, validate, expand); publishing and snapshots are not built yet
+//! and answer UNIMPLEMENTED (never a fake success). CSI requires that a CO only calls the
+//! optional Controller RPCs the plugin advertises, so the capability list is exactly what works.
+
+pub mod config;
+pub mod volumes;
+
+use std::sync::Arc;
+
+use csi::v1::{
+    controller_server::Controller,
+    controller_service_capability::{self, rpc::Type as Cap},
+    *,
+};
+use tonic::{Request, Response, Status};
+
+use crate::{core::access, error::ServiceError, rpc::RpcRunner};
+pub use volumes::Backend;
+
+#[derive(Clone)]
+pub struct ControllerService {
+    pub rpc: RpcRunner,
+    /// The RDS side; `None` when the controller runs without an RDS connection.
+    pub backend: Option<Arc<Backend>>,
+}
+
+impl std::fmt::Debug for ControllerService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControllerService").field("backend", &self.backend.is_some()).finish()
+    }
+}
+
+impl ControllerService {
+    /// Capabilities that really work in this build (none without an RDS connection).
+    pub fn capabilities(&self) -> Vec<ControllerServiceCapability> {
+        if self.backend.is_none() {
+            return Vec::new();
+        }
+        [
+            Cap::CreateDeleteVolume,
+            Cap::ListVolumes,
+            Cap::GetCapacity,
+            Cap::ExpandVolume,
+            Cap::GetVolume,
+            Cap::VolumeCondition,
+            Cap::SingleNodeMultiWriter,
+        ]
+        .into_iter()
+        .map(|t| ControllerServiceCapability {
+            r#type: Some(controller_service_capability::Type::Rpc(
+                controller_service_capability::Rpc { r#type: t as i32 },
+            )),
+        })
+        .collect()
+    }
+
+    fn backend(&self) -> Result<&Backend, ServiceError> {
+        self.backend.as_deref().ok_or_else(|| {
+            ServiceError::Unavailable(
+                "this controller has no RDS connection: start it with --rds-address (SSH) or --rds-transport rest".into(),
+            )
+        })
+    }
+}
+
+type Answer<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl Controller for ControllerService {
+    async fn controller_get_capabilities(
+        &self,
+        request: Request<ControllerGetCapabilitiesRequest>,
+    ) -> Answer<ControllerGetCapabilitiesResponse> {
+        self.rpc
+            .run("ControllerGetCapabilities", request, |_| async {
+                Ok(ControllerGetCapabilitiesResponse { capabilities: self.capabilities() })
+            })
+            .await
+    }
+
+    async fn create_volume(&self, r: Request<CreateVolumeRequest>) -> Answer<CreateVolumeResponse> {
+        self.rpc
+            .run("CreateVolume", r, |req| async move { self.backend()?.create_volume(req).await })
+            .await
+    }
+
+    async fn delete_volume(&self, r: Request<DeleteVolumeRequest>) -> Answer<DeleteVolumeResponse> {
+        self.rpc
+            .run("DeleteVolume", r, |req| async move { self.backend()?.delete_volume(req).await })
+            .await
+    }
+
+    async fn controller_publish_volume(
+        &self,
+        r: Request<ControllerPublishVolumeRequest>,
+    ) -> Answer<ControllerPublishVolumeResponse> {
+        self.rpc.unimplemented("ControllerPublishVolume", r).await
+    }
+
+    async fn controller_unpublish_volume(
+        &self,
+        r: Request<ControllerUnpublishVolumeRequest>,
+    ) -> Answer<ControllerUnpublishVolumeResponse> {
+        self.rpc.unimplemented("ControllerUnpublishVolume", r).await
+    }
+
+    async fn validate_volume_capabilities(
+        &self,
+        r: Request<ValidateVolumeCapabilitiesRequest>,
+    ) -> Answer<ValidateVolumeCapabilitiesResponse> {
+        self.rpc
+            .run("ValidateVolumeCapabilities", r, |req| async move {
+                self.backend()?.validate(req).await
+            })
+            .await
+    }
+
+    async fn list_volumes(&self, r: Request<ListVolumesRequest>) -> Answer<ListVolumesResponse> {
+        self.rpc
+            .run("ListVolumes", r, |req| async move { self.backend()?.list_volumes(req).await })
+            .await
+    }
+
+    async fn get_capacity(&self, r: Request<GetCapacityRequest>) -> Answer<GetCapacityResponse> {
+        self.rpc
+            .run("GetCapacity", r, |req| async move { self.backend()?.get_capacity(req).await })
+            .await
+    }
+
+    async fn create_snapshot(
+        &self,
+        r: Request<CreateSnapshotRequest>,
+    ) -> Answer<CreateSnapshotResponse> {
+        self.rpc.unimplemented("CreateSnapshot", r).await
+    }
+
+    async fn delete_snapshot(
+        &self,
+        r: Request<DeleteSnapshotRequest>,
+    ) -> Answer<DeleteSnapshotResponse> {
+        self.rpc.unimplemented("DeleteSnapshot", r).await
+    }
+
+    async fn list_snapshots(
+        &self,
+        r: Request<ListSnapshotsRequest>,
+    ) -> Answer<ListSnapshotsResponse> {
+        self.rpc.unimplemented("ListSnapshots", r).await
+    }
+
+    async fn get_snapshot(&self, r: Request<GetSnapshotRequest>) -> Answer<GetSnapshotResponse> {
+        self.rpc.unimplemented("GetSnapshot", r).await
+    }
+
+    /// CSI "ControllerExpandVolume": `node_expansion_required` for filesystem volumes.
+    async fn controller_expand_volume(
+        &self,
+        r: Request<ControllerExpandVolumeRequest>,
+    ) -> Answer<ControllerExpandVolumeResponse> {
+        self.rpc
+            .run("ControllerExpandVolume", r, |req| async move {
+                if let Some(cap) = &req.volume_capability {
+                    access::check(cap).map_err(ServiceError::InvalidArgument)?;
+                }
+                let block = req.volume_capability.as_ref().is_some_and(access::is_block);
+                let (required, limit) =
+                    req.capacity_range.map_or((0, 0), |c| (c.required_bytes, c.limit_bytes));
+                let (size, node) =
+                    self.backend()?.expand(&req.volume_id, required, limit, block).await?;
+                Ok(ControllerExpandVolumeResponse {
+                    capacity_bytes: size as i64,
+                    node_expansion_required: node,
+                })
+            })
+            .await
+    }
+
+    async fn controller_get_volume(
+        &self,
+        r: Request<ControllerGetVolumeRequest>,
+    ) -> Answer<ControllerGetVolumeResponse> {
+        self.rpc
+            .run("ControllerGetVolume", r, |req| async move {
+                let (volume, condition) = self.backend()?.get_volume(&req.volume_id).await?;
+                Ok(ControllerGetVolumeResponse {
+                    volume: Some(volume),
+                    status: Some(controller_get_volume_response::VolumeStatus {
+                        published_node_ids: Vec::new(),
+                        volume_condition: Some(condition),
+                    }),
+                })
+            })
+            .await
+    }
+
+    async fn controller_modify_volume(
+        &self,
+        r: Request<ControllerModifyVolumeRequest>,
+    ) -> Answer<ControllerModifyVolumeResponse> {
+        self.rpc.unimplemented("ControllerModifyVolume", r).await
+    }
+}

@@ -1,0 +1,425 @@
+//! The controller's volume RPCs against the RDS. Every RPC looks at the RDS before acting
+//! (idempotency by looking first), holds a per-volume guard (ABORTED for a concurrent call on
+//! the same volume), and maps failures through `ServiceError` (docs/errors.md).
+
+use std::collections::HashMap;
+
+use csi::v1::{
+    CreateVolumeRequest, CreateVolumeResponse, DeleteVolumeRequest, DeleteVolumeResponse,
+    GetCapacityRequest, GetCapacityResponse, ListVolumesRequest, ListVolumesResponse, Topology,
+    ValidateVolumeCapabilitiesRequest, ValidateVolumeCapabilitiesResponse, Volume, VolumeCondition,
+    list_volumes_response, validate_volume_capabilities_response::Confirmed,
+};
+use routeros::{
+    client::Rds,
+    ops::{Disk, NewDisk},
+    types::{FilePath, Slot},
+};
+use tokio::sync::OnceCell;
+
+use super::config::ControllerConfig;
+use crate::{
+    core::{access, capacity, ids, params},
+    error::ServiceError,
+    locks::Locks,
+};
+
+/// Volume-context keys, compatible with the Go driver (its nodes read them).
+pub mod key {
+    pub const RDS_ADDRESS: &str = "rdsAddress";
+    pub const NVME_ADDRESS: &str = "nvmeAddress";
+    pub const NVME_PORT: &str = "nvmePort";
+    pub const NQN: &str = "nqn";
+    pub const VOLUME_PATH: &str = "volumePath";
+    pub const CTRL_LOSS_TMO: &str = "ctrlLossTmo";
+    pub const RECONNECT_DELAY: &str = "reconnectDelay";
+    pub const KEEP_ALIVE_TMO: &str = "keepAliveTmo";
+    pub const MIGRATION_TIMEOUT: &str = "migrationTimeoutSeconds";
+    pub const FS_TYPE: &str = "fsType";
+    pub const PVC_NAME: &str = "csi.storage.k8s.io/pvc/name";
+    pub const PVC_NAMESPACE: &str = "csi.storage.k8s.io/pvc/namespace";
+}
+
+/// The controller's RDS-facing half.
+pub struct Backend {
+    pub rds: Rds,
+    pub cfg: ControllerConfig,
+    /// Host of the RDS management address (the default data-plane address).
+    pub rds_host: String,
+    pub topology: HashMap<String, String>,
+    pub locks: Locks,
+    /// Whether the RDS takes `nvme-tcp-server-nqn` (RouterOS 7.21+); learnt once.
+    server_nqn: OnceCell<bool>,
+}
+
+fn invalid(msg: impl Into<String>) -> ServiceError {
+    ServiceError::InvalidArgument(msg.into())
+}
+
+impl Backend {
+    pub fn new(
+        rds: Rds,
+        cfg: ControllerConfig,
+        rds_host: String,
+        topology: HashMap<String, String>,
+    ) -> Backend {
+        Backend {
+            rds,
+            cfg,
+            rds_host,
+            topology,
+            locks: Locks::default(),
+            server_nqn: OnceCell::new(),
+        }
+    }
+
+    /// RouterOS 7.21+ takes `nvme-tcp-server-nqn`; before, the NQN is the slot name.
+    pub async fn server_nqn_supported(&self) -> Result<bool, ServiceError> {
+        self.server_nqn
+            .get_or_try_init(|| async {
+                let sys = self
+                    .rds
+                    .system()
+                    .await
+                    .map_err(ServiceError::rds("reading the RouterOS version"))?;
+                Ok(sys.version_number().is_some_and(|v| v >= (7, 21)))
+            })
+            .await
+            .copied()
+    }
+
+    fn is_managed(&self, file: &FilePath) -> bool {
+        self.cfg.allowed_base_paths.iter().any(|b| file.is_under(b))
+    }
+
+    /// The volume as CSI sees it, its context rebuilt from the disk (same answer on retries).
+    fn volume(&self, disk: &Disk, p: Option<&params::VolumeParams>) -> Volume {
+        let mut ctx = HashMap::new();
+        let rds_address =
+            p.and_then(|p| p.rds_address.clone()).unwrap_or_else(|| self.rds_host.clone());
+        let nvme_address = p
+            .and_then(|p| p.nvme_address.clone())
+            .or_else(|| self.cfg.nvme_address.clone())
+            .unwrap_or_else(|| rds_address.clone());
+        let port = disk.port.or(p.and_then(|p| p.nvme_port)).unwrap_or(self.cfg.nvme_port);
+        ctx.insert(key::RDS_ADDRESS.into(), rds_address);
+        ctx.insert(key::NVME_ADDRESS.into(), nvme_address);
+        ctx.insert(key::NVME_PORT.into(), port.to_string());
+        ctx.insert(
+            key::NQN.into(),
+            disk.nqn.clone().unwrap_or_else(|| format!("{}{}", self.cfg.nqn_prefix, disk.slot)),
+        );
+        if let Some(file) = &disk.file {
+            ctx.insert(key::VOLUME_PATH.into(), format!("/{file}"));
+        }
+        if let Some(p) = p {
+            ctx.insert(key::CTRL_LOSS_TMO.into(), p.ctrl_loss_tmo.to_string());
+            ctx.insert(key::RECONNECT_DELAY.into(), p.reconnect_delay.to_string());
+            if let Some(k) = p.keep_alive_tmo {
+                ctx.insert(key::KEEP_ALIVE_TMO.into(), k.to_string());
+            }
+            ctx.insert(key::MIGRATION_TIMEOUT.into(), p.migration_timeout_seconds.to_string());
+            if let Some(fs) = &p.fs_type {
+                ctx.insert(key::FS_TYPE.into(), fs.clone());
+            }
+            if let Some((ns, name)) = &p.pvc {
+                ctx.insert(key::PVC_NAMESPACE.into(), ns.clone());
+                ctx.insert(key::PVC_NAME.into(), name.clone());
+            }
+        }
+        Volume {
+            capacity_bytes: disk.size as i64,
+            volume_id: disk.slot.clone(),
+            volume_context: ctx,
+            content_source: None,
+            accessible_topology: vec![Topology { segments: self.topology.clone() }],
+        }
+    }
+
+    /// CSI "CreateVolume": idempotent by name; an existing volume of a compatible size is
+    /// returned, an incompatible one is ALREADY_EXISTS. At most 2 round trips (look, create).
+    pub async fn create_volume(
+        &self,
+        req: CreateVolumeRequest,
+    ) -> Result<CreateVolumeResponse, ServiceError> {
+        if req.name.is_empty() {
+            return Err(invalid("name is required"));
+        }
+        access::check_all(&req.volume_capabilities).map_err(invalid)?;
+        if req.volume_content_source.is_some() {
+            return Err(invalid(
+                "creating a volume from a snapshot or another volume is not supported yet by this version of rds-csi",
+            ));
+        }
+        let p = params::parse(&req.parameters, &self.cfg.volume_path, &self.cfg.allowed_base_paths)
+            .map_err(invalid)?;
+        let (required, limit) =
+            req.capacity_range.map_or((0, 0), |r| (r.required_bytes, r.limit_bytes));
+        let size = capacity::provision_size(required, limit, self.cfg.min_size, self.cfg.max_size)
+            .map_err(|e| match e {
+                capacity::SizeError::Invalid(m) => invalid(m),
+                capacity::SizeError::OutOfRange(m) => ServiceError::OutOfRange(m),
+            })?;
+        let (slot, derived) = ids::slot_for_name(&req.name);
+        let _guard = self.locks.try_lock(slot.as_str(), "volume")?;
+        let context = format!("creating volume {slot} ({})", req.name);
+        if let Some(disk) = self.rds.get_disk(&slot).await.map_err(ServiceError::rds(&context))? {
+            if !capacity::compatible(disk.size, required, limit) {
+                return Err(ServiceError::AlreadyExists(format!(
+                    "volume {slot} for {:?} already exists with {} bytes, which does not fit the requested range \
+                     (required {required}, limit {limit}); delete it or request a compatible size",
+                    req.name, disk.size
+                )));
+            }
+            return Ok(CreateVolumeResponse { volume: Some(self.volume(&disk, Some(&p))) });
+        }
+        let nqn = ids::nqn(&self.cfg.nqn_prefix, &slot).map_err(invalid)?;
+        let file = ids::backing_file(&p.volume_path, &slot).map_err(invalid)?;
+        let pvc = p.pvc.as_ref().map(|(ns, n)| (ns.as_str(), n.as_str()));
+        let want = NewDisk {
+            slot: slot.clone(),
+            file,
+            size,
+            nqn,
+            port: p.nvme_port.unwrap_or(self.cfg.nvme_port),
+            comment: ids::comment(&req.name, derived, pvc),
+            copy_from: None,
+            server_nqn_supported: self.server_nqn_supported().await?,
+        };
+        let disk = self.rds.create_disk(&want).await.map_err(ServiceError::rds(&context))?;
+        Ok(CreateVolumeResponse { volume: Some(self.volume(&disk, Some(&p))) })
+    }
+
+    /// CSI "DeleteVolume": success when the volume is already gone; removes the disk and its
+    /// file, never a file outside the allowed base paths. At most 2 round trips.
+    pub async fn delete_volume(
+        &self,
+        req: DeleteVolumeRequest,
+    ) -> Result<DeleteVolumeResponse, ServiceError> {
+        let slot = ids::parse_volume_id(&req.volume_id).map_err(invalid)?;
+        let _guard = self.locks.try_lock(slot.as_str(), "volume")?;
+        let context = format!("deleting volume {slot}");
+        let Some(disk) = self.rds.get_disk(&slot).await.map_err(ServiceError::rds(&context))?
+        else {
+            return Ok(DeleteVolumeResponse {});
+        };
+        let file = disk.file.as_deref().and_then(|f| FilePath::new(f).ok()).ok_or_else(|| {
+            ServiceError::FailedPrecondition(format!(
+                "disk {slot} is not a file disk; rds-csi only deletes the file disks it manages"
+            ))
+        })?;
+        if !self.is_managed(&file) {
+            return Err(ServiceError::FailedPrecondition(format!(
+                "disk {slot} uses {}, outside the allowed base paths; refusing to delete it (remove it by hand, or add its \
+                 directory with --allowed-base-path)",
+                file.absolute()
+            )));
+        }
+        self.rds.delete_disk(&slot, &file).await.map_err(ServiceError::rds(&context))?;
+        Ok(DeleteVolumeResponse {})
+    }
+
+    /// Volumes of this driver: file disks with a `pvc-` slot under an allowed base path.
+    async fn managed_volumes(&self) -> Result<Vec<Disk>, ServiceError> {
+        let mut disks: Vec<Disk> = self
+            .rds
+            .list_disks("pvc-")
+            .await
+            .map_err(ServiceError::rds("listing volumes"))?
+            .into_iter()
+            .filter(|d| {
+                d.file
+                    .as_deref()
+                    .and_then(|f| FilePath::new(f).ok())
+                    .is_some_and(|f| self.is_managed(&f))
+            })
+            .collect();
+        disks.sort_by(|a, b| a.slot.cmp(&b.slot));
+        Ok(disks)
+    }
+
+    /// CSI "ListVolumes": sorted by id; `starting_token` is the last id of the previous page
+    /// (stable across creations and deletions); a token that is not a volume id is ABORTED.
+    pub async fn list_volumes(
+        &self,
+        req: ListVolumesRequest,
+    ) -> Result<ListVolumesResponse, ServiceError> {
+        if req.max_entries < 0 {
+            return Err(invalid("max_entries must not be negative"));
+        }
+        if !req.starting_token.is_empty() && Slot::new(&req.starting_token).is_err() {
+            return Err(ServiceError::Aborted(format!(
+                "starting_token {:?} was not issued by this driver; restart the listing without a token",
+                req.starting_token
+            )));
+        }
+        let disks = self.managed_volumes().await?;
+        let rest: Vec<&Disk> = disks
+            .iter()
+            .filter(|d| {
+                req.starting_token.is_empty() || d.slot.as_str() > req.starting_token.as_str()
+            })
+            .collect();
+        let take = if req.max_entries == 0 {
+            rest.len()
+        } else {
+            (req.max_entries as usize).min(rest.len())
+        };
+        let next_token =
+            if take < rest.len() { rest[take - 1].slot.clone() } else { String::new() };
+        let entries = rest[..take]
+            .iter()
+            .map(|d| list_volumes_response::Entry {
+                volume: Some(self.volume(d, None)),
+                status: None,
+            })
+            .collect();
+        Ok(ListVolumesResponse { entries, next_token })
+    }
+
+    /// CSI "ControllerGetVolume" with a VolumeCondition: abnormal when the export or the
+    /// backing file is missing (a missing disk is NOT_FOUND).
+    pub async fn get_volume(
+        &self,
+        volume_id: &str,
+    ) -> Result<(Volume, VolumeCondition), ServiceError> {
+        let slot = ids::parse_volume_id(volume_id).map_err(invalid)?;
+        let context = format!("reading volume {slot}");
+        let disk =
+            self.rds.get_disk(&slot).await.map_err(ServiceError::rds(&context))?.ok_or_else(
+                || ServiceError::NotFound(format!("volume {slot} does not exist on the RDS")),
+            )?;
+        let mut problems = Vec::new();
+        if !disk.export {
+            problems.push("the disk is not exported over NVMe/TCP".to_string());
+        }
+        match disk.file.as_deref().and_then(|f| FilePath::new(f).ok()) {
+            Some(file) => {
+                let dir =
+                    FilePath::new(file.as_str().rsplit_once('/').map_or(file.as_str(), |(d, _)| d))
+                        .ok();
+                let present = match dir {
+                    Some(dir) => self
+                        .rds
+                        .list_files(&dir)
+                        .await
+                        .map_err(ServiceError::rds(&context))?
+                        .iter()
+                        .any(|f| f.name == file.as_str()),
+                    None => false,
+                };
+                if !present {
+                    problems.push(format!("its backing file {} is missing", file.absolute()));
+                }
+            }
+            None => problems.push("it is not a file disk".to_string()),
+        }
+        let condition = VolumeCondition {
+            abnormal: !problems.is_empty(),
+            message: if problems.is_empty() {
+                "volume is healthy".into()
+            } else {
+                format!("volume {slot}: {}", problems.join("; "))
+            },
+        };
+        Ok((self.volume(&disk, None), condition))
+    }
+
+    /// CSI "GetCapacity": free space of the pool holding the volume path; 0 for capabilities
+    /// this driver cannot provision.
+    pub async fn get_capacity(
+        &self,
+        req: GetCapacityRequest,
+    ) -> Result<GetCapacityResponse, ServiceError> {
+        let p = params::parse(&req.parameters, &self.cfg.volume_path, &self.cfg.allowed_base_paths)
+            .map_err(invalid)?;
+        let min = Some(self.cfg.min_size as i64);
+        if access::check_all(&req.volume_capabilities).is_err()
+            && !req.volume_capabilities.is_empty()
+        {
+            return Ok(GetCapacityResponse {
+                available_capacity: 0,
+                maximum_volume_size: Some(0),
+                minimum_volume_size: min,
+            });
+        }
+        let pool = self
+            .rds
+            .pool(p.volume_path.mount_point())
+            .await
+            .map_err(ServiceError::rds("reading pool capacity"))?;
+        let free = pool.map_or(0, |p| p.free);
+        let largest = (free / capacity::BLOCK * capacity::BLOCK).min(self.cfg.max_size);
+        Ok(GetCapacityResponse {
+            available_capacity: free as i64,
+            maximum_volume_size: Some(if largest < self.cfg.min_size { 0 } else { largest as i64 }),
+            minimum_volume_size: min,
+        })
+    }
+
+    /// CSI "ValidateVolumeCapabilities": NOT_FOUND for an unknown volume; confirmed only when
+    /// every capability is supported, otherwise a message saying why.
+    pub async fn validate(
+        &self,
+        req: ValidateVolumeCapabilitiesRequest,
+    ) -> Result<ValidateVolumeCapabilitiesResponse, ServiceError> {
+        let slot = ids::parse_volume_id(&req.volume_id).map_err(invalid)?;
+        if req.volume_capabilities.is_empty() {
+            return Err(invalid("volume_capabilities are required"));
+        }
+        if self
+            .rds
+            .get_disk(&slot)
+            .await
+            .map_err(ServiceError::rds(format!("reading volume {slot}")))?
+            .is_none()
+        {
+            return Err(ServiceError::NotFound(format!("volume {slot} does not exist on the RDS")));
+        }
+        Ok(match access::check_all(&req.volume_capabilities) {
+            Ok(()) => ValidateVolumeCapabilitiesResponse {
+                confirmed: Some(Confirmed {
+                    volume_context: req.volume_context,
+                    volume_capabilities: req.volume_capabilities,
+                    parameters: req.parameters,
+                    mutable_parameters: req.mutable_parameters,
+                }),
+                message: String::new(),
+            },
+            Err(why) => ValidateVolumeCapabilitiesResponse { confirmed: None, message: why },
+        })
+    }
+
+    /// CSI "ControllerExpandVolume": grows only; the exact size is re-read from the RDS;
+    /// filesystem volumes need the node to grow the filesystem.
+    pub async fn expand(
+        &self,
+        volume_id: &str,
+        required: i64,
+        limit: i64,
+        block: bool,
+    ) -> Result<(u64, bool), ServiceError> {
+        let slot = ids::parse_volume_id(volume_id).map_err(invalid)?;
+        if required <= 0 {
+            return Err(invalid("capacity_range.required_bytes is required to expand a volume"));
+        }
+        let size = capacity::provision_size(required, limit, self.cfg.min_size, self.cfg.max_size)
+            .map_err(|e| match e {
+                capacity::SizeError::Invalid(m) => invalid(m),
+                capacity::SizeError::OutOfRange(m) => ServiceError::OutOfRange(m),
+            })?;
+        let _guard = self.locks.try_lock(slot.as_str(), "volume")?;
+        let context = format!("expanding volume {slot}");
+        let disk =
+            self.rds.get_disk(&slot).await.map_err(ServiceError::rds(&context))?.ok_or_else(
+                || ServiceError::NotFound(format!("volume {slot} does not exist on the RDS")),
+            )?;
+        let node_expansion = !block;
+        if disk.size >= size {
+            return Ok((disk.size, node_expansion));
+        }
+        let grown =
+            self.rds.set_file_size(&slot, size).await.map_err(ServiceError::rds(&context))?;
+        Ok((grown.size, node_expansion))
+    }
+}

@@ -1,0 +1,420 @@
+//! The Controller service over gRPC, black-box: the real `rds-csi` binary against the RDS
+//! emulator over real SSH, and the same suite over REST (HTTPS with a pinned certificate).
+
+mod support;
+
+use std::{collections::HashMap, time::Duration};
+
+use csi::v1::{
+    controller_client::ControllerClient,
+    volume_capability::{AccessMode, AccessType, BlockVolume, MountVolume, access_mode::Mode},
+    *,
+};
+use rds_emulator::emulator::{DropRule, DropWhen, Faults};
+use support::{
+    Daemon,
+    rds::{POOL, Rds, rds},
+};
+use tonic::{Code, transport::Channel};
+
+const GIB: i64 = 1 << 30;
+
+fn cap(block: bool, mode: Mode) -> VolumeCapability {
+    VolumeCapability {
+        access_type: Some(if block {
+            AccessType::Block(BlockVolume {})
+        } else {
+            AccessType::Mount(MountVolume::default())
+        }),
+        access_mode: Some(AccessMode { mode: mode as i32 }),
+    }
+}
+
+fn create(name: &str, bytes: i64, params: &[(&str, &str)]) -> CreateVolumeRequest {
+    CreateVolumeRequest {
+        name: name.into(),
+        capacity_range: Some(CapacityRange { required_bytes: bytes, limit_bytes: 0 }),
+        volume_capabilities: vec![cap(false, Mode::SingleNodeWriter)],
+        parameters: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        ..Default::default()
+    }
+}
+
+async fn start(transport: &str) -> (Rds, Daemon, ControllerClient<Channel>) {
+    let rds = rds().await;
+    let daemon = Daemon::start_owned(&rds.flags(transport));
+    // Ready (connected) and the RouterOS version learnt, so round trips below are the RPCs' own.
+    for _ in 0..200 {
+        let ready = daemon.http_get("/readyz").0 == 200;
+        let version_read = rds.commands().iter().any(|c| c.contains("system"));
+        if ready && version_read {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let client = ControllerClient::new(daemon.channel().await);
+    (rds, daemon, client)
+}
+
+fn code<T: std::fmt::Debug>(r: Result<tonic::Response<T>, tonic::Status>) -> (Code, String) {
+    let s = r.expect_err("an error");
+    (s.code(), s.message().to_string())
+}
+
+/// Round trips the emulator saw while running `f`: SSH commands, or REST requests (one REST
+/// request may run several commands inside the emulator; each request has its own id).
+async fn counted<T>(rds: &Rds, f: impl std::future::Future<Output = T>) -> (T, usize) {
+    let before = rds.emu.command_log().len();
+    let out = f.await;
+    let new = rds.emu.command_log().split_off(before);
+    let ssh = new.iter().filter(|e| e.transport == "ssh").count();
+    let rest: std::collections::BTreeSet<u64> =
+        new.iter().filter(|e| e.transport == "rest").map(|e| e.conn).collect();
+    // The REST monitor's periodic read may land in the window; it is not the RPC's.
+    let probes: std::collections::BTreeSet<u64> = new
+        .iter()
+        .filter(|e| e.transport == "rest" && e.command.contains("/system/"))
+        .map(|e| e.conn)
+        .collect();
+    (out, ssh + rest.len() - probes.len())
+}
+
+async fn suite(transport: &str) {
+    let (rds, _daemon, mut c) = start(transport).await;
+    let rest = transport == "rest";
+
+    // Capabilities: exactly what works.
+    let caps: Vec<i32> = c
+        .controller_get_capabilities(ControllerGetCapabilitiesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .capabilities
+        .into_iter()
+        .filter_map(|c| c.r#type.map(|controller_service_capability::Type::Rpc(r)| r.r#type))
+        .collect();
+    use controller_service_capability::rpc::Type as T;
+    for t in [
+        T::CreateDeleteVolume,
+        T::ListVolumes,
+        T::GetCapacity,
+        T::ExpandVolume,
+        T::GetVolume,
+        T::VolumeCondition,
+    ] {
+        assert!(caps.contains(&(t as i32)), "{t:?} advertised");
+    }
+    for t in [T::PublishUnpublishVolume, T::CreateDeleteSnapshot, T::CloneVolume] {
+        assert!(!caps.contains(&(t as i32)), "{t:?} not advertised before it works");
+    }
+
+    // CreateVolume: the provisioner's name is the slot; ≤ 2 round trips.
+    let name = "pvc-0f8e4b1c-2a3d-4e5f-9a8b-7c6d5e4f3a2b";
+    let params = [
+        ("volumePath", "/storage-pool/metal-csi"),
+        ("nvmeAddress", "10.0.0.5"),
+        ("csi.storage.k8s.io/pvc/name", "data"),
+        ("csi.storage.k8s.io/pvc/namespace", "apps"),
+    ];
+    let (resp, trips) = counted(&rds, c.create_volume(create(name, 10 * GIB, &params))).await;
+    let v = resp.unwrap().into_inner().volume.unwrap();
+    assert!(trips <= 2, "create took {trips} round trips: {:?}", rds.commands());
+    assert_eq!((v.volume_id.as_str(), v.capacity_bytes), (name, 10 * GIB));
+    let ctx = &v.volume_context;
+    assert_eq!(ctx["nqn"], format!("nqn.2000-02.com.mikrotik:{name}"));
+    assert_eq!(ctx["volumePath"], format!("/storage-pool/metal-csi/{name}.img"));
+    assert_eq!((ctx["nvmeAddress"].as_str(), ctx["nvmePort"].as_str()), ("10.0.0.5", "4420"));
+    assert_eq!(
+        (
+            ctx["ctrlLossTmo"].as_str(),
+            ctx["reconnectDelay"].as_str(),
+            ctx["migrationTimeoutSeconds"].as_str()
+        ),
+        ("-1", "5", "300")
+    );
+    assert_eq!(ctx["csi.storage.k8s.io/pvc/name"], "data");
+    assert_eq!(v.accessible_topology[0].segments["topology.rds.csi.srvlab.io/zone"], "default");
+    assert!(rds.file_exists(&format!("storage-pool/metal-csi/{name}.img")));
+    let disk =
+        rds.ros(&format!(":put [:serialize to=json [/disk print as-value where slot=\"{name}\"]]"));
+    assert!(
+        disk.contains("\"nvme-tcp-export\":true")
+            && disk.contains("\"comment\":\"rds-csi pvc=apps/data\""),
+        "{disk}"
+    );
+
+    // Idempotent: the same request returns the same volume without a second add.
+    let again = c
+        .create_volume(create(name, 10 * GIB, &params))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    assert_eq!(again.volume_id, v.volume_id);
+    assert_eq!(
+        rds.commands()
+            .iter()
+            .filter(|c| c.contains("/disk add") || c.contains("PUT") || c.contains(" add"))
+            .count(),
+        1
+    );
+    let (code_, msg) = code(c.create_volume(create(name, 20 * GIB, &params)).await);
+    assert_eq!(code_, Code::AlreadyExists, "{msg}");
+    assert!(msg.contains("does not fit the requested range"), "{msg}");
+
+    // Other names map to a deterministic pvc-<uuid>, the name kept in the comment.
+    let derived = c
+        .create_volume(create("sanity volume 1", GIB, &[]))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    assert!(derived.volume_id.starts_with("pvc-") && derived.volume_id != "sanity volume 1");
+    let again = c
+        .create_volume(create("sanity volume 1", GIB, &[]))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    assert_eq!(derived.volume_id, again.volume_id);
+
+    // Bad input: the right code and a message that says how to fix it.
+    let (k, m) = code(c.create_volume(create("", GIB, &[])).await);
+    assert_eq!((k, m.as_str()), (Code::InvalidArgument, "name is required"));
+    let mut rwx = create("pvc-rwx", GIB, &[]);
+    rwx.volume_capabilities = vec![cap(false, Mode::MultiNodeMultiWriter)];
+    let (k, m) = code(c.create_volume(rwx).await);
+    assert!(k == Code::InvalidArgument && m.contains("volumeMode: Block"), "{m}");
+    let mut rwx_block = create("pvc-rwx-block", GIB, &[]);
+    rwx_block.volume_capabilities = vec![cap(true, Mode::MultiNodeMultiWriter)];
+    assert!(c.create_volume(rwx_block).await.is_ok(), "RWX block is allowed (KubeVirt)");
+    let (k, m) = code(c.create_volume(create("pvc-p", GIB, &[("colour", "blue")])).await);
+    assert!(
+        k == Code::InvalidArgument && m.contains("\"colour\"") && m.contains("accepted:"),
+        "{m}"
+    );
+    let (k, m) = code(c.create_volume(create("pvc-p", GIB, &[("volumePath", "/etc")])).await);
+    assert!(k == Code::InvalidArgument && m.contains("outside the allowed base paths"), "{m}");
+    let mut small = create("pvc-small", GIB, &[]);
+    small.capacity_range = Some(CapacityRange { required_bytes: 0, limit_bytes: 1000 });
+    assert_eq!(code(c.create_volume(small).await).0, Code::OutOfRange);
+    let (k, m) = code(c.create_volume(create("pvc-huge", 200 * GIB, &[])).await);
+    assert!(k == Code::ResourceExhausted && m.contains("not enough"), "{k:?} {m}");
+
+    // GetCapacity: the pool's free space.
+    let capacity = c.get_capacity(GetCapacityRequest::default()).await.unwrap().into_inner();
+    let used = 10 * GIB + 2 * GIB; // pvc 10 GiB, the derived and RWX-block volumes 1 GiB each
+    assert_eq!(capacity.available_capacity, POOL as i64 - used);
+    assert_eq!(capacity.maximum_volume_size, Some(POOL as i64 - used));
+    assert_eq!(capacity.minimum_volume_size, Some(GIB));
+
+    // ListVolumes: pagination with stable tokens; a bad token is ABORTED.
+    let page = c
+        .list_volumes(ListVolumesRequest { max_entries: 2, starting_token: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.entries.len(), 2);
+    assert!(!page.next_token.is_empty());
+    let rest_page = c
+        .list_volumes(ListVolumesRequest {
+            max_entries: 2,
+            starting_token: page.next_token.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rest_page.entries.len(), 1);
+    assert!(rest_page.next_token.is_empty());
+    let all: Vec<String> = page
+        .entries
+        .iter()
+        .chain(&rest_page.entries)
+        .map(|e| e.volume.as_ref().unwrap().volume_id.clone())
+        .collect();
+    let mut sorted = all.clone();
+    sorted.sort();
+    assert_eq!(all, sorted);
+    assert!(all.contains(&name.to_string()));
+    let (k, _) = code(
+        c.list_volumes(ListVolumesRequest { max_entries: 1, starting_token: "not/a/token".into() })
+            .await,
+    );
+    assert_eq!(k, Code::Aborted);
+
+    // ValidateVolumeCapabilities.
+    let ok = c
+        .validate_volume_capabilities(ValidateVolumeCapabilitiesRequest {
+            volume_id: name.into(),
+            volume_capabilities: vec![cap(true, Mode::SingleNodeWriter)],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(ok.confirmed.is_some());
+    let no = c
+        .validate_volume_capabilities(ValidateVolumeCapabilitiesRequest {
+            volume_id: name.into(),
+            volume_capabilities: vec![cap(false, Mode::MultiNodeReaderOnly)],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(no.confirmed.is_none() && no.message.contains("not supported"), "{no:?}");
+    let unknown = ValidateVolumeCapabilitiesRequest {
+        volume_id: "pvc-none".into(),
+        volume_capabilities: vec![cap(true, Mode::SingleNodeWriter)],
+        ..Default::default()
+    };
+    assert_eq!(code(c.validate_volume_capabilities(unknown).await).0, Code::NotFound);
+
+    // ControllerExpandVolume: grows, re-reads the exact size, node expansion for filesystems.
+    let grow = |block: bool, bytes: i64| ControllerExpandVolumeRequest {
+        volume_id: name.into(),
+        capacity_range: Some(CapacityRange { required_bytes: bytes, limit_bytes: 0 }),
+        volume_capability: Some(cap(block, Mode::SingleNodeWriter)),
+        ..Default::default()
+    };
+    let grown = c.controller_expand_volume(grow(false, 20 * GIB)).await.unwrap().into_inner();
+    assert_eq!((grown.capacity_bytes, grown.node_expansion_required), (20 * GIB, true));
+    let same = c.controller_expand_volume(grow(true, 15 * GIB)).await.unwrap().into_inner();
+    assert_eq!(
+        (same.capacity_bytes, same.node_expansion_required),
+        (20 * GIB, false),
+        "never shrinks; block needs no node step"
+    );
+    assert_eq!(
+        rds.emu.with_store(|s| s.file_len(&format!("storage-pool/metal-csi/{name}.img"))),
+        Some(20 << 30)
+    );
+    let missing = ControllerExpandVolumeRequest {
+        volume_id: "pvc-none".into(),
+        capacity_range: Some(CapacityRange { required_bytes: GIB, limit_bytes: 0 }),
+        ..Default::default()
+    };
+    assert_eq!(code(c.controller_expand_volume(missing).await).0, Code::NotFound);
+
+    // ControllerGetVolume: healthy, then abnormal when the export or the file is missing.
+    let get = |id: &str| ControllerGetVolumeRequest { volume_id: id.into() };
+    let healthy = c.controller_get_volume(get(name)).await.unwrap().into_inner();
+    let condition = healthy.status.unwrap().volume_condition.unwrap();
+    assert!(!condition.abnormal, "{condition:?}");
+    rds.ros(&format!("/disk set \"{name}\" nvme-tcp-export=no"));
+    let sick = c
+        .controller_get_volume(get(name))
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap()
+        .volume_condition
+        .unwrap();
+    assert!(sick.abnormal && sick.message.contains("not exported"), "{sick:?}");
+    rds.ros(&format!("/disk set \"{name}\" nvme-tcp-export=yes"));
+    assert_eq!(code(c.controller_get_volume(get("pvc-none")).await).0, Code::NotFound);
+
+    // DeleteVolume: disk and file gone, ≤ 2 round trips, idempotent.
+    let del = |id: &str| DeleteVolumeRequest { volume_id: id.into(), ..Default::default() };
+    let (r, trips) = counted(&rds, c.delete_volume(del(name))).await;
+    r.unwrap();
+    // SSH: look + one joined remove line. REST cannot join commands: look + 2 removes.
+    let limit = if rest { 3 } else { 2 };
+    assert!(trips <= limit, "delete took {trips} round trips over {transport}");
+    assert!(!rds.file_exists(&format!("storage-pool/metal-csi/{name}.img")));
+    assert!(c.delete_volume(del(name)).await.is_ok(), "deleting a deleted volume succeeds");
+    assert_eq!(code(c.delete_volume(del("bad/id")).await).0, Code::InvalidArgument);
+
+    // A disk whose file is outside the allowed base paths is never deleted.
+    rds.ros("/disk add type=file slot=pvc-foreign file-path=storage-pool/other/pvc-foreign.img file-size=1M");
+    let (k, m) = code(c.delete_volume(del("pvc-foreign")).await);
+    assert!(k == Code::FailedPrecondition && m.contains("outside the allowed base paths"), "{m}");
+    assert!(rds.file_exists("storage-pool/other/pvc-foreign.img"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn controller_over_ssh() {
+    suite("ssh").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn controller_over_rest() {
+    suite("rest").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_create_whose_answer_is_lost_leaves_exactly_one_disk() {
+    for when in [DropWhen::Before, DropWhen::After] {
+        let (rds, _daemon, mut c) = start("ssh").await;
+        rds.emu
+            .set_faults(Faults {
+                drop: vec![DropRule { pattern: "^/disk add".into(), nth: 1, when }],
+                ..Faults::default()
+            })
+            .unwrap();
+        let name = "pvc-11111111-2222-3333-4444-555555555555";
+        let v = c.create_volume(create(name, GIB, &[])).await.unwrap().into_inner().volume.unwrap();
+        assert_eq!(v.capacity_bytes, GIB, "{when:?}");
+        let count = rds.ros(&format!("/disk print count-only where slot=\"{name}\""));
+        assert_eq!(count.trim(), "1", "{when:?}: exactly one disk");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_concurrent_call_on_the_same_volume_is_aborted() {
+    let (rds, _daemon, c) = start("ssh").await;
+    rds.emu.set_faults(Faults { latency_ms: 600, ..Faults::default() }).unwrap();
+    let name = "pvc-aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
+    let (mut a, mut b) = (c.clone(), c.clone());
+    let first = tokio::spawn(async move { a.create_volume(create(name, GIB, &[])).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = b.create_volume(create(name, GIB, &[])).await;
+    assert_eq!(code(second).0, Code::Aborted);
+    assert!(first.await.unwrap().is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn volumes_of_the_go_driver_are_managed() {
+    let (rds, _daemon, mut c) = start("ssh").await;
+    // Laid out exactly as the Go driver does (inventory §1.2 C1, §2.6): slot = volume id,
+    // file <volumePath>/<id>.img, NQN prefix + id, exported on 4420, no comment.
+    let id = "pvc-9b2f0c4e-1d2a-4b3c-8d4e-5f6a7b8c9d0e";
+    rds.ros(&format!(
+        "/disk add type=file file-path=/storage-pool/metal-csi/{id}.img file-size=5G slot={id} nvme-tcp-export=yes \
+         nvme-tcp-server-port=4420 nvme-tcp-server-nqn=nqn.2000-02.com.mikrotik:{id}"
+    ));
+    let listed = c.list_volumes(ListVolumesRequest::default()).await.unwrap().into_inner();
+    let v = listed
+        .entries
+        .iter()
+        .find_map(|e| e.volume.as_ref().filter(|v| v.volume_id == id))
+        .expect("listed");
+    assert_eq!(v.capacity_bytes, 5 * GIB);
+    assert_eq!(v.volume_context["nqn"], format!("nqn.2000-02.com.mikrotik:{id}"));
+    let created =
+        c.create_volume(create(id, 5 * GIB, &[])).await.unwrap().into_inner().volume.unwrap();
+    assert_eq!(
+        created.capacity_bytes,
+        5 * GIB,
+        "CreateVolume finds it (external-provisioner retry)"
+    );
+    let grown = c
+        .controller_expand_volume(ControllerExpandVolumeRequest {
+            volume_id: id.into(),
+            capacity_range: Some(CapacityRange { required_bytes: 8 * GIB, limit_bytes: 0 }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(grown.capacity_bytes, 8 * GIB);
+    c.delete_volume(DeleteVolumeRequest { volume_id: id.into(), secrets: HashMap::new() })
+        .await
+        .unwrap();
+    assert!(!rds.file_exists(&format!("storage-pool/metal-csi/{id}.img")));
+    assert_eq!(rds.ros(&format!("/disk print count-only where slot={id}")).trim(), "0");
+}
