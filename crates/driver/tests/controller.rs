@@ -94,17 +94,25 @@ async fn suite(transport: &str) {
         .filter_map(|c| c.r#type.map(|controller_service_capability::Type::Rpc(r)| r.r#type))
         .collect();
     use controller_service_capability::rpc::Type as T;
-    for t in [
+    let works = [
         T::CreateDeleteVolume,
         T::ListVolumes,
         T::GetCapacity,
         T::ExpandVolume,
         T::GetVolume,
         T::VolumeCondition,
-    ] {
+        T::SingleNodeMultiWriter,
+        T::CreateDeleteSnapshot,
+        T::ListSnapshots,
+        T::CloneVolume,
+    ];
+    for t in works {
         assert!(caps.contains(&(t as i32)), "{t:?} advertised");
     }
-    for t in [T::PublishUnpublishVolume, T::CreateDeleteSnapshot, T::CloneVolume] {
+    assert_eq!(caps.len(), works.len(), "nothing else is advertised");
+    for t in
+        [T::PublishUnpublishVolume, T::ListVolumesPublishedNodes, T::ModifyVolume, T::GetSnapshot]
+    {
         assert!(!caps.contains(&(t as i32)), "{t:?} not advertised before it works");
     }
 
@@ -417,4 +425,289 @@ async fn volumes_of_the_go_driver_are_managed() {
         .unwrap();
     assert!(!rds.file_exists(&format!("storage-pool/metal-csi/{id}.img")));
     assert_eq!(rds.ros(&format!("/disk print count-only where slot={id}")).trim(), "0");
+}
+
+fn write_at(rds: &Rds, file: &str, offset: u64, data: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let path = rds.emu.with_store(|s| s.host_path(file));
+    std::fs::OpenOptions::new().write(true).open(path).unwrap().write_all_at(data, offset).unwrap();
+}
+
+fn read_at(rds: &Rds, file: &str, offset: u64, len: usize) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let path = rds.emu.with_store(|s| s.host_path(file));
+    let mut buf = vec![0; len];
+    std::fs::File::open(path).unwrap().read_exact_at(&mut buf, offset).unwrap();
+    buf
+}
+
+fn snap_req(name: &str, source: &str, params: &[(&str, &str)]) -> CreateSnapshotRequest {
+    CreateSnapshotRequest {
+        name: name.into(),
+        source_volume_id: source.into(),
+        parameters: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        ..Default::default()
+    }
+}
+
+fn from_source(name: &str, bytes: i64, source: volume_content_source::Type) -> CreateVolumeRequest {
+    CreateVolumeRequest {
+        volume_content_source: Some(VolumeContentSource { r#type: Some(source) }),
+        ..create(name, bytes, &[])
+    }
+}
+
+async fn snapshots(transport: &str) {
+    let (rds, _daemon, mut c) = start(transport).await;
+    let a = "pvc-a0000000-0000-4000-8000-000000000001";
+    let a_file = format!("storage-pool/metal-csi/{a}.img");
+    c.create_volume(create(a, 4 * GIB, &[])).await.unwrap();
+    write_at(&rds, &a_file, 0, b"HELLO");
+    write_at(&rds, &a_file, 3 * (1 << 30) + 5, b"WORLD");
+
+    // CreateSnapshot: copied in 1 GiB chunks; ready once the data is in the snapshot's file.
+    let s = c
+        .create_snapshot(snap_req("snapshot-1", a, &[]))
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap();
+    assert!(s.snapshot_id.starts_with("snap-") && s.snapshot_id.contains("-at-"), "{s:?}");
+    assert_eq!((s.source_volume_id.as_str(), s.size_bytes, s.ready_to_use), (a, 4 * GIB, true));
+    assert!(s.creation_time.unwrap().seconds > 1_700_000_000);
+    let s_file = format!("storage-pool/metal-csi/{}.img", s.snapshot_id);
+    assert_eq!(read_at(&rds, &s_file, 0, 5), b"HELLO");
+    assert_eq!(read_at(&rds, &s_file, 3 * (1 << 30) + 5, 5), b"WORLD");
+    let snap_disk = rds.ros(&format!(
+        ":put [:serialize to=json [/disk print as-value where slot=\"{}\"]]",
+        s.snapshot_id
+    ));
+    assert!(
+        snap_disk.contains("\"nvme-tcp-export\":false"),
+        "snapshots are not exported: {snap_disk}"
+    );
+    assert!(
+        snap_disk.contains(&format!("rds-csi snapshot source={a}")),
+        "source kept in the comment: {snap_disk}"
+    );
+    let again = c
+        .create_snapshot(snap_req("snapshot-1", a, &[]))
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap();
+    assert_eq!((again.snapshot_id, again.ready_to_use), (s.snapshot_id.clone(), true));
+    let other = "pvc-a0000000-0000-4000-8000-000000000002";
+    c.create_volume(create(other, GIB, &[])).await.unwrap();
+    assert_eq!(
+        code(c.create_snapshot(snap_req("snapshot-1", other, &[])).await).0,
+        Code::AlreadyExists
+    );
+    assert_eq!(
+        code(c.create_snapshot(snap_req("snapshot-x", "pvc-none", &[])).await).0,
+        Code::NotFound
+    );
+    let (k, m) =
+        code(c.create_snapshot(snap_req("snapshot-y", a, &[("mechanism", "reflink")])).await);
+    assert!(k == Code::InvalidArgument && m.contains("disk-copy (default)"), "{m}");
+    let (k, m) =
+        code(c.create_snapshot(snap_req("snapshot-y", a, &[("mechanism", "file-copy")])).await);
+    assert!(k == Code::InvalidArgument && m.contains("7.23"), "this emulator runs 7.21: {m}");
+
+    // The source changes after the snapshot.
+    write_at(&rds, &a_file, 0, b"CHANGED");
+
+    // Restore: the snapshot's bytes, not the source's current ones.
+    let b = "pvc-b0000000-0000-4000-8000-000000000001";
+    let snap_src = volume_content_source::Type::Snapshot(volume_content_source::SnapshotSource {
+        snapshot_id: s.snapshot_id.clone(),
+    });
+    let restored = c
+        .create_volume(from_source(b, GIB, snap_src.clone()))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    assert_eq!(restored.capacity_bytes, 4 * GIB, "at least the snapshot's size");
+    assert!(restored.content_source.is_some());
+    let b_file = format!("storage-pool/metal-csi/{b}.img");
+    assert_eq!(read_at(&rds, &b_file, 0, 5), b"HELLO");
+    assert_eq!(read_at(&rds, &b_file, 3 * (1 << 30) + 5, 5), b"WORLD");
+    assert!(c.create_volume(from_source(b, GIB, snap_src)).await.is_ok(), "idempotent");
+
+    // Clone: the source volume's current bytes.
+    let cl = "pvc-c0000000-0000-4000-8000-000000000001";
+    let vol_src = volume_content_source::Type::Volume(volume_content_source::VolumeSource {
+        volume_id: a.into(),
+    });
+    c.create_volume(from_source(cl, 4 * GIB, vol_src)).await.unwrap();
+    assert_eq!(read_at(&rds, &format!("storage-pool/metal-csi/{cl}.img"), 0, 7), b"CHANGED");
+
+    // ListSnapshots: all, by id, by source, paginated.
+    c.create_snapshot(snap_req("snapshot-2", other, &[])).await.unwrap();
+    let list = |req: ListSnapshotsRequest| {
+        let mut c = c.clone();
+        async move { c.list_snapshots(req).await }
+    };
+    let all = list(ListSnapshotsRequest::default()).await.unwrap().into_inner();
+    assert_eq!(all.entries.len(), 2);
+    let by_id =
+        list(ListSnapshotsRequest { snapshot_id: s.snapshot_id.clone(), ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner();
+    assert_eq!(by_id.entries.len(), 1);
+    let unknown =
+        list(ListSnapshotsRequest { snapshot_id: "snap-nope".into(), ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner();
+    assert!(unknown.entries.is_empty());
+    let by_source =
+        list(ListSnapshotsRequest { source_volume_id: other.into(), ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner();
+    assert_eq!(by_source.entries.len(), 1);
+    let page = list(ListSnapshotsRequest { max_entries: 1, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.entries.len(), 1);
+    let next = list(ListSnapshotsRequest {
+        max_entries: 1,
+        starting_token: page.next_token.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .into_inner();
+    assert_eq!(next.entries.len(), 1);
+    assert!(next.next_token.is_empty());
+    assert_ne!(
+        page.entries[0].snapshot.as_ref().unwrap().snapshot_id,
+        next.entries[0].snapshot.as_ref().unwrap().snapshot_id
+    );
+    assert_eq!(
+        code(
+            list(ListSnapshotsRequest { starting_token: "pvc-x".into(), ..Default::default() })
+                .await
+        )
+        .0,
+        Code::Aborted
+    );
+
+    // The Go driver's opt-in mechanism still works (its data semantics are unverified).
+    let legacy = c
+        .create_snapshot(snap_req("snapshot-3", a, &[("mechanism", "copy-from")]))
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap();
+    assert!(legacy.ready_to_use);
+
+    // DeleteSnapshot: disk and file gone; idempotent; a restored volume is independent.
+    c.delete_snapshot(DeleteSnapshotRequest {
+        snapshot_id: s.snapshot_id.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert!(!rds.file_exists(&s_file));
+    c.delete_snapshot(DeleteSnapshotRequest {
+        snapshot_id: s.snapshot_id.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(read_at(&rds, &b_file, 0, 5), b"HELLO");
+    assert_eq!(
+        code(
+            c.delete_snapshot(DeleteSnapshotRequest {
+                snapshot_id: "pvc-1".into(),
+                ..Default::default()
+            })
+            .await
+        )
+        .0,
+        Code::InvalidArgument
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn snapshots_restores_and_clones_over_ssh() {
+    snapshots("ssh").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn snapshots_restores_and_clones_over_rest() {
+    snapshots("rest").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn long_copies_never_block_an_rpc() {
+    let (rds, _daemon, mut c) = start("ssh").await;
+    let a = "pvc-d0000000-0000-4000-8000-000000000001";
+    c.create_volume(create(a, 3 * GIB, &[])).await.unwrap();
+    write_at(&rds, &format!("storage-pool/metal-csi/{a}.img"), 2 * (1 << 30), b"TAIL");
+    // Every command now takes 0.4 s: three chunks (copy + progress) take longer than an RPC waits.
+    rds.emu.set_faults(Faults { latency_ms: 400, ..Faults::default() }).unwrap();
+    let first =
+        c.create_snapshot(snap_req("slow", a, &[])).await.unwrap().into_inner().snapshot.unwrap();
+    assert!(!first.ready_to_use, "not ready while copying");
+    let snap_src = volume_content_source::Type::Snapshot(volume_content_source::SnapshotSource {
+        snapshot_id: first.snapshot_id.clone(),
+    });
+    assert_eq!(
+        code(
+            c.create_volume(from_source(
+                "pvc-d0000000-0000-4000-8000-000000000002",
+                GIB,
+                snap_src.clone()
+            ))
+            .await
+        )
+        .0,
+        Code::Unavailable,
+        "a snapshot still copying cannot be restored yet"
+    );
+    let mut ready = false;
+    for _ in 0..60 {
+        if c.create_snapshot(snap_req("slow", a, &[]))
+            .await
+            .unwrap()
+            .into_inner()
+            .snapshot
+            .unwrap()
+            .ready_to_use
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(ready, "the snapshotter's polling sees it become ready");
+    // A restore under the same latency answers ABORTED until its data is in place.
+    let b = "pvc-d0000000-0000-4000-8000-000000000003";
+    let mut answers = Vec::new();
+    for _ in 0..60 {
+        match c.create_volume(from_source(b, GIB, snap_src.clone())).await {
+            Ok(_) => {
+                answers.push(Code::Ok);
+                break;
+            }
+            Err(s) => answers.push(s.code()),
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(answers.first(), Some(&Code::Aborted), "{answers:?}");
+    assert_eq!(answers.last(), Some(&Code::Ok), "{answers:?}");
+    assert_eq!(
+        read_at(&rds, &format!("storage-pool/metal-csi/{b}.img"), 2 * (1 << 30), 4),
+        b"TAIL"
+    );
 }

@@ -70,7 +70,7 @@ async fn every_operation_with_its_round_trips() {
     assert_eq!((sys.version_number(), sys.identity.as_str()), (Some((7, 21)), "RDS"));
 
     rds.create_disk(&new_disk("pvc-copy", 5 << 30)).await.unwrap();
-    rds.copy_disk(&slot("pvc-ops"), &slot("pvc-copy")).await.unwrap();
+    rds.copy_disk(&slot("pvc-ops"), &slot("pvc-copy"), None).await.unwrap();
 
     let before = t.round_trips();
     let file = FilePath::new("storage-pool/metal-csi/pvc-ops.img").unwrap();

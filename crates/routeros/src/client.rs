@@ -54,7 +54,10 @@ impl std::fmt::Debug for Rds {
 fn same_disk(disk: &Disk, want: &NewDisk) -> bool {
     disk.file.as_deref() == Some(want.file.as_str())
         && disk.size >= want.size
-        && (!want.server_nqn_supported || disk.nqn.as_deref() == Some(want.nqn.as_str()))
+        && disk.export == want.export
+        && (!want.export
+            || !want.server_nqn_supported
+            || disk.nqn.as_deref() == Some(want.nqn.as_str()))
 }
 
 fn unexpected(op: &Op, answer: Answer) -> RosError {
@@ -233,10 +236,21 @@ impl Rds {
         }
     }
 
-    pub async fn copy_disk(&self, src: &Slot, dst: &Slot) -> Result<(), RosError> {
-        self.run(&Op::CopyDisk { src: src.clone(), dst: dst.clone() }, || async { Ok(None) })
-            .await
-            .map(|_| ())
+    /// Block copy `src` → `dst`, optionally only `(offset, length)` bytes.
+    pub async fn copy_disk(
+        &self,
+        src: &Slot,
+        dst: &Slot,
+        range: Option<(u64, u64)>,
+    ) -> Result<(), RosError> {
+        let op = Op::CopyDisk { src: src.clone(), dst: dst.clone(), range };
+        self.run(&op, || async { Ok(None) }).await.map(|_| ())
+    }
+
+    /// `/file/copy` (RouterOS 7.23+).
+    pub async fn copy_file(&self, src: &FilePath, dst: &FilePath) -> Result<(), RosError> {
+        let op = Op::CopyFile { src: src.clone(), dst: dst.clone() };
+        self.run(&op, || async { Ok(None) }).await.map(|_| ())
     }
 
     pub async fn system(&self) -> Result<SystemInfo, RosError> {

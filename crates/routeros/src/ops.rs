@@ -27,6 +27,8 @@ pub struct NewDisk {
     pub copy_from: Option<Slot>,
     /// Send `nvme-tcp-server-nqn` (RouterOS 7.21+; before, the NQN is the slot name).
     pub server_nqn_supported: bool,
+    /// Export over NVMe/TCP (volumes); snapshot disks are not exported.
+    pub export: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,10 +67,12 @@ pub enum Op {
     Pool {
         mount_point: String,
     },
-    /// Block copy between two existing disks.
+    /// Block copy between two existing disks; `range` = (offset, length) in bytes, the same
+    /// offset on both sides (so long copies go in resumable chunks).
     CopyDisk {
         src: Slot,
         dst: Slot,
+        range: Option<(u64, u64)>,
     },
     /// `/file/copy` (7.23+).
     CopyFile {
@@ -374,12 +378,12 @@ pub fn ssh_line(op: &Op, format: ReadFormat) -> String {
             if let Some(src) = &d.copy_from {
                 add.push_str(&format!(" copy-from={}", quote(src.as_str())));
             }
-            add.push_str(&format!(
-                " file-size={} nvme-tcp-export=yes nvme-tcp-server-port={}",
-                d.size, d.port
-            ));
-            if d.server_nqn_supported {
-                add.push_str(&format!(" nvme-tcp-server-nqn={}", quote(d.nqn.as_str())));
+            add.push_str(&format!(" file-size={}", d.size));
+            if d.export {
+                add.push_str(&format!(" nvme-tcp-export=yes nvme-tcp-server-port={}", d.port));
+                if d.server_nqn_supported {
+                    add.push_str(&format!(" nvme-tcp-server-nqn={}", quote(d.nqn.as_str())));
+                }
             }
             add.push_str(&format!(" comment={}", quote(&d.comment)));
             format!("{add}; {}", read("/disk", &slot_filter(&d.slot), format))
@@ -421,8 +425,13 @@ pub fn ssh_line(op: &Op, format: ReadFormat) -> String {
         Op::Pool { mount_point } => {
             read("/disk", &format!("mount-point={}", quote(mount_point)), format)
         }
-        Op::CopyDisk { src, dst } => {
-            format!("/disk copy src={} dst={}", quote(src.as_str()), quote(dst.as_str()))
+        Op::CopyDisk { src, dst, range } => {
+            let mut line =
+                format!("/disk copy src={} dst={}", quote(src.as_str()), quote(dst.as_str()));
+            if let Some((offset, len)) = range {
+                line.push_str(&format!(" src-offset={offset} dst-offset={offset} size={len}"));
+            }
+            line
         }
         Op::CopyFile { src, dst } => {
             format!("/file/copy {} name={}", quote(src.as_str()), quote(dst.as_str()))
@@ -505,11 +514,14 @@ pub fn rest_calls(op: &Op) -> Vec<RestCall> {
         Op::CreateDisk(d) => {
             let mut body = json!({
                 "type": "file", "slot": d.slot.as_str(), "file-path": d.file.as_str(),
-                "file-size": d.size.to_string(), "nvme-tcp-export": "yes",
-                "nvme-tcp-server-port": d.port.to_string(), "comment": d.comment,
+                "file-size": d.size.to_string(), "comment": d.comment,
             });
-            if d.server_nqn_supported {
-                body["nvme-tcp-server-nqn"] = d.nqn.as_str().into();
+            if d.export {
+                body["nvme-tcp-export"] = "yes".into();
+                body["nvme-tcp-server-port"] = d.port.to_string().into();
+                if d.server_nqn_supported {
+                    body["nvme-tcp-server-nqn"] = d.nqn.as_str().into();
+                }
             }
             if let Some(src) = &d.copy_from {
                 body["copy-from"] = src.as_str().into();
@@ -555,12 +567,14 @@ pub fn rest_calls(op: &Op) -> Vec<RestCall> {
         Op::Pool { mount_point } => {
             vec![call("GET", format!("/disk?mount-point={}", enc(mount_point)), None)]
         }
-        Op::CopyDisk { src, dst } => {
-            vec![call(
-                "POST",
-                "/disk/copy".into(),
-                Some(json!({"src": src.as_str(), "dst": dst.as_str()})),
-            )]
+        Op::CopyDisk { src, dst, range } => {
+            let mut body = json!({"src": src.as_str(), "dst": dst.as_str()});
+            if let Some((offset, len)) = range {
+                body["src-offset"] = offset.to_string().into();
+                body["dst-offset"] = offset.to_string().into();
+                body["size"] = len.to_string().into();
+            }
+            vec![call("POST", "/disk/copy".into(), Some(body))]
         }
         Op::CopyFile { src, dst } => {
             vec![call(

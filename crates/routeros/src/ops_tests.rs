@@ -16,6 +16,7 @@ fn new_disk(comment: &str) -> NewDisk {
         comment: comment.into(),
         copy_from: None,
         server_nqn_supported: true,
+        export: true,
     }
 }
 

@@ -19,6 +19,7 @@ pub fn samples() -> Vec<Op> {
         comment: "rds-csi".into(),
         copy_from: None,
         server_nqn_supported: true,
+        export: true,
     };
     vec![
         Op::CreateDisk(disk),
@@ -35,7 +36,12 @@ pub fn samples() -> Vec<Op> {
         Op::RemoveFile(file.clone()),
         Op::ListFiles { under: FilePath::new("storage-pool/metal-csi").unwrap() },
         Op::Pool { mount_point: "storage-pool".into() },
-        Op::CopyDisk { src: slot, dst: Slot::new("pvc-2").unwrap() },
+        Op::CopyDisk { src: slot.clone(), dst: Slot::new("pvc-2").unwrap(), range: None },
+        Op::CopyDisk {
+            src: slot,
+            dst: Slot::new("snap-2").unwrap(),
+            range: Some((1073741824, 1073741824)),
+        },
         Op::CopyFile { src: file, dst: FilePath::new("storage-pool/metal-csi/pvc-2.img").unwrap() },
         Op::System,
     ]

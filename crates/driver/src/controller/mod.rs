@@ -1,9 +1,10 @@
 //! CSI Controller service. With an RDS connection it serves volumes (create, delete, list,
-//! get with condition, capacity, validate, expand); publishing and snapshots are not built yet
-//! and answer UNIMPLEMENTED (never a fake success). CSI requires that a CO only calls the
+//! get with condition, capacity, validate, expand), snapshots, restores and clones; publishing
+//! is not built yet and answers UNIMPLEMENTED (never a fake success). CSI requires that a CO only calls the
 //! optional Controller RPCs the plugin advertises, so the capability list is exactly what works.
 
 pub mod config;
+pub mod snapshots;
 pub mod volumes;
 
 use std::sync::Arc;
@@ -45,6 +46,9 @@ impl ControllerService {
             Cap::GetVolume,
             Cap::VolumeCondition,
             Cap::SingleNodeMultiWriter,
+            Cap::CreateDeleteSnapshot,
+            Cap::ListSnapshots,
+            Cap::CloneVolume,
         ]
         .into_iter()
         .map(|t| ControllerServiceCapability {
@@ -55,8 +59,8 @@ impl ControllerService {
         .collect()
     }
 
-    fn backend(&self) -> Result<&Backend, ServiceError> {
-        self.backend.as_deref().ok_or_else(|| {
+    fn backend(&self) -> Result<&Arc<Backend>, ServiceError> {
+        self.backend.as_ref().ok_or_else(|| {
             ServiceError::Unavailable(
                 "this controller has no RDS connection: start it with --rds-address (SSH) or --rds-transport rest".into(),
             )
@@ -132,21 +136,35 @@ impl Controller for ControllerService {
         &self,
         r: Request<CreateSnapshotRequest>,
     ) -> Answer<CreateSnapshotResponse> {
-        self.rpc.unimplemented("CreateSnapshot", r).await
+        self.rpc
+            .run(
+                "CreateSnapshot",
+                r,
+                |req| async move { self.backend()?.create_snapshot(req).await },
+            )
+            .await
     }
 
     async fn delete_snapshot(
         &self,
         r: Request<DeleteSnapshotRequest>,
     ) -> Answer<DeleteSnapshotResponse> {
-        self.rpc.unimplemented("DeleteSnapshot", r).await
+        self.rpc
+            .run(
+                "DeleteSnapshot",
+                r,
+                |req| async move { self.backend()?.delete_snapshot(req).await },
+            )
+            .await
     }
 
     async fn list_snapshots(
         &self,
         r: Request<ListSnapshotsRequest>,
     ) -> Answer<ListSnapshotsResponse> {
-        self.rpc.unimplemented("ListSnapshots", r).await
+        self.rpc
+            .run("ListSnapshots", r, |req| async move { self.backend()?.list_snapshots(req).await })
+            .await
     }
 
     async fn get_snapshot(&self, r: Request<GetSnapshotRequest>) -> Answer<GetSnapshotResponse> {

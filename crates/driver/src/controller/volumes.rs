@@ -50,6 +50,8 @@ pub struct Backend {
     pub locks: Locks,
     /// Whether the RDS takes `nvme-tcp-server-nqn` (RouterOS 7.21+); learnt once.
     server_nqn: OnceCell<bool>,
+    /// Background copies (snapshots, restores, clones) running in this process.
+    pub copies: super::snapshots::Copies,
 }
 
 fn invalid(msg: impl Into<String>) -> ServiceError {
@@ -70,6 +72,7 @@ impl Backend {
             topology,
             locks: Locks::default(),
             server_nqn: OnceCell::new(),
+            copies: Default::default(),
         }
     }
 
@@ -139,30 +142,44 @@ impl Backend {
     /// CSI "CreateVolume": idempotent by name; an existing volume of a compatible size is
     /// returned, an incompatible one is ALREADY_EXISTS. At most 2 round trips (look, create).
     pub async fn create_volume(
-        &self,
+        self: &std::sync::Arc<Self>,
         req: CreateVolumeRequest,
     ) -> Result<CreateVolumeResponse, ServiceError> {
         if req.name.is_empty() {
             return Err(invalid("name is required"));
         }
         access::check_all(&req.volume_capabilities).map_err(invalid)?;
-        if req.volume_content_source.is_some() {
-            return Err(invalid(
-                "creating a volume from a snapshot or another volume is not supported yet by this version of rds-csi",
-            ));
-        }
         let p = params::parse(&req.parameters, &self.cfg.volume_path, &self.cfg.allowed_base_paths)
             .map_err(invalid)?;
         let (required, limit) =
             req.capacity_range.map_or((0, 0), |r| (r.required_bytes, r.limit_bytes));
-        let size = capacity::provision_size(required, limit, self.cfg.min_size, self.cfg.max_size)
-            .map_err(|e| match e {
-                capacity::SizeError::Invalid(m) => invalid(m),
-                capacity::SizeError::OutOfRange(m) => ServiceError::OutOfRange(m),
-            })?;
         let (slot, derived) = ids::slot_for_name(&req.name);
         let _guard = self.locks.try_lock(slot.as_str(), "volume")?;
+        let source = match &req.volume_content_source {
+            Some(csi::v1::VolumeContentSource { r#type: Some(t) }) => {
+                Some(self.content_source(t).await?)
+            }
+            Some(_) => return Err(invalid("volume_content_source needs a snapshot or a volume")),
+            None => None,
+        };
+        // A restored or cloned volume is at least as big as its source.
+        let floor = source.as_ref().map_or(0, |s| s.size as i64);
+        let size = capacity::provision_size(
+            required.max(floor),
+            limit,
+            self.cfg.min_size,
+            self.cfg.max_size,
+        )
+        .map_err(|e| match e {
+            capacity::SizeError::Invalid(m) => invalid(m),
+            capacity::SizeError::OutOfRange(m) => ServiceError::OutOfRange(m),
+        })?;
         let context = format!("creating volume {slot} ({})", req.name);
+        let respond = |disk: &Disk| {
+            let mut volume = self.volume(disk, Some(&p));
+            volume.content_source = req.volume_content_source.clone();
+            CreateVolumeResponse { volume: Some(volume) }
+        };
         if let Some(disk) = self.rds.get_disk(&slot).await.map_err(ServiceError::rds(&context))? {
             if !capacity::compatible(disk.size, required, limit) {
                 return Err(ServiceError::AlreadyExists(format!(
@@ -171,7 +188,10 @@ impl Backend {
                     req.name, disk.size
                 )));
             }
-            return Ok(CreateVolumeResponse { volume: Some(self.volume(&disk, Some(&p))) });
+            if let Some(src) = &source {
+                self.fill_from(&disk, src).await?;
+            }
+            return Ok(respond(&disk));
         }
         let nqn = ids::nqn(&self.cfg.nqn_prefix, &slot).map_err(invalid)?;
         let file = ids::backing_file(&p.volume_path, &slot).map_err(invalid)?;
@@ -182,12 +202,19 @@ impl Backend {
             size,
             nqn,
             port: p.nvme_port.unwrap_or(self.cfg.nvme_port),
-            comment: ids::comment(&req.name, derived, pvc),
+            comment: match &source {
+                Some(src) => Backend::fill_record(src).to_comment(),
+                None => ids::comment(&req.name, derived, pvc),
+            },
             copy_from: None,
             server_nqn_supported: self.server_nqn_supported().await?,
+            export: true,
         };
         let disk = self.rds.create_disk(&want).await.map_err(ServiceError::rds(&context))?;
-        Ok(CreateVolumeResponse { volume: Some(self.volume(&disk, Some(&p))) })
+        if let Some(src) = &source {
+            self.fill_from(&disk, src).await?;
+        }
+        Ok(respond(&disk))
     }
 
     /// CSI "DeleteVolume": success when the volume is already gone; removes the disk and its

@@ -5,3 +5,4 @@ pub mod access;
 pub mod capacity;
 pub mod ids;
 pub mod params;
+pub mod snapshots;

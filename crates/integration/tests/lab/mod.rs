@@ -157,6 +157,7 @@ pub fn new_disk(name: &str, size: u64) -> NewDisk {
         comment: format!("rds-csi test {name}"),
         copy_from: None,
         server_nqn_supported: true,
+        export: true,
     }
 }
 

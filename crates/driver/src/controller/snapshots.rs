@@ -1,0 +1,400 @@
+//! Snapshots, restores and clones (docs/snapshots.md).
+//!
+//! A snapshot is an unexported file disk beside its source volume's file. Its comment records
+//! the source, the creation time, the mechanism and the copy's progress, so a restarted
+//! controller knows where every copy stands. Copies run in the background in resumable 1 GiB
+//! chunks: CreateSnapshot answers `ready_to_use=false` until done (the snapshotter polls), and
+//! CreateVolume from a snapshot or volume answers ABORTED until the data is in place (the
+//! provisioner retries). No RPC blocks on a long copy.
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use csi::v1::{
+    CreateSnapshotRequest, CreateSnapshotResponse, DeleteSnapshotRequest, DeleteSnapshotResponse,
+    ListSnapshotsRequest, ListSnapshotsResponse, Snapshot, list_snapshots_response,
+};
+use routeros::{
+    ops::{Disk, NewDisk},
+    types::{FilePath, Slot},
+};
+
+use super::volumes::Backend;
+use crate::{
+    core::{
+        ids,
+        snapshots::{CopyRecord, Mechanism, parse_params, parse_snapshot_id, snapshot_id},
+    },
+    error::ServiceError,
+};
+
+/// Bytes copied per `/disk copy` command: short enough for the command deadline, and the unit
+/// of resumption after a restart.
+pub const CHUNK: u64 = 1 << 30;
+
+/// How long an RPC waits for a fresh copy before answering "not ready yet".
+const QUICK_WAIT: Duration = Duration::from_secs(2);
+
+/// Destination disks with a copy task running in this process.
+#[derive(Debug, Default)]
+pub struct Copies {
+    running: Mutex<HashSet<String>>,
+}
+
+fn invalid(msg: impl Into<String>) -> ServiceError {
+    ServiceError::InvalidArgument(msg.into())
+}
+
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+fn file_of(disk: &Disk) -> Result<FilePath, ServiceError> {
+    disk.file.as_deref().and_then(|f| FilePath::new(f).ok()).ok_or_else(|| {
+        ServiceError::FailedPrecondition(format!("disk {} is not a file disk", disk.slot))
+    })
+}
+
+/// The file of `slot` in the same directory as `beside`.
+fn sibling(beside: &FilePath, slot: &Slot) -> Result<FilePath, ServiceError> {
+    let dir = beside.as_str().rsplit_once('/').map_or(beside.as_str(), |(d, _)| d);
+    FilePath::new(&format!("{dir}/{slot}.img")).map_err(|e| invalid(e.to_string()))
+}
+
+impl Backend {
+    /// Starts the chunked copy `src` → `dst` unless one is running here; returns whether it is
+    /// complete (read back from the destination's comment) after a short wait.
+    async fn ensure_copy(
+        self: &Arc<Self>,
+        src: Slot,
+        dst: Slot,
+        total: u64,
+        record: CopyRecord,
+    ) -> bool {
+        let started = self.copies.running.lock().expect("copies").insert(dst.to_string());
+        if started {
+            let this = self.clone();
+            let (src2, dst2) = (src.clone(), dst.clone());
+            tokio::spawn(async move {
+                if let Err(e) = this.copy_chunks(&src2, &dst2, total, record).await {
+                    tracing::warn!(src = %src2, dst = %dst2, error = %e, "copy interrupted; the next CreateSnapshot/CreateVolume call resumes it");
+                }
+                this.copies.running.lock().expect("copies").remove(dst2.as_str());
+            });
+        }
+        let deadline = tokio::time::Instant::now() + QUICK_WAIT;
+        while tokio::time::Instant::now() < deadline {
+            if !self.copies.running.lock().expect("copies").contains(dst.as_str()) {
+                // Finished or failed: the comment says which.
+                return matches!(self.rds.get_disk(&dst).await, Ok(Some(d))
+                    if CopyRecord::from_comment(&d.comment).is_some_and(|r| r.ready()));
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        false
+    }
+
+    async fn copy_chunks(
+        &self,
+        src: &Slot,
+        dst: &Slot,
+        total: u64,
+        mut record: CopyRecord,
+    ) -> Result<(), ServiceError> {
+        let mut done = record.copying.unwrap_or(0);
+        let context = format!("copying {src} to {dst}");
+        while done < total {
+            let len = CHUNK.min(total - done);
+            self.rds
+                .copy_disk(src, dst, Some((done, len)))
+                .await
+                .map_err(ServiceError::rds(&context))?;
+            done += len;
+            record.copying = (done < total).then_some(done);
+            self.rds
+                .set_comment(dst, &record.to_comment())
+                .await
+                .map_err(ServiceError::rds(&context))?;
+        }
+        if total == 0 {
+            record.copying = None;
+            self.rds
+                .set_comment(dst, &record.to_comment())
+                .await
+                .map_err(ServiceError::rds(&context))?;
+        }
+        Ok(())
+    }
+
+    fn snapshot_of(&self, disk: &Disk, record: Option<&CopyRecord>) -> Snapshot {
+        Snapshot {
+            size_bytes: disk.size as i64,
+            snapshot_id: disk.slot.clone(),
+            source_volume_id: record.map(|r| r.source.clone()).unwrap_or_default(),
+            creation_time: Some(prost_types::Timestamp {
+                seconds: record.map_or(0, |r| r.created),
+                nanos: 0,
+            }),
+            ready_to_use: record.is_none_or(CopyRecord::ready),
+            group_snapshot_id: String::new(),
+        }
+    }
+
+    /// CSI "CreateSnapshot": idempotent by name (the same source returns the same snapshot; a
+    /// different source is ALREADY_EXISTS); `ready_to_use` only once the data is copied.
+    pub async fn create_snapshot(
+        self: &Arc<Self>,
+        req: CreateSnapshotRequest,
+    ) -> Result<CreateSnapshotResponse, ServiceError> {
+        if req.name.is_empty() {
+            return Err(invalid("name is required"));
+        }
+        let source = ids::parse_volume_id(&req.source_volume_id)
+            .map_err(|e| invalid(format!("source_volume_id: {e}")))?;
+        let mechanism = parse_params(&req.parameters).map_err(invalid)?;
+        let snap = snapshot_id(&req.name);
+        let _guard = self.locks.try_lock(snap.as_str(), "snapshot")?;
+        let context = format!("creating snapshot {snap} of {source}");
+        if let Some(disk) = self.rds.get_disk(&snap).await.map_err(ServiceError::rds(&context))? {
+            let record = CopyRecord::from_comment(&disk.comment).filter(|r| r.snapshot);
+            if let Some(r) = &record {
+                if r.source != source.as_str() {
+                    return Err(ServiceError::AlreadyExists(format!(
+                        "snapshot {:?} ({snap}) already exists for volume {}, not {source}",
+                        req.name, r.source
+                    )));
+                }
+                if !r.ready() {
+                    let done =
+                        self.ensure_copy(source.clone(), snap.clone(), disk.size, r.clone()).await;
+                    let mut snapshot = self.snapshot_of(&disk, Some(r));
+                    snapshot.ready_to_use = done;
+                    return Ok(CreateSnapshotResponse { snapshot: Some(snapshot) });
+                }
+            }
+            return Ok(CreateSnapshotResponse {
+                snapshot: Some(self.snapshot_of(&disk, record.as_ref())),
+            });
+        }
+        let src = self
+            .rds
+            .get_disk(&source)
+            .await
+            .map_err(ServiceError::rds(&context))?
+            .ok_or_else(|| {
+                ServiceError::NotFound(format!("source volume {source} does not exist on the RDS"))
+            })?;
+        let src_file = file_of(&src)?;
+        let file = sibling(&src_file, &snap)?;
+        let mut record = CopyRecord {
+            snapshot: true,
+            source: source.to_string(),
+            created: now(),
+            mechanism: mechanism.name().into(),
+            copying: Some(0),
+        };
+        let new_disk = |comment: String, copy_from: Option<Slot>| NewDisk {
+            slot: snap.clone(),
+            file: file.clone(),
+            size: src.size,
+            nqn: ids::nqn(&self.cfg.nqn_prefix, &snap).expect("snapshot ids make valid NQNs"),
+            port: self.cfg.nvme_port,
+            comment,
+            copy_from,
+            server_nqn_supported: false,
+            export: false,
+        };
+        let ready = match mechanism {
+            Mechanism::DiskCopy => {
+                let disk = self
+                    .rds
+                    .create_disk(&new_disk(record.to_comment(), None))
+                    .await
+                    .map_err(ServiceError::rds(&context))?;
+                self.ensure_copy(source.clone(), snap.clone(), disk.size, record.clone()).await
+            }
+            Mechanism::FileCopy => {
+                let version = self.rds.system().await.map_err(ServiceError::rds(&context))?;
+                if version.version_number().is_none_or(|v| v < (7, 23)) {
+                    return Err(invalid(format!(
+                        "mechanism file-copy needs RouterOS 7.23 or newer; this RDS runs {}: use mechanism disk-copy",
+                        version.version
+                    )));
+                }
+                self.rds.copy_file(&src_file, &file).await.map_err(ServiceError::rds(&context))?;
+                record.copying = None;
+                self.rds
+                    .create_disk(&new_disk(record.to_comment(), None))
+                    .await
+                    .map_err(ServiceError::rds(&context))?;
+                true
+            }
+            Mechanism::CopyFrom => {
+                record.copying = None;
+                self.rds
+                    .create_disk(&new_disk(record.to_comment(), Some(source.clone())))
+                    .await
+                    .map_err(ServiceError::rds(&context))?;
+                true
+            }
+        };
+        let disk = Disk { slot: snap.to_string(), size: src.size, ..Default::default() };
+        let mut snapshot = self.snapshot_of(&disk, Some(&record));
+        snapshot.ready_to_use = ready;
+        Ok(CreateSnapshotResponse { snapshot: Some(snapshot) })
+    }
+
+    /// CSI "DeleteSnapshot": success when already gone; never a file outside the allowed paths.
+    pub async fn delete_snapshot(
+        &self,
+        req: DeleteSnapshotRequest,
+    ) -> Result<DeleteSnapshotResponse, ServiceError> {
+        let snap = parse_snapshot_id(&req.snapshot_id).map_err(invalid)?;
+        let _guard = self.locks.try_lock(snap.as_str(), "snapshot")?;
+        let context = format!("deleting snapshot {snap}");
+        let Some(disk) = self.rds.get_disk(&snap).await.map_err(ServiceError::rds(&context))?
+        else {
+            return Ok(DeleteSnapshotResponse {});
+        };
+        let file = file_of(&disk)?;
+        if !self.cfg.allowed_base_paths.iter().any(|b| file.is_under(b)) {
+            return Err(ServiceError::FailedPrecondition(format!(
+                "snapshot {snap} uses {}, outside the allowed base paths; refusing to delete it",
+                file.absolute()
+            )));
+        }
+        self.rds.delete_disk(&snap, &file).await.map_err(ServiceError::rds(&context))?;
+        Ok(DeleteSnapshotResponse {})
+    }
+
+    /// CSI "ListSnapshots": by id (unknown or malformed → empty), by source, paginated with the
+    /// last id of the previous page as token.
+    pub async fn list_snapshots(
+        &self,
+        req: ListSnapshotsRequest,
+    ) -> Result<ListSnapshotsResponse, ServiceError> {
+        if req.max_entries < 0 {
+            return Err(invalid("max_entries must not be negative"));
+        }
+        if !req.starting_token.is_empty() && parse_snapshot_id(&req.starting_token).is_err() {
+            return Err(ServiceError::Aborted(format!(
+                "starting_token {:?} was not issued by this driver; restart the listing without a token",
+                req.starting_token
+            )));
+        }
+        let disks: Vec<Disk> = if !req.snapshot_id.is_empty() {
+            match parse_snapshot_id(&req.snapshot_id) {
+                Ok(id) => self
+                    .rds
+                    .get_disk(&id)
+                    .await
+                    .map_err(ServiceError::rds("reading a snapshot"))?
+                    .into_iter()
+                    .collect(),
+                Err(_) => Vec::new(),
+            }
+        } else {
+            self.rds.list_disks("snap-").await.map_err(ServiceError::rds("listing snapshots"))?
+        };
+        let mut snaps: Vec<Snapshot> = disks
+            .iter()
+            .filter(|d| {
+                d.file
+                    .as_deref()
+                    .and_then(|f| FilePath::new(f).ok())
+                    .is_some_and(|f| self.cfg.allowed_base_paths.iter().any(|b| f.is_under(b)))
+            })
+            .map(|d| {
+                self.snapshot_of(
+                    d,
+                    CopyRecord::from_comment(&d.comment).filter(|r| r.snapshot).as_ref(),
+                )
+            })
+            .filter(|s| {
+                req.source_volume_id.is_empty() || s.source_volume_id == req.source_volume_id
+            })
+            .filter(|s| req.starting_token.is_empty() || s.snapshot_id > req.starting_token)
+            .collect();
+        snaps.sort_by(|a, b| a.snapshot_id.cmp(&b.snapshot_id));
+        let take = if req.max_entries == 0 {
+            snaps.len()
+        } else {
+            (req.max_entries as usize).min(snaps.len())
+        };
+        let next_token =
+            if take < snaps.len() { snaps[take - 1].snapshot_id.clone() } else { String::new() };
+        snaps.truncate(take);
+        let entries = snaps
+            .into_iter()
+            .map(|s| list_snapshots_response::Entry { snapshot: Some(s) })
+            .collect();
+        Ok(ListSnapshotsResponse { entries, next_token })
+    }
+
+    /// For CreateVolume from a snapshot or a volume: the source disk, checked.
+    pub async fn content_source(
+        &self,
+        source: &csi::v1::volume_content_source::Type,
+    ) -> Result<Disk, ServiceError> {
+        use csi::v1::volume_content_source::Type;
+        let (slot, what) = match source {
+            Type::Snapshot(s) => (parse_snapshot_id(&s.snapshot_id).map_err(invalid)?, "snapshot"),
+            Type::Volume(v) => (ids::parse_volume_id(&v.volume_id).map_err(invalid)?, "volume"),
+        };
+        let disk = self
+            .rds
+            .get_disk(&slot)
+            .await
+            .map_err(ServiceError::rds(format!("reading source {what} {slot}")))?
+            .ok_or_else(|| {
+                ServiceError::NotFound(format!("source {what} {slot} does not exist on the RDS"))
+            })?;
+        if let Some(r) = CopyRecord::from_comment(&disk.comment)
+            && !r.ready()
+        {
+            return Err(ServiceError::Unavailable(format!(
+                "source {what} {slot} is still being copied; the CO retries"
+            )));
+        }
+        Ok(disk)
+    }
+
+    /// Fills a new (or retried) restored/cloned volume from its source; ABORTED while copying.
+    pub async fn fill_from(
+        self: &Arc<Self>,
+        volume: &Disk,
+        source: &Disk,
+    ) -> Result<(), ServiceError> {
+        let record = match CopyRecord::from_comment(&volume.comment).filter(|r| !r.snapshot) {
+            Some(r) if r.ready() => return Ok(()),
+            Some(r) => r,
+            None => return Ok(()),
+        };
+        let src = Slot::new(&source.slot).map_err(|e| invalid(e.to_string()))?;
+        let dst = Slot::new(&volume.slot).map_err(|e| invalid(e.to_string()))?;
+        if self.ensure_copy(src, dst, source.size, record.clone()).await {
+            return Ok(());
+        }
+        Err(ServiceError::Aborted(format!(
+            "volume {} is being filled from {} ({} of {} bytes copied); the CO retries",
+            volume.slot,
+            source.slot,
+            record.copying.unwrap_or(0),
+            source.size
+        )))
+    }
+
+    /// The comment of a volume being filled from `source`.
+    pub fn fill_record(source: &Disk) -> CopyRecord {
+        CopyRecord {
+            snapshot: false,
+            source: source.slot.clone(),
+            created: now(),
+            mechanism: Mechanism::DiskCopy.name().into(),
+            copying: Some(0),
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! Snapshot identifiers, the snapshot mechanism, and the disk comment that records a copy's
+//! source, time, mechanism and progress (where real RouterOS keeps text: the `comment`).
+
+use std::collections::HashMap;
+
+use routeros::types::Slot;
+use uuid::Uuid;
+
+/// The Go driver's snapshot id, so its snapshots are found: `snap-<U>-at-<H>`, U = UUIDv5 of
+/// the CSI snapshot name in the DNS namespace, H = U's first 10 hex digits.
+pub fn snapshot_id(name: &str) -> Slot {
+    let u = Uuid::new_v5(&Uuid::NAMESPACE_DNS, name.as_bytes());
+    let h: String = u.simple().to_string().chars().take(10).collect();
+    Slot::new(&format!("snap-{}-at-{h}", u.hyphenated())).expect("a valid slot")
+}
+
+pub fn parse_snapshot_id(id: &str) -> Result<Slot, String> {
+    if id.is_empty() {
+        return Err("snapshot_id is required".into());
+    }
+    if !id.starts_with("snap-") {
+        return Err(format!(
+            "snapshot_id {id:?} is not a snapshot of this driver (they start with snap-)"
+        ));
+    }
+    Slot::new(id)
+        .map_err(|e| format!("snapshot_id {id:?} is not a snapshot of this driver: {}", e.why))
+}
+
+/// How a snapshot's data is copied (VolumeSnapshotClass parameter `mechanism`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mechanism {
+    /// `/disk copy` block copy into a new unexported disk, in chunks (documented semantics).
+    DiskCopy,
+    /// `/file/copy` of the backing file (RouterOS 7.23+).
+    FileCopy,
+    /// The Go driver's `/disk add copy-from=` (UNVERIFIED: documented to copy properties).
+    CopyFrom,
+}
+
+impl Mechanism {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mechanism::DiskCopy => "disk-copy",
+            Mechanism::FileCopy => "file-copy",
+            Mechanism::CopyFrom => "copy-from",
+        }
+    }
+    pub fn parse(s: &str) -> Result<Mechanism, String> {
+        match s {
+            "disk-copy" => Ok(Mechanism::DiskCopy),
+            "file-copy" => Ok(Mechanism::FileCopy),
+            "copy-from" => Ok(Mechanism::CopyFrom),
+            other => Err(format!(
+                "parameter mechanism={other:?} is invalid: use disk-copy (default), file-copy (RouterOS 7.23+) or copy-from"
+            )),
+        }
+    }
+}
+
+/// Parses VolumeSnapshotClass parameters: `mechanism` only (the snapshot file lives beside its
+/// source volume's file).
+pub fn parse_params(params: &HashMap<String, String>) -> Result<Mechanism, String> {
+    let mut mechanism = Mechanism::DiskCopy;
+    for (k, v) in params {
+        match k.as_str() {
+            "mechanism" => mechanism = Mechanism::parse(v)?,
+            "csi.storage.k8s.io/volumesnapshot/name"
+            | "csi.storage.k8s.io/volumesnapshot/namespace"
+            | "csi.storage.k8s.io/volumesnapshotcontent/name" => {}
+            other => {
+                return Err(format!(
+                    "unknown VolumeSnapshotClass parameter {other:?}; accepted: mechanism"
+                ));
+            }
+        }
+    }
+    Ok(mechanism)
+}
+
+/// What the comment of a copied disk (snapshot, restored or cloned volume) records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyRecord {
+    pub snapshot: bool,
+    /// Source volume or snapshot id.
+    pub source: String,
+    /// Unix seconds.
+    pub created: i64,
+    pub mechanism: String,
+    /// Bytes copied so far; `None` when the copy is complete.
+    pub copying: Option<u64>,
+}
+
+impl CopyRecord {
+    pub fn ready(&self) -> bool {
+        self.copying.is_none()
+    }
+
+    pub fn to_comment(&self) -> String {
+        let kind = if self.snapshot { "snapshot" } else { "volume" };
+        let state = match self.copying {
+            Some(n) => format!("copying={n}"),
+            None => "ready".into(),
+        };
+        format!(
+            "rds-csi {kind} source={} created={} mechanism={} {state}",
+            self.source, self.created, self.mechanism
+        )
+    }
+
+    pub fn from_comment(comment: &str) -> Option<CopyRecord> {
+        let mut words = comment.split_whitespace();
+        if words.next()? != "rds-csi" {
+            return None;
+        }
+        let snapshot = match words.next()? {
+            "snapshot" => true,
+            "volume" => false,
+            _ => return None,
+        };
+        let mut rec = CopyRecord {
+            snapshot,
+            source: String::new(),
+            created: 0,
+            mechanism: String::new(),
+            copying: None,
+        };
+        for w in words {
+            match w.split_once('=') {
+                Some(("source", v)) => rec.source = v.into(),
+                Some(("created", v)) => rec.created = v.parse().ok()?,
+                Some(("mechanism", v)) => rec.mechanism = v.into(),
+                Some(("copying", v)) => rec.copying = Some(v.parse().ok()?),
+                _ if w == "ready" => rec.copying = None,
+                _ => {}
+            }
+        }
+        (!rec.source.is_empty()).then_some(rec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_match_the_go_driver_rule() {
+        let id = snapshot_id("snapshot-1");
+        let u = Uuid::new_v5(&Uuid::NAMESPACE_DNS, b"snapshot-1");
+        assert_eq!(id.as_str(), format!("snap-{u}-at-{}", &u.simple().to_string()[..10]));
+        assert_eq!(snapshot_id("snapshot-1"), id, "deterministic");
+        assert!(parse_snapshot_id(id.as_str()).is_ok());
+        assert!(parse_snapshot_id("pvc-1").unwrap_err().contains("snap-"));
+    }
+
+    #[test]
+    fn params() {
+        assert_eq!(parse_params(&HashMap::new()), Ok(Mechanism::DiskCopy));
+        let m = HashMap::from([("mechanism".to_string(), "file-copy".to_string())]);
+        assert_eq!(parse_params(&m), Ok(Mechanism::FileCopy));
+        let bad = HashMap::from([("mechanism".to_string(), "reflink".to_string())]);
+        assert!(parse_params(&bad).unwrap_err().contains("disk-copy (default)"));
+    }
+
+    #[test]
+    fn comments_round_trip() {
+        let r = CopyRecord {
+            snapshot: true,
+            source: "pvc-1".into(),
+            created: 1_795_300_000,
+            mechanism: "disk-copy".into(),
+            copying: Some(1 << 30),
+        };
+        assert_eq!(
+            r.to_comment(),
+            "rds-csi snapshot source=pvc-1 created=1795300000 mechanism=disk-copy copying=1073741824"
+        );
+        assert_eq!(CopyRecord::from_comment(&r.to_comment()), Some(r.clone()));
+        let done = CopyRecord { copying: None, ..r };
+        assert!(CopyRecord::from_comment(&done.to_comment()).unwrap().ready());
+        assert_eq!(CopyRecord::from_comment("rds-csi pvc=ns/x"), None);
+        assert_eq!(CopyRecord::from_comment(""), None);
+    }
+}
