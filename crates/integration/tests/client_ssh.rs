@@ -373,3 +373,18 @@ fn every_mutation_is_audited_once() {
     );
     assert!(lines.iter().all(|l| l.contains("duration_ms=")), "{lines:?}");
 }
+
+#[tokio::test]
+async fn many_commands_reuse_one_connection_beyond_the_channel_limit() {
+    // The emulator allows 10 open channels per connection; channels it closes itself must be
+    // released, or the 11th command would be refused and force a reconnect.
+    let lab = Lab::start().await;
+    let (rds, t) = lab.rds();
+    for i in 0..25 {
+        assert_eq!(rds.get_disk(&slot(&format!("d{i}"))).await.unwrap(), None);
+    }
+    assert_eq!(t.round_trips(), 25, "no retries");
+    let conns: std::collections::BTreeSet<u64> =
+        lab.emu.command_log().iter().map(|e| e.conn).collect();
+    assert_eq!(conns.len(), 1, "one connection for all 25 commands");
+}

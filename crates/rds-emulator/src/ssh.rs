@@ -6,10 +6,7 @@
 use std::{
     collections::HashSet,
     path::Path,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -118,7 +115,7 @@ pub async fn serve(
                 emu: emu2.clone(),
                 conn,
                 opts: opts2,
-                open: Arc::new(AtomicUsize::new(0)),
+                open: Arc::new(Mutex::new(HashSet::new())),
                 used: HashSet::new(),
             };
             match russh::server::run_stream(config, socket, handler).await {
@@ -145,7 +142,8 @@ struct Connection {
     emu: Emulator,
     conn: u64,
     opts: Arc<SshOptions>,
-    open: Arc<AtomicUsize>,
+    /// Channels open on this connection; released when either side closes one.
+    open: Arc<Mutex<HashSet<ChannelId>>>,
     /// Channels that already ran their one command.
     used: HashSet<ChannelId>,
 }
@@ -188,16 +186,19 @@ impl russh::server::Handler for Connection {
 
     async fn channel_open_session(
         &mut self,
-        _channel: Channel<Msg>,
+        channel: Channel<Msg>,
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if self.open.load(Ordering::SeqCst) >= self.opts.max_channels {
+        let admitted = {
+            let mut open = self.open.lock().expect("channels");
+            open.len() < self.opts.max_channels && open.insert(channel.id())
+        };
+        if admitted {
+            reply.accept().await;
+        } else {
             tracing::info!(conn = self.conn, "channel refused: per-connection session limit");
             reply.reject(ChannelOpenFailure::ResourceShortage).await;
-        } else {
-            self.open.fetch_add(1, Ordering::SeqCst);
-            reply.accept().await;
         }
         Ok(())
     }
@@ -208,7 +209,7 @@ impl russh::server::Handler for Connection {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         self.used.remove(&channel);
-        self.open.fetch_sub(1, Ordering::SeqCst);
+        self.open.lock().expect("channels").remove(&channel);
         Ok(())
     }
 
@@ -236,6 +237,7 @@ impl russh::server::Handler for Connection {
         let line = String::from_utf8_lossy(data).into_owned();
         let (handle, emu, conn, opts) =
             (session.handle(), self.emu.clone(), self.conn, self.opts.clone());
+        let open = self.open.clone();
         tokio::spawn(async move {
             match emu.execute(conn, "ssh", &line).await {
                 Delivery::Drop => emu.drop_connection(conn),
@@ -246,6 +248,9 @@ impl russh::server::Handler for Connection {
                     let _ = handle.exit_status_request(channel, status).await;
                     let _ = handle.eof(channel).await;
                     let _ = handle.close(channel).await;
+                    // Our close ends the channel; the client's answering close may never
+                    // reach channel_close, so release it here.
+                    open.lock().expect("channels").remove(&channel);
                 }
             }
         });
