@@ -30,14 +30,25 @@ struct BuildLabels {
 
 type HistogramFamily = Family<RpcLabels, Histogram, fn() -> Histogram>;
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabels {
+    method: &'static str,
+}
+
 /// Per-RPC counters and latency histograms.
 #[derive(Debug, Clone)]
 pub struct RpcMetrics {
     requests: Family<RpcLabels, Counter>,
     duration: HistogramFamily,
+    round_trips: Family<MethodLabels, Histogram, fn() -> Histogram>,
 }
 
 impl RpcMetrics {
+    /// Records the RDS round trips one RPC made.
+    pub fn observe_round_trips(&self, method: &'static str, count: u64) {
+        self.round_trips.get_or_create(&MethodLabels { method }).observe(count as f64);
+    }
+
     /// Records one finished RPC.
     pub fn observe(&self, method: &'static str, code: Code, elapsed: Duration) {
         let labels = RpcLabels { method, code: code_name(code) };
@@ -71,7 +82,16 @@ impl Metrics {
             duration.clone(),
         );
         registry.register("build", "Driver build information", Info::new(BuildLabels { version }));
-        Self { registry, rpc: RpcMetrics { requests, duration } }
+        let round_trips: Family<MethodLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(|| {
+                Histogram::new([0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 16.0])
+            });
+        registry.register(
+            "rds_round_trips_per_rpc",
+            "RDS round trips (SSH commands, REST requests) made by one CSI RPC, by method",
+            round_trips.clone(),
+        );
+        Self { registry, rpc: RpcMetrics { requests, duration, round_trips } }
     }
 
     /// Adds the RDS connection metrics (`rds_csi_rds_*`).

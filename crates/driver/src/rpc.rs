@@ -61,8 +61,12 @@ impl RpcRunner {
                 tracing::info!(request = ?req.redacted(), "request");
             }
             let started = Instant::now();
-            let result = handler(req).await.map_err(Status::from);
+            let (result, trips) = routeros::transport::count_round_trips(handler(req)).await;
+            let result = result.map_err(Status::from);
             let elapsed = started.elapsed();
+            if trips > 0 {
+                self.metrics.observe_round_trips(method, trips);
+            }
             let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
             self.metrics.observe(method, code, elapsed);
             let millis = elapsed.as_secs_f64() * 1000.0;

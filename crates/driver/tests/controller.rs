@@ -79,8 +79,27 @@ async fn counted<T>(rds: &Rds, f: impl std::future::Future<Output = T>) -> (T, u
     (out, ssh + rest.len() - probes.len())
 }
 
+/// From /metrics: (observations, observations ≤ `le`) of the round trips of `method`.
+fn round_trip_metric(daemon: &Daemon, method: &str, le: &str) -> (u64, u64) {
+    let (_, text) = daemon.http_get("/metrics");
+    let value = |needle: &str, le: Option<&str>| {
+        text.lines()
+            .find(|l| {
+                l.starts_with(needle)
+                    && l.contains(&format!("method=\"{method}\""))
+                    && le.is_none_or(|le| l.contains(&format!("le=\"{le}\"")))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {needle} for {method}:\n{text}"))
+    };
+    (
+        value("rds_csi_rds_round_trips_per_rpc_count", None),
+        value("rds_csi_rds_round_trips_per_rpc_bucket", Some(le)),
+    )
+}
+
 async fn suite(transport: &str) {
-    let (rds, _daemon, mut c) = start(transport).await;
+    let (rds, daemon, mut c) = start(transport).await;
     let rest = transport == "rest";
 
     // Capabilities: exactly what works.
@@ -342,6 +361,13 @@ async fn suite(transport: &str) {
     let (k, m) = code(c.delete_volume(del("pvc-foreign")).await);
     assert!(k == Code::FailedPrecondition && m.contains("outside the allowed base paths"), "{m}");
     assert!(rds.file_exists("storage-pool/other/pvc-foreign.img"));
+
+    // The per-RPC round-trip metric agrees: every CreateVolume took at most 2.
+    let (count, within) = round_trip_metric(&daemon, "CreateVolume", "2.0");
+    assert!(
+        count >= 5 && within == count,
+        "CreateVolume round trips: {within} of {count} within 2"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

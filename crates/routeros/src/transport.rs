@@ -20,6 +20,22 @@ use crate::{
     ops::{Answer, Op},
 };
 
+tokio::task_local! {
+    /// Round trips made by the current task scope (set by the caller, e.g. one CSI RPC), so
+    /// concurrent calls and background copies are counted apart.
+    pub static ROUND_TRIPS: std::cell::Cell<u64>;
+}
+
+/// Runs `fut` counting the round trips it makes; returns its output and the count.
+pub async fn count_round_trips<T>(fut: impl std::future::Future<Output = T>) -> (T, u64) {
+    ROUND_TRIPS
+        .scope(std::cell::Cell::new(0), async move {
+            let out = fut.await;
+            (out, ROUND_TRIPS.with(std::cell::Cell::get))
+        })
+        .await
+}
+
 /// A way to run typed operations on the RDS.
 #[async_trait::async_trait]
 pub trait Transport: Send + Sync + 'static {
@@ -141,6 +157,7 @@ impl Health {
     pub fn round_trip(&self) {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         self.round_trip_counter.inc();
+        let _ = ROUND_TRIPS.try_with(|c| c.set(c.get() + 1));
     }
 
     pub fn round_trips(&self) -> u64 {
@@ -189,6 +206,19 @@ mod tests {
         }
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(1200));
+    }
+
+    #[tokio::test]
+    async fn round_trips_are_counted_per_scope() {
+        let h = Health::new();
+        let (_, n) = count_round_trips(async {
+            h.round_trip();
+            h.round_trip();
+        })
+        .await;
+        assert_eq!(n, 2);
+        h.round_trip(); // outside any scope: counted globally only
+        assert_eq!(h.round_trips(), 3);
     }
 
     #[test]
