@@ -189,6 +189,9 @@ async fn serve(
     query: BTreeMap<String, String>,
     body: Bytes,
 ) -> Response {
+    if method == Method::POST && uri.path() == "/rest/execute" {
+        return execute_script(&ctx, &body).await;
+    }
     let Some(t) = target(&uri) else {
         return error(StatusCode::NOT_FOUND, Some("no such command or directory"));
     };
@@ -287,6 +290,23 @@ async fn serve(
         Ok(Value::Null) => StatusCode::NO_CONTENT.into_response(),
         Ok(v) => axum::Json(v).into_response(),
         Err(resp) => resp,
+    }
+}
+
+/// `POST /rest/execute {"script": "..."}`: runs the script like one console line. As on
+/// RouterOS, the answer is 200 even when the script fails; its output (or error) is in `ret`.
+async fn execute_script(ctx: &Ctx, body: &Bytes) -> Response {
+    let script = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("script").and_then(Value::as_str).map(str::to_string));
+    let Some(script) = script else {
+        return error(StatusCode::BAD_REQUEST, Some("missing value for script"));
+    };
+    let conn = ctx.emu.next_request_id();
+    match run(ctx, conn, &script).await {
+        Ran::Ok(out) => axum::Json(json!({ "ret": out.trim_end() })).into_response(),
+        Ran::Failed(text) => axum::Json(json!({ "ret": text })).into_response(),
+        Ran::Dropped => dropped(),
     }
 }
 

@@ -386,3 +386,36 @@ mod tests {
         assert!(blocks * 512 < 8 << 20, "destination stayed sparse ({blocks} blocks)");
     }
 }
+
+#[cfg(test)]
+mod chunk_tests {
+    use std::os::unix::fs::FileExt;
+
+    use super::*;
+
+    #[test]
+    fn chunked_copies_of_chunked_copies_keep_data_at_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Store::open(dir.path(), &InitOptions { pool_slot: "p".into(), pool_size: 1 << 40 })
+                .unwrap();
+        let (gib, size) = (1u64 << 30, 8u64 << 30);
+        for f in ["p/a.img", "p/s.img", "p/b.img"] {
+            store.size_file(f, size, false).unwrap();
+        }
+        OpenOptions::new()
+            .write(true)
+            .open(store.host_path("p/a.img"))
+            .unwrap()
+            .write_all_at(b"TAIL", 7 * gib)
+            .unwrap();
+        for (src, dst) in [("p/a.img", "p/s.img"), ("p/s.img", "p/b.img")] {
+            for chunk in 0..8 {
+                store.copy_range(src, chunk * gib, dst, chunk * gib, gib).unwrap();
+            }
+            let mut buf = [0u8; 4];
+            File::open(store.host_path(dst)).unwrap().read_exact_at(&mut buf, 7 * gib).unwrap();
+            assert_eq!(&buf, b"TAIL", "{src} -> {dst}");
+        }
+    }
+}

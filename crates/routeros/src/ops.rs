@@ -556,10 +556,15 @@ pub fn rest_calls(op: &Op) -> Vec<RestCall> {
                 Some(json!({"numbers": slot.as_str(), "comment": comment})),
             )]
         }
-        Op::DeleteDisk { slot, file } => vec![
-            call("POST", "/disk/remove".into(), Some(json!({"numbers": slot.as_str()}))),
-            call("POST", "/file/remove".into(), Some(json!({"numbers": file.as_str()}))),
-        ],
+        // REST cannot join commands; /rest/execute runs the same joined line as SSH, so a
+        // delete stays one request. It answers 200 even on failure: `ret` holds the text.
+        Op::DeleteDisk { .. } => {
+            vec![call(
+                "POST",
+                "/execute".into(),
+                Some(json!({"script": ssh_line(op, ReadFormat::Json)})),
+            )]
+        }
         Op::RemoveFile(file) => {
             vec![call("POST", "/file/remove".into(), Some(json!({"numbers": file.as_str()})))]
         }
@@ -622,6 +627,16 @@ pub fn parse_rest(op: &Op, bodies: &[Value]) -> Result<Answer, RosError> {
             answer_from_rows(op, rows(0)?, None)
         }
         Op::SetFileSize { .. } => answer_from_rows(op, rows(1)?, None),
+        Op::DeleteDisk { .. } => {
+            // Errors come back inside a 200 answer (spec §3.1): read them from the text.
+            let ret =
+                bodies.first().and_then(|b| b.get("ret")).and_then(Value::as_str).unwrap_or("");
+            if crate::error::looks_like_error(ret) {
+                Err(crate::error::classify(ret))
+            } else {
+                Ok(Answer::Done)
+            }
+        }
         Op::System => {
             let identity = match bodies.get(1) {
                 Some(Value::Object(m)) => Some(m.clone()),

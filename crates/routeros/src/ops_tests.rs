@@ -62,7 +62,19 @@ fn delete_is_one_idempotent_line() {
         r#"/disk remove [find slot="pvc-1"]; /file remove [find name="storage-pool/a/pvc-1.img"]"#
     );
     assert_eq!(parse_ssh(&op, "", ReadFormat::Json), Ok(Answer::Done));
-    assert_eq!(rest_calls(&op).len(), 2, "REST delete is two round trips");
+    let calls = rest_calls(&op);
+    assert_eq!(
+        (calls.len(), calls[0].path.as_str()),
+        (1, "/execute"),
+        "REST delete is one request"
+    );
+    let failed = serde_json::json!({"ret": "failure: busy"});
+    assert_eq!(
+        parse_rest(&op, &[failed]).unwrap_err().label(),
+        "unexpected",
+        "errors hide in a 200 answer"
+    );
+    assert_eq!(parse_rest(&op, &[serde_json::json!({"ret": ""})]), Ok(Answer::Done));
 }
 
 #[test]
