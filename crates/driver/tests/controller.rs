@@ -746,3 +746,45 @@ async fn long_copies_never_block_an_rpc() {
         b"TAIL"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn emulator_faults_map_to_codes_without_leaks() {
+    let (rds, _daemon, mut c) = start("ssh").await;
+    let count = |rds: &Rds, slot: &str| {
+        rds.ros(&format!("/disk print count-only where slot=\"{slot}\"")).trim().to_string()
+    };
+
+    // Disk full: RESOURCE_EXHAUSTED, and neither a disk nor a file is left behind.
+    rds.emu.set_faults(Faults { disk_full: true, ..Faults::default() }).unwrap();
+    let full = "pvc-e0000000-0000-4000-8000-000000000001";
+    let (k, m) = code(c.create_volume(create(full, GIB, &[])).await);
+    assert!(k == Code::ResourceExhausted && m.contains("not enough disk space"), "{k:?} {m}");
+    assert_eq!(count(&rds, full), "0");
+    assert!(!rds.file_exists(&format!("storage-pool/metal-csi/{full}.img")));
+
+    // A RouterOS failure the driver does not expect: INTERNAL, with RouterOS's text.
+    rds.emu
+        .set_faults(Faults {
+            fail: vec![rds_emulator::emulator::FailRule {
+                pattern: "^/disk add".into(),
+                nth: 1,
+                error: "failure: device busy".into(),
+            }],
+            ..Faults::default()
+        })
+        .unwrap();
+    let (k, m) = code(c.create_volume(create(full, GIB, &[])).await);
+    assert!(k == Code::Internal && m.contains("failure: device busy"), "{k:?} {m}");
+
+    // A reboot during a create: the client reconnects and the volume is made exactly once.
+    rds.emu.set_faults(Faults::default()).unwrap();
+    rds.emu.reboot(Duration::from_millis(1500));
+    let v = c.create_volume(create(full, GIB, &[])).await.unwrap().into_inner().volume.unwrap();
+    assert_eq!(v.capacity_bytes, GIB);
+    assert_eq!(count(&rds, full), "1");
+
+    // New sessions refused while the live connection keeps working.
+    rds.emu.set_faults(Faults { refuse_sessions: true, ..Faults::default() }).unwrap();
+    let listed = c.list_volumes(ListVolumesRequest::default()).await.unwrap().into_inner();
+    assert!(listed.entries.iter().any(|e| e.volume.as_ref().is_some_and(|v| v.volume_id == full)));
+}
