@@ -286,15 +286,7 @@ async fn rsa_keys_and_login_suffixes() {
     let addr = listener.local_addr().unwrap();
     let host =
         russh::keys::PrivateKey::random(&mut rand::rng(), russh::keys::Algorithm::Ed25519).unwrap();
-    let opts = rds_emulator::ssh::SshOptions {
-        users: vec!["admin".into()],
-        authorized_keys: vec![public],
-        password: None,
-        max_sessions: 20,
-        max_channels: 10,
-        error_exit_status: 0,
-        line_ending: "\r\n".into(),
-    };
+    let opts = rds_emulator::ssh::SshOptions::with_keys(vec![public]);
     let server = tokio::spawn(rds_emulator::ssh::serve(lab.emu.clone(), listener, host, opts));
     let mut o = routeros::ssh::SshOptions::new(
         &addr.to_string(),

@@ -37,6 +37,22 @@ pub struct SshOptions {
     pub line_ending: String,
 }
 
+impl SshOptions {
+    /// User `admin` with `keys`, no password, and the binary's defaults (20 connections, 10
+    /// channels each, exit status 0, CRLF).
+    pub fn with_keys(keys: Vec<PublicKey>) -> SshOptions {
+        SshOptions {
+            users: vec!["admin".into()],
+            authorized_keys: keys,
+            password: None,
+            max_sessions: 20,
+            max_channels: 10,
+            error_exit_status: 0,
+            line_ending: "\r\n".into(),
+        }
+    }
+}
+
 /// Reads an OpenSSH `authorized_keys` file (blank and `#` lines skipped).
 pub fn read_authorized_keys(path: &Path) -> Result<Vec<PublicKey>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;

@@ -31,15 +31,7 @@ pub async fn rds() -> Rds {
     let emu = Emulator::open(data.clone(), &init, Behaviour::default(), None).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
-    let opts = ssh::SshOptions {
-        users: vec!["admin".into()],
-        authorized_keys: vec![client.public_key().clone()],
-        password: None,
-        max_sessions: 20,
-        max_channels: 10,
-        error_exit_status: 0,
-        line_ending: "\r\n".into(),
-    };
+    let opts = ssh::SshOptions::with_keys(vec![client.public_key().clone()]);
     tokio::spawn(ssh::serve(emu.clone(), listener, host, opts));
 
     let password_file = dir.path().join("password");

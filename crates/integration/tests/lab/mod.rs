@@ -123,15 +123,7 @@ fn open(dir: &tempfile::TempDir, behaviour: &Behaviour) -> Emulator {
 }
 
 fn server_options(client: &PrivateKey) -> ServerOptions {
-    ServerOptions {
-        users: vec!["admin".into()],
-        authorized_keys: vec![client.public_key().clone()],
-        password: None,
-        max_sessions: 20,
-        max_channels: 10,
-        error_exit_status: 0,
-        line_ending: "\r\n".into(),
-    }
+    ServerOptions::with_keys(vec![client.public_key().clone()])
 }
 
 /// Retries quickly so fault tests stay short: 50 ms → 400 ms, 10 s in all.
