@@ -37,7 +37,10 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the CSI gRPC services (controller, node or both) on an endpoint.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Run the controller against the embedded RDS emulator and walk a volume through its
+    /// life (create, snapshot, restore, expand, delete), printing every step.
+    Demo,
 }
 
 #[derive(Debug, Args)]
@@ -158,8 +161,8 @@ mod tests {
     fn parse(args: &[&str]) -> Result<ServeConfig, String> {
         let cli = Cli::try_parse_from([&["rds-csi", "serve"], args].concat())
             .map_err(|e| e.to_string())?;
-        let Command::Serve(serve) = cli.command;
-        serve.validate()
+        let Command::Serve(serve) = cli.command else { panic!("serve expected") };
+        (*serve).validate()
     }
 
     #[test]

@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod controller;
 pub mod core;
+pub mod demo;
 pub mod endpoint;
 pub mod error;
 pub mod http;

@@ -10,11 +10,31 @@ use driver::{
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = telemetry::init(cli.log_format, &cli.log_level) {
+    // The demo prints its own walkthrough; its logs stay quiet unless a level is asked for.
+    let explicit_level = std::env::args().any(|a| a.starts_with("--log-level"))
+        || std::env::var_os("RDS_CSI_LOG_LEVEL").is_some();
+    let level = if matches!(cli.command, Command::Demo) && !explicit_level {
+        "warn"
+    } else {
+        cli.log_level.as_str()
+    };
+    if let Err(e) = telemetry::init(cli.log_format, level) {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
-    let Command::Serve(args) = cli.command;
+    let args = match cli.command {
+        Command::Serve(args) => *args,
+        Command::Demo => {
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            return match runtime.block_on(driver::demo::run()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: demo failed: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+    };
     let config = match args.validate() {
         Ok(config) => config,
         Err(e) => {

@@ -353,3 +353,23 @@ fn bad_flags_are_refused_with_the_fix() {
     assert_eq!(code, Some(2));
     assert!(err.contains("Bad_Name") && err.contains("domain-style"), "{err}");
 }
+
+/// The README's quickstart: `rds-csi demo` runs the controller against the embedded emulator.
+#[test]
+fn the_quickstart_demo_walks_a_volume_through_its_life() {
+    let out = Command::new(support::BIN).arg("demo").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    for expected in [
+        "Probe: ready (connected to the RDS)",
+        "CreateVolume pvc-0f8e4b1c-2a3d-4e5f-9a8b-7c6d5e4f3a2b",
+        "ready_to_use=true",
+        "the restored file reads back \"hello from rds-csi\"",
+        "-> 21474836480 bytes, node expansion required: true",
+        "pool free again: 100 GiB",
+        "demo complete",
+    ] {
+        assert!(stdout.contains(expected), "missing {expected:?} in:\n{stdout}");
+    }
+    assert!(stdout.contains("ssh> /disk add type=file"), "RouterOS commands are shown:\n{stdout}");
+}
