@@ -13,7 +13,7 @@ use csi::v1::{
 use rds_emulator::emulator::{DropRule, DropWhen, Faults};
 use support::{
     Daemon,
-    rds::{POOL, Rds, rds},
+    rds::{POOL, Rds, rds, rds_with},
 };
 use tonic::{Code, transport::Channel};
 
@@ -41,7 +41,10 @@ fn create(name: &str, bytes: i64, params: &[(&str, &str)]) -> CreateVolumeReques
 }
 
 async fn start(transport: &str) -> (Rds, Daemon, ControllerClient<Channel>) {
-    let rds = rds().await;
+    start_on(rds().await, transport).await
+}
+
+async fn start_on(rds: Rds, transport: &str) -> (Rds, Daemon, ControllerClient<Channel>) {
     let daemon = Daemon::start_owned(&rds.flags(transport));
     // Ready (connected) and the RouterOS version learnt, so round trips below are the RPCs' own.
     for _ in 0..200 {
@@ -787,4 +790,42 @@ async fn emulator_faults_map_to_codes_without_leaks() {
     rds.emu.set_faults(Faults { refuse_sessions: true, ..Faults::default() }).unwrap();
     let listed = c.list_volumes(ListVolumesRequest::default()).await.unwrap().into_inner();
     assert!(listed.entries.iter().any(|e| e.volume.as_ref().is_some_and(|v| v.volume_id == full)));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn file_copy_snapshots_on_routeros_7_23() {
+    let behaviour =
+        rds_emulator::exec::Behaviour { version: "7.23".parse().unwrap(), ..Default::default() };
+    let (rds, _daemon, mut c) = start_on(rds_with(behaviour).await, "ssh").await;
+    let a = "pvc-f0000000-0000-4000-8000-000000000001";
+    c.create_volume(create(a, 2 * GIB, &[])).await.unwrap();
+    write_at(&rds, &format!("storage-pool/metal-csi/{a}.img"), 1 << 30, b"FILECOPY");
+    let s = c
+        .create_snapshot(snap_req("fc", a, &[("mechanism", "file-copy")]))
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap();
+    assert!(s.ready_to_use);
+    assert_eq!(
+        read_at(&rds, &format!("storage-pool/metal-csi/{}.img", s.snapshot_id), 1 << 30, 8),
+        b"FILECOPY"
+    );
+    assert!(rds.commands().iter().any(|c| c.starts_with("/file/copy")), "{:?}", rds.commands());
+    let snap_disk = rds.ros(&format!(
+        ":put [:serialize to=json [/disk print as-value where slot=\"{}\"]]",
+        s.snapshot_id
+    ));
+    assert!(
+        snap_disk.contains("mechanism=file-copy ready")
+            && snap_disk.contains("\"nvme-tcp-export\":false"),
+        "{snap_disk}"
+    );
+    let b = "pvc-f0000000-0000-4000-8000-000000000002";
+    let src = volume_content_source::Type::Snapshot(volume_content_source::SnapshotSource {
+        snapshot_id: s.snapshot_id,
+    });
+    c.create_volume(from_source(b, GIB, src)).await.unwrap();
+    assert_eq!(read_at(&rds, &format!("storage-pool/metal-csi/{b}.img"), 1 << 30, 8), b"FILECOPY");
 }

@@ -20,6 +20,11 @@ pub struct Rds {
 pub const POOL: u64 = 100 << 30;
 
 pub async fn rds() -> Rds {
+    rds_with(Behaviour::default()).await
+}
+
+/// An emulator with other behaviour (e.g. another RouterOS version).
+pub async fn rds_with(behaviour: Behaviour) -> Rds {
     let dir = tempfile::tempdir().unwrap();
     let client = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).unwrap();
     let key_file = dir.path().join("id_ed25519");
@@ -28,7 +33,7 @@ pub async fn rds() -> Rds {
     let fingerprint = host.public_key().fingerprint(HashAlg::Sha256).to_string();
     let init = InitOptions { pool_slot: "storage-pool".into(), pool_size: POOL };
     let data = dir.path().join("data");
-    let emu = Emulator::open(data.clone(), &init, Behaviour::default(), None).unwrap();
+    let emu = Emulator::open(data.clone(), &init, behaviour, None).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     let opts = ssh::SshOptions::with_keys(vec![client.public_key().clone()]);
