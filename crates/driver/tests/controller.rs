@@ -829,3 +829,21 @@ async fn file_copy_snapshots_on_routeros_7_23() {
     c.create_volume(from_source(b, GIB, src)).await.unwrap();
     assert_eq!(read_at(&rds, &format!("storage-pool/metal-csi/{b}.img"), 1 << 30, 8), b"FILECOPY");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_an_in_flight_rpc_finish() {
+    let (rds, mut daemon, c) = start("ssh").await;
+    // Each RouterOS command now takes 1.5 s: CreateVolume (look + create) is in flight for ~3 s.
+    rds.emu.set_faults(Faults { latency_ms: 1500, ..Faults::default() }).unwrap();
+    let name = "pvc-51651651-0000-4000-8000-000000000001";
+    let mut client = c.clone();
+    let call = tokio::spawn(async move { client.create_volume(create(name, GIB, &[])).await });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    daemon.signal(libc::SIGTERM);
+    let answer = call.await.unwrap();
+    assert!(answer.is_ok(), "the in-flight RPC completed: {answer:?}");
+    let status = daemon.wait_exit(Duration::from_secs(20)).await;
+    assert!(status.success(), "{status}");
+    assert!(!daemon.socket.exists(), "socket removed after the drain");
+    assert_eq!(rds.ros(&format!("/disk print count-only where slot=\"{name}\"")).trim(), "1");
+}
