@@ -18,6 +18,7 @@ pub mod locks;
 pub mod metrics;
 pub mod names;
 pub mod node;
+pub mod nvme_sysfs;
 pub mod rds;
 pub mod readiness;
 pub mod rpc;

@@ -3,6 +3,8 @@
 
 pub mod access;
 pub mod capacity;
+pub mod fabrics;
 pub mod ids;
+pub mod mountinfo;
 pub mod params;
 pub mod snapshots;
