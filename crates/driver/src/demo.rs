@@ -18,7 +18,6 @@ use csi::v1::{
     volume_content_source, *,
 };
 use rds_emulator::{emulator::Emulator, exec::Behaviour, ssh, store::InitOptions};
-use russh::keys::{Algorithm, HashAlg, PrivateKey};
 use tonic::transport::Channel;
 
 use crate::{
@@ -108,21 +107,11 @@ pub async fn run() -> Result<(), String> {
     );
 
     // 1. The emulated RDS: SSH on loopback, a 100 GiB pool of sparse files under a temp dir.
-    let client = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).map_err(err)?;
     let key_file: PathBuf = base.join("id_ed25519");
-    client.write_openssh_file(&key_file, russh::keys::ssh_key::LineEnding::LF).map_err(err)?;
-    let host = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).map_err(err)?;
-    let fingerprint = host.public_key().fingerprint(HashAlg::Sha256).to_string();
     let init = InitOptions { pool_slot: "storage-pool".into(), pool_size: 100 << 30 };
     let emu = Emulator::open(base.join("rds"), &init, Behaviour::default(), None).map_err(err)?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(err)?;
-    let address = listener.local_addr().map_err(err)?.to_string();
-    tokio::spawn(ssh::serve(
-        emu.clone(),
-        listener,
-        host,
-        ssh::SshOptions::with_keys(vec![client.public_key().clone()]),
-    ));
+    let ssh::Loopback { address, fingerprint, .. } =
+        ssh::serve_loopback(emu.clone(), &key_file).await?;
     println!(
         "  RDS emulator: SSH {address}, host key {fingerprint}, data in {}",
         base.join("rds").display()
@@ -131,7 +120,7 @@ pub async fn run() -> Result<(), String> {
     // 2. The real controller, connected to it over SSH with the host key pinned.
     let socket = base.join("csi.sock");
     let mut ssh_opts = routeros::ssh::SshOptions::new(
-        &address,
+        &address.to_string(),
         "admin",
         key_file,
         routeros::ssh::HostKeyPolicy::Fingerprint(fingerprint),

@@ -813,6 +813,10 @@ async fn file_copy_snapshots_on_routeros_7_23() {
         b"FILECOPY"
     );
     assert!(rds.commands().iter().any(|c| c.starts_with("/file/copy")), "{:?}", rds.commands());
+    // The version is read once per process: CreateVolume's NQN rule learnt it, the file-copy
+    // check reuses it.
+    let version_reads = rds.commands().iter().filter(|c| c.contains("/system resource")).count();
+    assert_eq!(version_reads, 1, "{:?}", rds.commands());
     let snap_disk = rds.ros(&format!(
         ":put [:serialize to=json [/disk print as-value where slot=\"{}\"]]",
         s.snapshot_id

@@ -243,8 +243,9 @@ impl Exec<'_> {
         Ok(RValue::Text(json.to_string()))
     }
 
-    /// Rows of `/disk` with their table positions, optionally filtered.
-    pub fn disk_rows(&mut self, filter: Option<&Expr>) -> Result<Vec<Row>, ExecError> {
+    /// Rows of `/disk` (table position, flags, display properties) with their
+    /// `as-value` properties, optionally filtered; usage is computed once per disk.
+    fn disk_rows(&mut self, filter: Option<&Expr>) -> Result<Vec<(Row, PropList)>, ExecError> {
         let mut rows = Vec::new();
         let disks = self.store.disks().to_vec();
         for (index, disk) in disks.iter().enumerate() {
@@ -255,7 +256,7 @@ impl Exec<'_> {
             {
                 continue;
             }
-            rows.push(Row {
+            let row = Row {
                 index,
                 flags: disk.flags(),
                 comment: disk.comment.clone(),
@@ -264,7 +265,8 @@ impl Exec<'_> {
                     .into_iter()
                     .map(|(k, v)| (k.into(), v))
                     .collect(),
-            });
+            };
+            rows.push((row, values));
         }
         Ok(rows)
     }
@@ -273,19 +275,13 @@ impl Exec<'_> {
         let args = split_args(stmt);
         let disks = self.store.disks().to_vec();
         let rows = self.disk_rows(args.filter)?;
-        Ok(RValue::Ids(rows.iter().map(|r| disks[r.index].dot_id()).collect()))
+        Ok(RValue::Ids(rows.iter().map(|(r, _)| disks[r.index].dot_id()).collect()))
     }
 
     fn print_disks(&mut self, stmt: &Statement) -> Result<RValue, ExecError> {
         let args = split_args(stmt);
-        let rows = self.disk_rows(args.filter)?;
-        let disks = self.store.disks().to_vec();
-        let values = |r: &Row| {
-            let d = &disks[r.index];
-            d.value_properties(self.b.version, self.store.usage_of(d))
-        };
-        let as_value: Vec<_> = rows.iter().map(values).collect();
-        self.print(&args, rows, as_value, &["slot", "model", "size", "free", "fs"])
+        let (rows, values) = self.disk_rows(args.filter)?.into_iter().unzip();
+        self.print(&args, rows, values, &["slot", "model", "size", "free", "fs"])
     }
 
     /// Shared tail of every table `print`: word options, proplist, and the output form.
@@ -293,7 +289,7 @@ impl Exec<'_> {
         &mut self,
         args: &Args,
         mut rows: Vec<Row>,
-        mut as_value: Vec<Vec<(String, PropValue)>>,
+        mut as_value: Vec<PropList>,
         columns: &[&str],
     ) -> Result<RValue, ExecError> {
         let mut words = Vec::new();
@@ -530,7 +526,9 @@ impl Exec<'_> {
 }
 
 /// A `/file` entry: its print row, its as-value properties, and its name.
-type FileRow = (Row, Vec<(String, PropValue)>, String);
+/// `as-value` properties of one row, in print order.
+type PropList = Vec<(String, PropValue)>;
+type FileRow = (Row, PropList, String);
 
 /// Named arguments outside `allowed` are `expected end of command` at their position.
 pub(crate) fn reject_unknown(args: &Args, allowed: &[&str]) -> Result<(), ExecError> {

@@ -85,6 +85,38 @@ pub fn fingerprint(key: &PrivateKey) -> String {
     key.public_key().fingerprint(HashAlg::Sha256).to_string()
 }
 
+/// An SSH service on a loopback port with freshly generated keys, as the quickstart
+/// (`rds-csi demo`) and the black-box test harnesses start it.
+pub struct Loopback {
+    pub address: std::net::SocketAddr,
+    /// The host key's fingerprint, for `HostKeyPolicy::Fingerprint`.
+    pub fingerprint: String,
+    /// Kept so that a harness can serve again after a restart with the same identity.
+    pub host_key: PrivateKey,
+    pub client_key: PublicKey,
+    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Generates an ed25519 client key (private half written to `client_key_file`, authorized as
+/// `admin`) and host key, and serves `emu` on `127.0.0.1:0`.
+pub async fn serve_loopback(emu: Emulator, client_key_file: &Path) -> Result<Loopback, String> {
+    let ed25519 = || {
+        PrivateKey::random(&mut rand::rng(), russh::keys::Algorithm::Ed25519)
+            .map_err(|e| format!("cannot generate a key: {e}"))
+    };
+    let client = ed25519()?;
+    client
+        .write_openssh_file(client_key_file, russh::keys::ssh_key::LineEnding::LF)
+        .map_err(|e| format!("{}: {e}", client_key_file.display()))?;
+    let host_key = ed25519()?;
+    let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("bind: {e}"))?;
+    let address = listener.local_addr().map_err(|e| format!("bind: {e}"))?;
+    let client_key = client.public_key().clone();
+    let opts = SshOptions::with_keys(vec![client_key.clone()]);
+    let task = tokio::spawn(serve(emu, listener, host_key.clone(), opts));
+    Ok(Loopback { address, fingerprint: fingerprint(&host_key), host_key, client_key, task })
+}
+
 /// Serves SSH on `listener` until the task is dropped.
 pub async fn serve(
     emu: Emulator,

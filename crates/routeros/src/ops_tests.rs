@@ -3,7 +3,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::{
     grammar::RdsGrammar,
-    syntax::{Arg, Statement, parse_line},
+    syntax::{Statement, parse_line, tests::named},
 };
 
 fn new_disk(comment: &str) -> NewDisk {
@@ -22,16 +22,6 @@ fn new_disk(comment: &str) -> NewDisk {
 
 fn parse(line: &str) -> Vec<Statement> {
     parse_line(line, &RdsGrammar { file_copy: true }).unwrap()
-}
-
-fn named(stmt: &Statement) -> Vec<(String, String)> {
-    stmt.args
-        .iter()
-        .filter_map(|a| match a {
-            Arg::Named { name, value, .. } => Some((name.clone(), value.as_text()?.to_string())),
-            _ => None,
-        })
-        .collect()
 }
 
 #[test]

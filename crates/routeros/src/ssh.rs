@@ -254,15 +254,22 @@ impl SshTransport {
         self.inner.health.down(reason);
     }
 
-    /// Runs one command line on its own channel; returns stdout (+ stderr).
-    pub async fn run(&self, line: &str) -> Result<String, RosError> {
-        let _permit = self
+    /// A channel permit (at most `max_sessions` at once) and the live connection.
+    async fn channel_slot(
+        &self,
+    ) -> Result<(tokio::sync::SemaphorePermit<'_>, Arc<Handle<Verifier>>), RosError> {
+        let permit = self
             .inner
             .sessions
             .acquire()
             .await
             .map_err(|_| RosError::Unavailable("transport closed".into()))?;
-        let handle = self.handle().await?;
+        Ok((permit, self.handle().await?))
+    }
+
+    /// Runs one command line on its own channel; returns stdout (+ stderr).
+    pub async fn run(&self, line: &str) -> Result<String, RosError> {
+        let (_permit, handle) = self.channel_slot().await?;
         self.inner.health.round_trip();
         let timeout = self.inner.opts.command_timeout;
         match tokio::time::timeout(timeout, exec(&handle, line)).await {
@@ -277,13 +284,7 @@ impl SshTransport {
 
     /// Liveness: opening (and closing) a channel proves the server answers.
     pub async fn probe(&self) -> Result<(), RosError> {
-        let _permit = self
-            .inner
-            .sessions
-            .acquire()
-            .await
-            .map_err(|_| RosError::Unavailable("transport closed".into()))?;
-        let handle = self.handle().await?;
+        let (_permit, handle) = self.channel_slot().await?;
         let open =
             tokio::time::timeout(self.inner.opts.command_timeout, handle.channel_open_session())
                 .await;

@@ -514,4 +514,4 @@ impl fmt::Display for Pos {
 
 #[cfg(test)]
 #[path = "syntax_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -13,7 +13,8 @@ fn text(s: &str, quoted: bool) -> Value {
     Value::Text { text: s.to_string(), quoted }
 }
 
-fn named(stmt: &Statement) -> Vec<(String, String)> {
+/// `name=value` arguments with text values, in order (shared with `ops_tests`).
+pub(crate) fn named(stmt: &Statement) -> Vec<(String, String)> {
     stmt.args
         .iter()
         .filter_map(|a| match a {

@@ -4,7 +4,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -99,6 +99,8 @@ impl Backoff {
 pub struct Health {
     state: watch::Sender<ConnState>,
     round_trips: AtomicU64,
+    /// Set by the first `up()`; later `up()`s after a `down()` are reconnects.
+    ever_connected: AtomicBool,
     down_since: std::sync::Mutex<Option<Instant>>,
     connected_gauge: Gauge,
     reconnects: Counter,
@@ -111,6 +113,7 @@ impl Health {
         Arc::new(Health {
             state: watch::Sender::new(ConnState::Disconnected("not connected yet".into())),
             round_trips: AtomicU64::new(0),
+            ever_connected: AtomicBool::new(false),
             down_since: std::sync::Mutex::new(Some(Instant::now())),
             connected_gauge: Gauge::default(),
             reconnects: Counter::default(),
@@ -167,8 +170,7 @@ impl Health {
     pub fn up(&self) {
         let mut down = self.down_since.lock().expect("health lock");
         if let Some(since) = down.take() {
-            let first = self.reconnect_first_connect();
-            if !first {
+            if self.ever_connected.swap(true, Ordering::Relaxed) {
                 self.reconnects.inc();
                 self.reconnect_seconds.observe(since.elapsed().as_secs_f64());
             }
@@ -176,10 +178,6 @@ impl Health {
         }
         self.connected_gauge.set(1);
         self.state.send_replace(ConnState::Connected);
-    }
-
-    fn reconnect_first_connect(&self) -> bool {
-        matches!(&*self.state.borrow(), ConnState::Disconnected(r) if r == "not connected yet")
     }
 
     pub fn down(&self, reason: &str) {
@@ -226,6 +224,7 @@ mod tests {
         let h = Health::new();
         let mut reg = Registry::with_prefix("rds_csi");
         h.register(&mut reg);
+        h.down("connection refused"); // failed first attempts are not reconnects
         h.up();
         h.down("eof");
         h.up();

@@ -217,7 +217,7 @@ impl Backend {
                 self.ensure_copy(source.clone(), snap.clone(), disk.size, record.clone()).await
             }
             Mechanism::FileCopy => {
-                let version = self.rds.system().await.map_err(ServiceError::rds(&context))?;
+                let version = self.system().await?;
                 if version.version_number().is_none_or(|v| v < (7, 23)) {
                     return Err(invalid(format!(
                         "mechanism file-copy needs RouterOS 7.23 or newer; this RDS runs {}: use mechanism disk-copy",

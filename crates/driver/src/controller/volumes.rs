@@ -12,7 +12,7 @@ use csi::v1::{
 };
 use routeros::{
     client::Rds,
-    ops::{Disk, NewDisk},
+    ops::{Disk, NewDisk, SystemInfo},
     types::{FilePath, Slot},
 };
 use tokio::sync::OnceCell;
@@ -48,8 +48,8 @@ pub struct Backend {
     pub rds_host: String,
     pub topology: HashMap<String, String>,
     pub locks: Locks,
-    /// Whether the RDS takes `nvme-tcp-server-nqn` (RouterOS 7.21+); learnt once.
-    server_nqn: OnceCell<bool>,
+    /// The RDS's RouterOS version, read once on first need (feature checks).
+    system: OnceCell<SystemInfo>,
     /// Background copies (snapshots, restores, clones) running in this process.
     pub copies: super::snapshots::Copies,
 }
@@ -71,24 +71,24 @@ impl Backend {
             rds_host,
             topology,
             locks: Locks::default(),
-            server_nqn: OnceCell::new(),
+            system: OnceCell::new(),
             copies: Default::default(),
         }
     }
 
-    /// RouterOS 7.21+ takes `nvme-tcp-server-nqn`; before, the NQN is the slot name.
-    pub async fn server_nqn_supported(&self) -> Result<bool, ServiceError> {
-        self.server_nqn
+    /// The RDS's `/system resource` answer, read once per process; feature checks
+    /// derive from it so that no RPC pays a round trip for the version twice.
+    pub async fn system(&self) -> Result<&SystemInfo, ServiceError> {
+        self.system
             .get_or_try_init(|| async {
-                let sys = self
-                    .rds
-                    .system()
-                    .await
-                    .map_err(ServiceError::rds("reading the RouterOS version"))?;
-                Ok(sys.version_number().is_some_and(|v| v >= (7, 21)))
+                self.rds.system().await.map_err(ServiceError::rds("reading the RouterOS version"))
             })
             .await
-            .copied()
+    }
+
+    /// RouterOS 7.21+ takes `nvme-tcp-server-nqn`; before, the NQN is the slot name.
+    pub async fn server_nqn_supported(&self) -> Result<bool, ServiceError> {
+        Ok(self.system().await?.version_number().is_some_and(|v| v >= (7, 21)))
     }
 
     fn is_managed(&self, file: &FilePath) -> bool {

@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 
 use rds_emulator::{emulator::Emulator, exec::Behaviour, rest, ssh, store::InitOptions, tls};
-use russh::keys::{Algorithm, HashAlg, PrivateKey};
 
 pub struct Rds {
     pub emu: Emulator,
@@ -26,18 +25,12 @@ pub async fn rds() -> Rds {
 /// An emulator with other behaviour (e.g. another RouterOS version).
 pub async fn rds_with(behaviour: Behaviour) -> Rds {
     let dir = tempfile::tempdir().unwrap();
-    let client = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).unwrap();
     let key_file = dir.path().join("id_ed25519");
-    client.write_openssh_file(&key_file, russh::keys::ssh_key::LineEnding::LF).unwrap();
-    let host = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).unwrap();
-    let fingerprint = host.public_key().fingerprint(HashAlg::Sha256).to_string();
     let init = InitOptions { pool_slot: "storage-pool".into(), pool_size: POOL };
     let data = dir.path().join("data");
     let emu = Emulator::open(data.clone(), &init, behaviour, None).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    let opts = ssh::SshOptions::with_keys(vec![client.public_key().clone()]);
-    tokio::spawn(ssh::serve(emu.clone(), listener, host, opts));
+    let ssh = ssh::serve_loopback(emu.clone(), &key_file).await.unwrap();
+    let (address, fingerprint) = (ssh.address.to_string(), ssh.fingerprint);
 
     let password_file = dir.path().join("password");
     std::fs::write(&password_file, "s3cret\n").unwrap();

@@ -15,7 +15,7 @@ use routeros::{
     ssh::{HostKeyPolicy, SshOptions, SshTransport},
     types::{FilePath, Nqn, Slot},
 };
-use russh::keys::{Algorithm, HashAlg, PrivateKey};
+use russh::keys::{PrivateKey, PublicKey};
 use tokio::{net::TcpListener, task::JoinHandle};
 
 pub struct Lab {
@@ -25,6 +25,7 @@ pub struct Lab {
     pub fingerprint: String,
     pub known_hosts_line: String,
     pub client_key: PathBuf,
+    client_public: PublicKey,
     server: JoinHandle<std::io::Result<()>>,
     host_key: PrivateKey,
     behaviour: Behaviour,
@@ -37,21 +38,11 @@ impl Lab {
 
     pub async fn start_with(behaviour: Behaviour) -> Lab {
         let dir = tempfile::tempdir().unwrap();
-        let client = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).unwrap();
         let client_key = dir.path().join("id_ed25519");
-        client.write_openssh_file(&client_key, russh::keys::ssh_key::LineEnding::LF).unwrap();
-        let host_key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).unwrap();
-        let fingerprint = host_key.public_key().fingerprint(HashAlg::Sha256).to_string();
-        let known_hosts_line = format!("127.0.0.1 {}", host_key.public_key().to_openssh().unwrap());
         let emu = open(&dir, &behaviour);
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let ssh = listener.local_addr().unwrap();
-        let server = tokio::spawn(ssh::serve(
-            emu.clone(),
-            listener,
-            host_key.clone(),
-            server_options(&client),
-        ));
+        let ssh::Loopback { address: ssh, fingerprint, host_key, client_key: public, task } =
+            ssh::serve_loopback(emu.clone(), &client_key).await.unwrap();
+        let known_hosts_line = format!("127.0.0.1 {}", host_key.public_key().to_openssh().unwrap());
         Lab {
             dir,
             emu,
@@ -59,7 +50,8 @@ impl Lab {
             fingerprint,
             known_hosts_line,
             client_key,
-            server,
+            client_public: public,
+            server: task,
             host_key,
             behaviour,
         }
@@ -73,13 +65,9 @@ impl Lab {
         let _ = (&mut self.server).await;
         self.emu = open(&self.dir, &self.behaviour);
         let listener = TcpListener::bind(self.ssh).await.unwrap();
-        let client = russh::keys::load_secret_key(&self.client_key, None).unwrap();
-        self.server = tokio::spawn(ssh::serve(
-            self.emu.clone(),
-            listener,
-            self.host_key.clone(),
-            server_options(&client),
-        ));
+        let opts = ServerOptions::with_keys(vec![self.client_public.clone()]);
+        self.server =
+            tokio::spawn(ssh::serve(self.emu.clone(), listener, self.host_key.clone(), opts));
     }
 
     pub fn ssh_options(&self) -> SshOptions {
@@ -120,10 +108,6 @@ impl Lab {
 fn open(dir: &tempfile::TempDir, behaviour: &Behaviour) -> Emulator {
     let init = InitOptions { pool_slot: "storage-pool".into(), pool_size: 100 << 30 };
     Emulator::open(dir.path().join("rds"), &init, behaviour.clone(), None).unwrap()
-}
-
-fn server_options(client: &PrivateKey) -> ServerOptions {
-    ServerOptions::with_keys(vec![client.public_key().clone()])
 }
 
 /// Retries quickly so fault tests stay short: 50 ms → 400 ms, 10 s in all.
