@@ -2,7 +2,7 @@
 //! environment variable (shown in `--help`). Secrets are never flags: later issues read them
 //! from files named by flags.
 
-use std::{collections::HashMap, net::SocketAddr, time::Duration};
+use std::{collections::HashMap, net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -10,6 +10,7 @@ use crate::{
     controller::config::{ControllerArgs, ControllerConfig},
     endpoint::{Endpoint, parse_metrics_address},
     names::{topology_zone_key, validate_driver_name},
+    node::config::{NodeArgs, NodeConfig},
     rds::{RdsArgs, RdsConfig},
 };
 
@@ -38,8 +39,9 @@ pub enum LogFormat {
 pub enum Command {
     /// Serve the CSI gRPC services (controller, node or both) on an endpoint.
     Serve(Box<ServeArgs>),
-    /// Run the controller against the embedded RDS emulator and walk a volume through its
-    /// life (create, snapshot, restore, expand, delete), printing every step.
+    /// Run the controller and node against the embedded RDS emulator and walk a volume through
+    /// its life (create, stage, publish, write, expand, snapshot, restore, unstage, delete),
+    /// printing every step. Without root: the controller steps only.
     Demo,
 }
 
@@ -87,6 +89,14 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub controller_settings: ControllerArgs,
+
+    #[command(flatten)]
+    pub node_settings: NodeArgs,
+
+    /// Run an RDS emulator inside this process, with its state in DIR, instead of a real RDS
+    /// (development and conformance runs; pair with --data-plane loop). Replaces the --rds-* flags.
+    #[arg(long, env = "RDS_CSI_EMULATED_RDS", value_name = "DIR")]
+    pub emulated_rds: Option<PathBuf>,
 }
 
 /// Which services this process runs.
@@ -110,6 +120,10 @@ pub struct ServeConfig {
     pub rds: Option<RdsConfig>,
     pub controller: ControllerConfig,
     pub rds_probe_interval: Duration,
+    /// The node's settings when the Node service runs.
+    pub node: Option<NodeConfig>,
+    /// `--emulated-rds DIR`.
+    pub emulated_rds: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -139,6 +153,16 @@ impl ServeArgs {
                     .into(),
             );
         }
+        if rds.is_some() && self.emulated_rds.is_some() {
+            return Err("--emulated-rds replaces the --rds-* flags: use one or the other".into());
+        }
+        let node = match node_id {
+            Some(_) => Some(
+                self.node_settings
+                    .validate(self.emulated_rds.as_deref().map(crate::emulated::files_dir))?,
+            ),
+            None => None,
+        };
         let topology = HashMap::from([(topology_zone_key(&self.driver_name), self.topology_zone)]);
         Ok(ServeConfig {
             endpoint: self.endpoint,
@@ -150,6 +174,8 @@ impl ServeArgs {
             rds,
             controller: self.controller_settings.validate()?,
             rds_probe_interval: Duration::from_secs(self.rds.rds_probe_interval_seconds.max(1)),
+            node,
+            emulated_rds: self.emulated_rds,
         })
     }
 }
@@ -217,6 +243,54 @@ mod tests {
         assert!(err.contains("add --controller"), "{err}");
         let err = parse(&["--controller", "--rds-transport", "rest"]).unwrap_err();
         assert!(err.contains("--rds-rest-url"), "{err}");
+        let err = parse(
+            &[
+                &[
+                    "--controller",
+                    "--emulated-rds",
+                    "/tmp/r",
+                    "--rds-address",
+                    "x",
+                    "--rds-host-key",
+                    "SHA256:a",
+                ][..],
+                &key,
+            ]
+            .concat(),
+        )
+        .unwrap_err();
+        assert!(err.contains("one or the other"), "{err}");
+    }
+
+    #[test]
+    fn node_flags() {
+        let cfg = parse(&["--node", "--node-id", "n"]).unwrap();
+        let node = cfg.node.unwrap();
+        assert_eq!(node.managed_nqn_prefix, "nqn.2000-02.com.mikrotik:pvc-");
+        assert_eq!(node.data_plane, crate::node::config::DataPlaneKind::NvmeTcp);
+        let err = parse(&["--node", "--node-id", "n", "--data-plane", "loop"]).unwrap_err();
+        assert!(err.contains("--loop-root"), "{err}");
+        let cfg = parse(&[
+            "--node",
+            "--node-id",
+            "n",
+            "--data-plane",
+            "loop",
+            "--emulated-rds",
+            "/tmp/r",
+        ])
+        .unwrap();
+        assert_eq!(cfg.node.unwrap().loop_root.unwrap(), std::path::Path::new("/tmp/r/fs"));
+        let err = parse(&[
+            "--node",
+            "--node-id",
+            "n",
+            "--managed-nqn-prefix",
+            "nqn.2000-02.com.mikrotik:",
+        ])
+        .unwrap_err();
+        assert!(err.contains("vendor"), "{err}");
+        assert!(parse(&["--controller"]).unwrap().node.is_none());
     }
 
     #[test]

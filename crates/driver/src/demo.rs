@@ -1,46 +1,59 @@
 //! `rds-csi demo`: the driver's main job against the embedded RDS emulator, in one command.
 //!
-//! Starts the emulator (real SSH on loopback, real files in a temporary directory), starts the
-//! real controller against it over SSH, and walks a volume through its life over CSI gRPC on a
-//! unix socket: create, write data, snapshot, restore, expand, capacity, list, delete. Every
-//! step prints what happened and the RouterOS commands it cost. The node half (NVMe/TCP
-//! attach, mount) joins when the node service lands.
+//! Starts the emulator in a temporary directory (real SSH on loopback, real files), serves the
+//! real controller and node in this process on a unix socket, and drives a volume through its
+//! life over CSI gRPC: create → stage → publish → write and read back a file → expand →
+//! snapshot → restore into a new volume and read the file there → unpublish → unstage →
+//! delete. Each step is printed with its time and the RouterOS commands it cost.
+//!
+//! The data plane is NVMe/TCP when this kernel can both export (nvmet) and import it (in the
+//! project's NVMe VM), else a loop device. Without root there is no mount or loop device: the
+//! demo says so and runs the controller steps only.
 
 use std::{
     collections::HashMap,
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use csi::v1::{
-    controller_client::ControllerClient, identity_client::IdentityClient, volume_capability,
-    volume_content_source, *,
+    controller_client::ControllerClient, identity_client::IdentityClient, node_client::NodeClient,
+    volume_capability, volume_content_source, *,
 };
-use rds_emulator::{emulator::Emulator, exec::Behaviour, ssh, store::InitOptions};
+use rds_emulator::emulator::Emulator;
 use tonic::transport::Channel;
 
 use crate::{
     cli::{Roles, ServeConfig},
     controller::config::ControllerArgs,
+    emulated,
     endpoint::Endpoint,
-    rds::RdsConfig,
+    node::config::{DataPlaneKind, NodeConfig},
 };
 
 const GIB: i64 = 1 << 30;
+const FS: &str = "xfs";
 
 fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
-struct Step<'a> {
+/// Prints steps with their duration and the RouterOS commands they sent.
+struct Steps<'a> {
     emu: &'a Emulator,
     seen: usize,
+    started: Instant,
 }
 
-impl Step<'_> {
-    /// Prints the RouterOS commands sent since the last step.
-    fn commands(&mut self) {
+impl Steps<'_> {
+    fn begin(&mut self, what: &str) {
+        println!("\n  {what}");
+        self.started = Instant::now();
+    }
+
+    fn done(&mut self, result: &str) {
+        println!("    -> {result}  [{} ms]", self.started.elapsed().as_millis());
         let log = self.emu.command_log();
         for entry in &log[self.seen..] {
             let mut line = entry.command.clone();
@@ -48,7 +61,7 @@ impl Step<'_> {
                 line.truncate(107);
                 line.push_str("...");
             }
-            println!("      ssh> {line}");
+            println!("       ssh> {line}");
         }
         self.seen = log.len();
     }
@@ -56,9 +69,10 @@ impl Step<'_> {
 
 fn capability() -> VolumeCapability {
     VolumeCapability {
-        access_type: Some(volume_capability::AccessType::Mount(
-            volume_capability::MountVolume::default(),
-        )),
+        access_type: Some(volume_capability::AccessType::Mount(volume_capability::MountVolume {
+            fs_type: FS.into(),
+            ..Default::default()
+        })),
         access_mode: Some(volume_capability::AccessMode {
             mode: volume_capability::access_mode::Mode::SingleNodeWriter as i32,
         }),
@@ -74,7 +88,7 @@ fn create(
         name: name.into(),
         capacity_range: Some(CapacityRange { required_bytes: bytes, limit_bytes: 0 }),
         volume_capabilities: vec![capability()],
-        parameters: HashMap::from([("csi.storage.k8s.io/fstype".into(), "ext4".into())]),
+        parameters: HashMap::from([("csi.storage.k8s.io/fstype".into(), FS.into())]),
         volume_content_source: source.map(|t| VolumeContentSource { r#type: Some(t) }),
         ..Default::default()
     }
@@ -97,35 +111,47 @@ async fn channel(socket: &Path) -> Result<Channel, String> {
         .map_err(err)
 }
 
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
 /// Runs the demo; returns an error message on failure.
 pub async fn run() -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(err)?;
     let base = dir.path();
     println!(
-        "rds-csi {} demo: the controller against the embedded RDS emulator\n",
+        "rds-csi {} demo: controller and node against the embedded RDS emulator",
         crate::version::VERSION
     );
 
-    // 1. The emulated RDS: SSH on loopback, a 100 GiB pool of sparse files under a temp dir.
-    let key_file: PathBuf = base.join("id_ed25519");
-    let init = InitOptions { pool_slot: "storage-pool".into(), pool_size: 100 << 30 };
-    let emu = Emulator::open(base.join("rds"), &init, Behaviour::default(), None).map_err(err)?;
-    let ssh::Loopback { address, fingerprint, .. } =
-        ssh::serve_loopback(emu.clone(), &key_file).await?;
-    println!(
-        "  RDS emulator: SSH {address}, host key {fingerprint}, data in {}",
-        base.join("rds").display()
-    );
+    let plane = match (is_root(), emulated::nvme_tcp_available()) {
+        (false, _) => {
+            println!(
+                "\n  NOTE: not running as root, so this demo cannot attach (loop device or NVMe/TCP)\n  \
+                 or mount anything: it runs the controller steps only. Run it as root for the\n  \
+                 whole lifecycle."
+            );
+            None
+        }
+        (true, true) => Some(DataPlaneKind::NvmeTcp),
+        (true, false) => Some(DataPlaneKind::Loop),
+    };
+    let nvmet =
+        (plane == Some(DataPlaneKind::NvmeTcp)).then(|| "127.0.0.1:4420".parse().expect("address"));
+    let rds = emulated::start(&base.join("rds"), nvmet).await?;
+    println!("  RDS emulator: SSH {}, data in {}", rds.ssh_address, base.join("rds").display());
+    match plane {
+        Some(DataPlaneKind::NvmeTcp) => {
+            println!("  data plane: NVMe/TCP (kernel target on 127.0.0.1:4420, native connect)")
+        }
+        Some(DataPlaneKind::Loop) => {
+            println!("  data plane: loop devices on the RDS files (no NVMe/TCP in this kernel)")
+        }
+        None => {}
+    }
 
-    // 2. The real controller, connected to it over SSH with the host key pinned.
     let socket = base.join("csi.sock");
-    let mut ssh_opts = routeros::ssh::SshOptions::new(
-        &address.to_string(),
-        "admin",
-        key_file,
-        routeros::ssh::HostKeyPolicy::Fingerprint(fingerprint),
-    );
-    ssh_opts.probe_interval = Duration::from_secs(1);
     let controller_args = ControllerArgs {
         volume_path: "/storage-pool/metal-csi".into(),
         allowed_base_paths: Vec::new(),
@@ -135,16 +161,32 @@ pub async fn run() -> Result<(), String> {
         min_volume_size: 1 << 30,
         max_volume_size: 16 << 40,
     };
+    let node = plane.map(|kind| NodeConfig {
+        data_plane: kind,
+        loop_root: Some(rds.files.clone()),
+        managed_nqn_prefix: "nqn.2000-02.com.mikrotik:pvc-".into(),
+        host_nqn_file: base.join("hostnqn"),
+        max_volumes_per_node: 0,
+        allow_exec: false,
+        device_wait: Duration::from_secs(30),
+        command_timeout: Duration::from_secs(120),
+        blank_check_attempts: 5,
+        blank_check_delay: Duration::from_millis(500),
+        sysfs: "/sys".into(),
+        procfs: "/proc".into(),
+    });
     let config = ServeConfig {
         endpoint: Endpoint::Unix(socket.clone()),
-        roles: Roles { controller: true, node_id: None },
+        roles: Roles { controller: true, node_id: node.as_ref().map(|_| "demo-node".to_string()) },
         driver_name: "rds.csi.srvlab.io".into(),
         topology: HashMap::from([("topology.rds.csi.srvlab.io/zone".into(), "default".into())]),
         metrics_address: None,
         shutdown_timeout: Duration::from_secs(5),
-        rds: Some(RdsConfig::Ssh(ssh_opts)),
+        rds: Some(rds.rds.clone()),
         controller: controller_args.validate()?,
         rds_probe_interval: Duration::from_secs(1),
+        node,
+        emulated_rds: None,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(crate::server::run(config, async {
@@ -158,137 +200,326 @@ pub async fn run() -> Result<(), String> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut identity = identity.ok_or("the controller did not start")?;
+    let mut identity = identity.ok_or("the driver did not start")?;
     let info = identity.get_plugin_info(GetPluginInfoRequest {}).await.map_err(err)?.into_inner();
-    println!("  controller: {} {} on {}", info.name, info.vendor_version, socket.display());
     for _ in 0..100 {
         if identity.probe(ProbeRequest {}).await.map_err(err)?.into_inner().ready == Some(true) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    println!("  Probe: ready (connected to the RDS)\n");
+    println!(
+        "  driver: {} {} on {} (Probe: ready)",
+        info.name,
+        info.vendor_version,
+        socket.display()
+    );
 
-    let mut c = ControllerClient::new(channel(&socket).await?);
-    let mut step = Step { emu: &emu, seen: emu.command_log().len() };
-    let result = walk(&mut c, &mut step, &emu).await;
-
+    let ch = channel(&socket).await?;
+    let mut steps =
+        Steps { emu: &rds.emu, seen: rds.emu.command_log().len(), started: Instant::now() };
+    let mut walk = Walk {
+        c: ControllerClient::new(ch.clone()),
+        n: NodeClient::new(ch),
+        base: base.to_path_buf(),
+        steps: &mut steps,
+        files: rds.files.clone(),
+    };
+    let result = if plane.is_some() { walk.full().await } else { walk.controller_only().await };
+    if result.is_err() && plane.is_some() {
+        walk.cleanup().await;
+    }
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
     result?;
-    println!("\ndemo complete: every step above ran against the emulator over real SSH.");
     println!(
-        "Next: the node service (NVMe/TCP attach, format, mount) joins this demo in a later release."
+        "\ndemo complete: every step above ran through the real CSI gRPC API against the emulator."
     );
     Ok(())
 }
 
-async fn walk(
-    c: &mut ControllerClient<Channel>,
-    step: &mut Step<'_>,
-    emu: &Emulator,
-) -> Result<(), String> {
-    let name = "pvc-0f8e4b1c-2a3d-4e5f-9a8b-7c6d5e4f3a2b";
-    println!("  CreateVolume {name} (10 GiB, filesystem, ReadWriteOnce)");
-    let v = c
-        .create_volume(create(name, 10 * GIB, None))
-        .await
-        .map_err(err)?
-        .into_inner()
-        .volume
-        .ok_or("no volume")?;
-    println!(
-        "    -> {} bytes, NQN {}, file {}",
-        v.capacity_bytes, v.volume_context["nqn"], v.volume_context["volumePath"]
-    );
-    step.commands();
-    let file = v.volume_context["volumePath"].trim_start_matches('/').to_string();
+struct Walk<'a, 'e> {
+    c: ControllerClient<Channel>,
+    n: NodeClient<Channel>,
+    base: PathBuf,
+    steps: &'a mut Steps<'e>,
+    files: PathBuf,
+}
 
-    let data = b"hello from rds-csi";
-    emu.with_store(|s| -> std::io::Result<()> {
-        std::fs::OpenOptions::new().write(true).open(s.host_path(&file))?.write_all_at(data, 4096)
-    })
-    .map_err(err)?;
-    println!(
-        "\n  (writing {:?} into the volume's backing file, as a node would over NVMe/TCP)",
-        String::from_utf8_lossy(data)
-    );
+const SOURCE: &str = "pvc-0f8e4b1c-2a3d-4e5f-9a8b-7c6d5e4f3a2b";
+const RESTORED: &str = "pvc-9b2f0c4e-1d2a-4b3c-8d4e-5f6a7b8c9d0e";
+const DATA: &str = "hello from rds-csi: written in a pod, read back after a snapshot restore\n";
 
-    println!("\n  CreateSnapshot nightly of {name}");
-    let snap = CreateSnapshotRequest {
-        name: "nightly".into(),
-        source_volume_id: name.into(),
-        ..Default::default()
-    };
-    let s =
-        c.create_snapshot(snap).await.map_err(err)?.into_inner().snapshot.ok_or("no snapshot")?;
-    println!("    -> {} ready_to_use={}", s.snapshot_id, s.ready_to_use);
-    step.commands();
-
-    let restored = "pvc-9b2f0c4e-1d2a-4b3c-8d4e-5f6a7b8c9d0e";
-    println!("\n  CreateVolume {restored} from snapshot {}", s.snapshot_id);
-    let source = volume_content_source::Type::Snapshot(volume_content_source::SnapshotSource {
-        snapshot_id: s.snapshot_id.clone(),
-    });
-    let r = loop {
-        match c.create_volume(create(restored, GIB, Some(source.clone()))).await {
-            Ok(r) => break r.into_inner().volume.ok_or("no volume")?,
-            Err(status) if status.code() == tonic::Code::Aborted => {
-                tokio::time::sleep(Duration::from_millis(200)).await
+impl Walk<'_, '_> {
+    async fn create(
+        &mut self,
+        name: &str,
+        bytes: i64,
+        source: Option<volume_content_source::Type>,
+    ) -> Result<Volume, String> {
+        loop {
+            match self.c.create_volume(create(name, bytes, source.clone())).await {
+                Ok(r) => return r.into_inner().volume.ok_or_else(|| "no volume".to_string()),
+                // A restore is filled in the background; the CO retries on ABORTED.
+                Err(s) if s.code() == tonic::Code::Aborted => {
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
+                Err(s) => return Err(s.to_string()),
             }
-            Err(status) => return Err(status.to_string()),
         }
-    };
-    let restored_file = r.volume_context["volumePath"].trim_start_matches('/').to_string();
-    let mut back = vec![0u8; data.len()];
-    emu.with_store(|s| -> std::io::Result<()> {
-        std::fs::File::open(s.host_path(&restored_file))?.read_exact_at(&mut back, 4096)
-    })
-    .map_err(err)?;
-    println!(
-        "    -> {} bytes; the restored file reads back {:?}",
-        r.capacity_bytes,
-        String::from_utf8_lossy(&back)
-    );
-    step.commands();
+    }
 
-    println!("\n  ControllerExpandVolume {name} to 20 GiB");
-    let grow = ControllerExpandVolumeRequest {
-        volume_id: name.into(),
-        capacity_range: Some(CapacityRange { required_bytes: 20 * GIB, limit_bytes: 0 }),
-        volume_capability: Some(capability()),
-        ..Default::default()
-    };
-    let g = c.controller_expand_volume(grow).await.map_err(err)?.into_inner();
-    println!(
-        "    -> {} bytes, node expansion required: {}",
-        g.capacity_bytes, g.node_expansion_required
-    );
-    step.commands();
+    async fn snapshot(&mut self) -> Result<Snapshot, String> {
+        self.steps.begin(&format!("CreateSnapshot nightly of {SOURCE}"));
+        let req = CreateSnapshotRequest {
+            name: "nightly".into(),
+            source_volume_id: SOURCE.into(),
+            ..Default::default()
+        };
+        let s = self
+            .c
+            .create_snapshot(req)
+            .await
+            .map_err(err)?
+            .into_inner()
+            .snapshot
+            .ok_or("no snapshot")?;
+        self.steps.done(&format!("{} ready_to_use={}", s.snapshot_id, s.ready_to_use));
+        Ok(s)
+    }
 
-    let cap = c.get_capacity(GetCapacityRequest::default()).await.map_err(err)?.into_inner();
-    let list = c.list_volumes(ListVolumesRequest::default()).await.map_err(err)?.into_inner();
-    println!(
-        "\n  GetCapacity: {} GiB free; ListVolumes: {} volumes",
-        cap.available_capacity >> 30,
-        list.entries.len()
-    );
-    step.commands();
+    fn staging(&self, v: &Volume) -> PathBuf {
+        self.base.join("kubelet/plugins/staging").join(&v.volume_id)
+    }
 
-    println!("\n  DeleteVolume x2, DeleteSnapshot");
-    for id in [name, restored] {
-        c.delete_volume(DeleteVolumeRequest { volume_id: id.into(), ..Default::default() })
+    fn target(&self, v: &Volume) -> PathBuf {
+        self.base.join("kubelet/pods/demo-pod/volumes").join(&v.volume_id)
+    }
+
+    async fn stage_and_publish(&mut self, v: &Volume) -> Result<PathBuf, String> {
+        let (staging, target) = (self.staging(v), self.target(v));
+        std::fs::create_dir_all(&staging).map_err(err)?;
+        self.steps.begin(&format!("NodeStageVolume {}", v.volume_id));
+        self.n
+            .node_stage_volume(NodeStageVolumeRequest {
+                volume_id: v.volume_id.clone(),
+                staging_target_path: staging.display().to_string(),
+                volume_capability: Some(capability()),
+                volume_context: v.volume_context.clone(),
+                ..Default::default()
+            })
             .await
             .map_err(err)?;
+        self.steps.done(&format!(
+            "attached, {FS} checked (formatted only if proven blank), mounted at {}",
+            staging.display()
+        ));
+        self.steps.begin(&format!("NodePublishVolume {}", v.volume_id));
+        self.n
+            .node_publish_volume(NodePublishVolumeRequest {
+                volume_id: v.volume_id.clone(),
+                staging_target_path: staging.display().to_string(),
+                target_path: target.display().to_string(),
+                volume_capability: Some(capability()),
+                volume_context: v.volume_context.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(err)?;
+        self.steps.done(&format!("bind-mounted (nosuid,nodev,noexec) at {}", target.display()));
+        Ok(target)
     }
-    c.delete_snapshot(DeleteSnapshotRequest {
-        snapshot_id: s.snapshot_id.clone(),
-        ..Default::default()
-    })
-    .await
-    .map_err(err)?;
-    step.commands();
-    let cap = c.get_capacity(GetCapacityRequest::default()).await.map_err(err)?.into_inner();
-    println!("    -> pool free again: {} GiB", cap.available_capacity >> 30);
-    Ok(())
+
+    async fn unpublish_and_unstage(&mut self, v: &Volume) -> Result<(), String> {
+        self.steps.begin(&format!("NodeUnpublishVolume + NodeUnstageVolume {}", v.volume_id));
+        self.n
+            .node_unpublish_volume(NodeUnpublishVolumeRequest {
+                volume_id: v.volume_id.clone(),
+                target_path: self.target(v).display().to_string(),
+            })
+            .await
+            .map_err(err)?;
+        self.n
+            .node_unstage_volume(NodeUnstageVolumeRequest {
+                volume_id: v.volume_id.clone(),
+                staging_target_path: self.staging(v).display().to_string(),
+            })
+            .await
+            .map_err(err)?;
+        self.steps.done("unmounted, nothing holds the device, detached");
+        Ok(())
+    }
+
+    /// The whole lifecycle, controller and node.
+    async fn full(&mut self) -> Result<(), String> {
+        self.steps.begin(&format!("CreateVolume {SOURCE} (1 GiB, {FS}, ReadWriteOnce)"));
+        let v = self.create(SOURCE, GIB, None).await?;
+        self.steps.done(&format!(
+            "{} bytes, NQN {}, file {}",
+            v.capacity_bytes, v.volume_context["nqn"], v.volume_context["volumePath"]
+        ));
+        let target = self.stage_and_publish(&v).await?;
+
+        self.steps.begin("write a file in the pod's mount, fsync, read it back");
+        let file = target.join("hello.txt");
+        let f = std::fs::File::create(&file).map_err(err)?;
+        f.write_all_at(DATA.as_bytes(), 0).map_err(err)?;
+        f.sync_all().map_err(err)?;
+        drop(f);
+        let back = std::fs::read_to_string(&file).map_err(err)?;
+        if back != DATA {
+            return Err(format!("read back {back:?}"));
+        }
+        self.steps.done(&format!("{:?}", back.trim_end()));
+
+        self.steps.begin(&format!("ControllerExpandVolume + NodeExpandVolume {SOURCE} to 2 GiB"));
+        let g = self
+            .c
+            .controller_expand_volume(ControllerExpandVolumeRequest {
+                volume_id: SOURCE.into(),
+                capacity_range: Some(CapacityRange { required_bytes: 2 * GIB, limit_bytes: 0 }),
+                volume_capability: Some(capability()),
+                ..Default::default()
+            })
+            .await
+            .map_err(err)?
+            .into_inner();
+        let n = self
+            .n
+            .node_expand_volume(NodeExpandVolumeRequest {
+                volume_id: SOURCE.into(),
+                volume_path: target.display().to_string(),
+                capacity_range: Some(CapacityRange { required_bytes: 2 * GIB, limit_bytes: 0 }),
+                volume_capability: Some(capability()),
+                ..Default::default()
+            })
+            .await
+            .map_err(err)?
+            .into_inner();
+        let stats = self
+            .n
+            .node_get_volume_stats(NodeGetVolumeStatsRequest {
+                volume_id: SOURCE.into(),
+                volume_path: target.display().to_string(),
+                ..Default::default()
+            })
+            .await
+            .map_err(err)?
+            .into_inner();
+        let total = stats.usage.first().map_or(0, |u| u.total);
+        let cond = stats.volume_condition.map(|c| c.message).unwrap_or_default();
+        self.steps.done(&format!(
+            "RDS disk {} bytes, device {} bytes, filesystem now {} MiB ({cond})",
+            g.capacity_bytes,
+            n.capacity_bytes,
+            total >> 20
+        ));
+
+        let snap = self.snapshot().await?;
+        self.steps.begin(&format!("CreateVolume {RESTORED} from snapshot {}", snap.snapshot_id));
+        let source = volume_content_source::Type::Snapshot(volume_content_source::SnapshotSource {
+            snapshot_id: snap.snapshot_id.clone(),
+        });
+        let r = self.create(RESTORED, 2 * GIB, Some(source)).await?;
+        self.steps
+            .done(&format!("{} bytes, file {}", r.capacity_bytes, r.volume_context["volumePath"]));
+        let restored_target = self.stage_and_publish(&r).await?;
+        self.steps.begin("read the file in the restored volume");
+        let back = std::fs::read_to_string(restored_target.join("hello.txt")).map_err(err)?;
+        if back != DATA {
+            return Err(format!("the restored volume reads {back:?}"));
+        }
+        self.steps.done(&format!("{:?}", back.trim_end()));
+
+        for vol in [&r, &v] {
+            self.unpublish_and_unstage(vol).await?;
+        }
+        self.delete_all(&snap).await
+    }
+
+    /// Without root: the controller steps, with the "pod write" done on the backing file.
+    async fn controller_only(&mut self) -> Result<(), String> {
+        self.steps.begin(&format!("CreateVolume {SOURCE} (1 GiB, {FS}, ReadWriteOnce)"));
+        let v = self.create(SOURCE, GIB, None).await?;
+        self.steps.done(&format!(
+            "{} bytes, NQN {}, file {}",
+            v.capacity_bytes, v.volume_context["nqn"], v.volume_context["volumePath"]
+        ));
+        let file = self.files.join(v.volume_context["volumePath"].trim_start_matches('/'));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&file)
+            .map_err(err)?
+            .write_all_at(DATA.as_bytes(), 4096)
+            .map_err(err)?;
+        println!("\n  (wrote {:?} into the backing file, as a node would)", DATA.trim_end());
+        let snap = self.snapshot().await?;
+        self.steps.begin(&format!("CreateVolume {RESTORED} from snapshot {}", snap.snapshot_id));
+        let source = volume_content_source::Type::Snapshot(volume_content_source::SnapshotSource {
+            snapshot_id: snap.snapshot_id.clone(),
+        });
+        let r = self.create(RESTORED, GIB, Some(source)).await?;
+        let rfile = self.files.join(r.volume_context["volumePath"].trim_start_matches('/'));
+        let mut back = vec![0u8; DATA.len()];
+        std::fs::File::open(&rfile).map_err(err)?.read_exact_at(&mut back, 4096).map_err(err)?;
+        self.steps.done(&format!(
+            "the restored file reads back {:?}",
+            String::from_utf8_lossy(&back).trim_end()
+        ));
+        self.steps.begin(&format!("ControllerExpandVolume {SOURCE} to 2 GiB"));
+        let g = self
+            .c
+            .controller_expand_volume(ControllerExpandVolumeRequest {
+                volume_id: SOURCE.into(),
+                capacity_range: Some(CapacityRange { required_bytes: 2 * GIB, limit_bytes: 0 }),
+                volume_capability: Some(capability()),
+                ..Default::default()
+            })
+            .await
+            .map_err(err)?
+            .into_inner();
+        self.steps.done(&format!(
+            "{} bytes, node expansion required: {}",
+            g.capacity_bytes, g.node_expansion_required
+        ));
+        self.delete_all(&snap).await
+    }
+
+    /// After a failure: unpublish and unstage whatever is left, so nothing stays mounted or
+    /// attached when the temporary directory goes.
+    async fn cleanup(&mut self) {
+        println!("\n  cleaning up after the failure");
+        for id in [RESTORED, SOURCE] {
+            let v = Volume { volume_id: id.into(), ..Default::default() };
+            let target = self.target(&v).display().to_string();
+            let staging = self.staging(&v).display().to_string();
+            let unpublish =
+                NodeUnpublishVolumeRequest { volume_id: id.into(), target_path: target };
+            let _ = self.n.node_unpublish_volume(unpublish).await;
+            let unstage =
+                NodeUnstageVolumeRequest { volume_id: id.into(), staging_target_path: staging };
+            let _ = self.n.node_unstage_volume(unstage).await;
+        }
+    }
+
+    async fn delete_all(&mut self, snap: &Snapshot) -> Result<(), String> {
+        self.steps.begin("DeleteVolume x2, DeleteSnapshot");
+        for id in [SOURCE, RESTORED] {
+            self.c
+                .delete_volume(DeleteVolumeRequest { volume_id: id.into(), ..Default::default() })
+                .await
+                .map_err(err)?;
+        }
+        self.c
+            .delete_snapshot(DeleteSnapshotRequest {
+                snapshot_id: snap.snapshot_id.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(err)?;
+        let cap =
+            self.c.get_capacity(GetCapacityRequest::default()).await.map_err(err)?.into_inner();
+        self.steps.done(&format!("pool free again: {} GiB", cap.available_capacity >> 30));
+        Ok(())
+    }
 }

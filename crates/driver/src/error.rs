@@ -6,6 +6,8 @@
 //! [`tonic::Status`] is the only mapping from errors to gRPC codes in the driver.
 
 use routeros::error::RosError;
+
+use crate::exec::ExecError;
 use tonic::{Code, Status};
 
 /// What went wrong while serving a CSI RPC.
@@ -35,6 +37,13 @@ pub enum ServiceError {
     Aborted(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A node-side failure that is neither bad input nor a missing precondition.
+    #[error("{0}")]
+    Internal(String),
+
+    /// An external command (mkfs, mount, ...) failed or passed its deadline.
+    #[error("{context}: {source}")]
+    Exec { context: String, source: ExecError },
 
     /// The RDS answered with an error, or could not be reached.
     #[error("{context}: {source}")]
@@ -47,6 +56,11 @@ impl ServiceError {
         move |source| ServiceError::Rds { context, source }
     }
 
+    pub fn exec(context: impl Into<String>) -> impl FnOnce(ExecError) -> ServiceError {
+        let context = context.into();
+        move |source| ServiceError::Exec { context, source }
+    }
+
     pub fn code(&self) -> Code {
         match self {
             ServiceError::Unimplemented { .. } => Code::Unimplemented,
@@ -57,6 +71,9 @@ impl ServiceError {
             ServiceError::FailedPrecondition(_) => Code::FailedPrecondition,
             ServiceError::Aborted(_) => Code::Aborted,
             ServiceError::Unavailable(_) => Code::Unavailable,
+            ServiceError::Internal(_) => Code::Internal,
+            ServiceError::Exec { source: ExecError::Timeout { .. }, .. } => Code::DeadlineExceeded,
+            ServiceError::Exec { .. } => Code::Internal,
             ServiceError::Rds { source, .. } => match source {
                 RosError::NotFound(_) => Code::NotFound,
                 RosError::AlreadyExists(_) => Code::AlreadyExists,

@@ -23,7 +23,7 @@ use crate::{
     identity::IdentityService,
     listener::{self, BoundUnixSocket, ListenError},
     metrics::Metrics,
-    node::NodeService,
+    node::{NodeService, NodeState},
     readiness::{Readiness, ReadyState},
     rpc::RpcRunner,
     version,
@@ -46,6 +46,8 @@ pub enum ServeError {
     Signals(std::io::Error),
     #[error("RDS connection: {0}")]
     Rds(String),
+    #[error("node service: {0}")]
+    Node(String),
 }
 
 /// Resolves on the first SIGTERM or SIGINT.
@@ -67,6 +69,21 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let mut metrics = Metrics::new(version::VERSION);
+    let mut config = config;
+    // --emulated-rds: the RDS runs in this process; the controller reaches it over SSH.
+    let _emulated = match &config.emulated_rds {
+        Some(dir) => {
+            let e = crate::emulated::start(dir, None).await.map_err(ServeError::Rds)?;
+            tracing::info!(dir = %dir.display(), ssh = %e.ssh_address, files = %e.files.display(), "emulated RDS running in this process");
+            config.rds = Some(e.rds.clone());
+            Some(e)
+        }
+        None => None,
+    };
+    let node_state = match &config.node {
+        Some(n) => Some(Arc::new(NodeState::new(n.clone()).map_err(ServeError::Node)?)),
+        None => None,
+    };
     // The controller is ready while its RDS connection is up; the node has no backend yet.
     let readiness = Readiness::new(match (config.roles.controller, &config.rds) {
         (false, _) => ReadyState::Ready,
@@ -135,11 +152,12 @@ pub async fn run(
         ControllerServer::new(ControllerService { rpc: rpc.clone(), backend: backend.clone() })
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
     });
-    let node = config.roles.node_id.clone().map(|node_id| {
+    let node = config.roles.node_id.clone().zip(node_state).map(|(node_id, state)| {
         NodeServer::new(NodeService {
             node_id,
             topology: config.topology.clone(),
             rpc: rpc.clone(),
+            state,
         })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
     });

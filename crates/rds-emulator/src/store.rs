@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use crate::model::{Disk, Kind, Pool, Usage};
 
 const STATE_FILE: &str = "state.json";
-const FILES_DIR: &str = "fs";
+/// Where the RDS file tree lives under the data directory (`/storage-pool/x.img` is `<dir>/fs/storage-pool/x.img`).
+pub const FILES_DIR: &str = "fs";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct State {

@@ -37,13 +37,27 @@ impl Connect {
     }
 }
 
+/// Checks a managed-NQN prefix (validated at start-up): it must name more than a vendor, i.e.
+/// have characters after its last `:` (`nqn.2000-02.com.mikrotik:pvc-`). A bare vendor prefix
+/// would match the NVMe/TCP root disks of diskless nodes booted from the same RDS (incident 3).
+pub fn validate_prefix(prefix: &str) -> Result<(), String> {
+    let Some(rest) = prefix.strip_prefix("nqn.") else {
+        return Err(format!("managed NQN prefix {prefix:?} must start with \"nqn.\""));
+    };
+    match rest.rsplit_once(':') {
+        Some((domain, tail)) if !domain.is_empty() && !tail.is_empty() => Ok(()),
+        _ => Err(format!(
+            "managed NQN prefix {prefix:?} must go past the vendor part, e.g. \"nqn.2000-02.com.mikrotik:pvc-\": \
+             a vendor-only prefix also matches system disks served by the same RDS"
+        )),
+    }
+}
+
 /// Whether an NQN is inside the managed prefix: the node never touches any other subsystem
-/// (the Go driver's orphan cleaner once disconnected a node's own root disk).
+/// (the Go driver's orphan cleaner once disconnected a node's own root disk). Checked again at
+/// every call, independently of the start-up validation.
 pub fn managed(prefix: &str, nqn: &str) -> bool {
-    prefix.len() > "nqn.".len()
-        && prefix.ends_with(':')
-        && nqn.starts_with(prefix)
-        && nqn.len() > prefix.len()
+    validate_prefix(prefix).is_ok() && nqn.starts_with(prefix) && nqn.len() > prefix.len()
 }
 
 #[cfg(test)]
@@ -72,11 +86,18 @@ mod tests {
 
     #[test]
     fn only_managed_nqns() {
-        let p = "nqn.2000-02.com.mikrotik:";
+        let p = "nqn.2000-02.com.mikrotik:pvc-";
         assert!(managed(p, "nqn.2000-02.com.mikrotik:pvc-1"));
-        assert!(!managed(p, "nqn.2000-02.com.mikrotik:"), "the bare prefix is not a volume");
+        assert!(!managed(p, "nqn.2000-02.com.mikrotik:pvc-"), "the bare prefix is not a volume");
+        assert!(!managed(p, "nqn.2000-02.com.mikrotik:nixos-node1"), "a system disk");
         assert!(!managed(p, "nqn.2014-08.org.nvmexpress:uuid:root-disk"));
         assert!(!managed("", "anything"), "an empty prefix manages nothing");
-        assert!(!managed("nqn.", "nqn.x:y"));
+        assert!(
+            !managed("nqn.2000-02.com.mikrotik:", "nqn.2000-02.com.mikrotik:pvc-1"),
+            "vendor-only"
+        );
+        assert!(validate_prefix("nqn.2000-02.com.mikrotik:").unwrap_err().contains("vendor"));
+        assert!(validate_prefix("pvc-").is_err());
+        assert!(validate_prefix("nqn.:x").is_err());
     }
 }

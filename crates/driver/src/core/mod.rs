@@ -1,10 +1,13 @@
-//! The controller's pure core: identifiers, StorageClass parameters, capacity and access modes.
+//! The pure core: identifiers, StorageClass parameters, capacity and access modes, and the
+//! node's decisions (format-safety proof, mount options, mountinfo, fabrics options).
 //! No I/O here (docs/architecture.md).
 
 pub mod access;
+pub mod blank;
 pub mod capacity;
 pub mod fabrics;
 pub mod ids;
+pub mod mount_options;
 pub mod mountinfo;
 pub mod params;
 pub mod snapshots;

@@ -62,7 +62,13 @@ impl Daemon {
     pub fn start_with(extra: &[&str]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("plugin").join("csi.sock");
-        let child = serve_command(&socket, extra).spawn().expect("spawn rds-csi");
+        // A node must not write the test machine's /etc/nvme/hostnqn.
+        let host_nqn = format!("--host-nqn-file={}", dir.path().join("hostnqn").display());
+        let mut extra = extra.to_vec();
+        if extra.contains(&"--node") {
+            extra.push(&host_nqn);
+        }
+        let child = serve_command(&socket, &extra).spawn().expect("spawn rds-csi");
         Self::follow(child, socket, dir)
     }
 

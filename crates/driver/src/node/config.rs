@@ -1,0 +1,110 @@
+//! Node settings (flags and `RDS_CSI_*` variables), validated at start-up.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, ValueEnum};
+
+use crate::core::fabrics;
+
+/// How volumes reach this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DataPlaneKind {
+    /// NVMe/TCP through the kernel initiator (`/dev/nvme-fabrics`): production.
+    NvmeTcp,
+    /// The RDS backing file through a loop device, for machines without NVMe/TCP
+    /// (development, CI, the quickstart); needs the files locally (`--loop-root`).
+    Loop,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct NodeArgs {
+    /// How volumes are attached: nvme-tcp (default) or loop (development and CI).
+    #[arg(long, env = "RDS_CSI_DATA_PLANE", value_enum, default_value_t = DataPlaneKind::NvmeTcp)]
+    pub data_plane: DataPlaneKind,
+    /// With --data-plane loop: the host directory that holds the RDS's files (the RDS path
+    /// `/storage-pool/x.img` is `<loop-root>/storage-pool/x.img`).
+    #[arg(long, env = "RDS_CSI_LOOP_ROOT")]
+    pub loop_root: Option<PathBuf>,
+    /// The node connects, disconnects and reports only NVMe subsystems whose NQN starts with
+    /// this prefix. It must go past the vendor part: system disks served by the same RDS share
+    /// the vendor part.
+    #[arg(
+        long,
+        env = "RDS_CSI_MANAGED_NQN_PREFIX",
+        default_value = "nqn.2000-02.com.mikrotik:pvc-"
+    )]
+    pub managed_nqn_prefix: String,
+    /// This host's NVMe NQN; generated and written there when the file does not exist.
+    #[arg(long, env = "RDS_CSI_HOST_NQN_FILE", default_value = "/etc/nvme/hostnqn")]
+    pub host_nqn_file: PathBuf,
+    /// Reported as max_volumes_per_node in NodeGetInfo (0 = no limit).
+    #[arg(long, env = "RDS_CSI_MAX_VOLUMES_PER_NODE", default_value_t = 0)]
+    pub max_volumes_per_node: i64,
+    /// Do not add `noexec` to filesystem volumes (by default pods cannot execute files from
+    /// their volumes).
+    #[arg(long, env = "RDS_CSI_ALLOW_EXEC")]
+    pub allow_exec: bool,
+    /// How long to wait for a volume's block device to appear after connecting.
+    #[arg(long, env = "RDS_CSI_DEVICE_WAIT_SECONDS", default_value_t = 30)]
+    pub device_wait_seconds: u64,
+    /// Deadline of every external command (mkfs, blkid, mount, resize2fs, ...); killed after it.
+    #[arg(long, env = "RDS_CSI_COMMAND_TIMEOUT_SECONDS", default_value_t = 120)]
+    pub command_timeout_seconds: u64,
+    /// Attempts to read an unreadable device before NodeStageVolume refuses it (never formats).
+    #[arg(long, env = "RDS_CSI_BLANK_CHECK_ATTEMPTS", default_value_t = 5)]
+    pub blank_check_attempts: u32,
+    /// First delay between those attempts, in milliseconds (doubles each time).
+    #[arg(long, env = "RDS_CSI_BLANK_CHECK_DELAY_MS", default_value_t = 1000)]
+    pub blank_check_delay_ms: u64,
+}
+
+/// Validated node settings.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub data_plane: DataPlaneKind,
+    pub loop_root: Option<PathBuf>,
+    pub managed_nqn_prefix: String,
+    pub host_nqn_file: PathBuf,
+    pub max_volumes_per_node: i64,
+    pub allow_exec: bool,
+    pub device_wait: Duration,
+    pub command_timeout: Duration,
+    pub blank_check_attempts: u32,
+    pub blank_check_delay: Duration,
+    /// `/sys` (tests of pure sysfs logic use fixtures instead).
+    pub sysfs: PathBuf,
+    /// `/proc`.
+    pub procfs: PathBuf,
+}
+
+impl NodeArgs {
+    /// `embedded_loop_root`: the files of `--emulated-rds`, when that runs in this process.
+    pub fn validate(&self, embedded_loop_root: Option<PathBuf>) -> Result<NodeConfig, String> {
+        fabrics::validate_prefix(&self.managed_nqn_prefix)
+            .map_err(|e| format!("--managed-nqn-prefix: {e}"))?;
+        let loop_root = self.loop_root.clone().or(embedded_loop_root);
+        if self.data_plane == DataPlaneKind::Loop && loop_root.is_none() {
+            return Err("--data-plane loop needs --loop-root (the directory holding the RDS files) or --emulated-rds".into());
+        }
+        if self.max_volumes_per_node < 0 {
+            return Err("--max-volumes-per-node must be 0 (no limit) or positive".into());
+        }
+        if self.blank_check_attempts == 0 {
+            return Err("--blank-check-attempts must be at least 1".into());
+        }
+        Ok(NodeConfig {
+            data_plane: self.data_plane,
+            loop_root,
+            managed_nqn_prefix: self.managed_nqn_prefix.clone(),
+            host_nqn_file: self.host_nqn_file.clone(),
+            max_volumes_per_node: self.max_volumes_per_node,
+            allow_exec: self.allow_exec,
+            device_wait: Duration::from_secs(self.device_wait_seconds.max(1)),
+            command_timeout: Duration::from_secs(self.command_timeout_seconds.max(1)),
+            blank_check_attempts: self.blank_check_attempts,
+            blank_check_delay: Duration::from_millis(self.blank_check_delay_ms),
+            sysfs: "/sys".into(),
+            procfs: "/proc".into(),
+        })
+    }
+}

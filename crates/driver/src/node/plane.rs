@@ -1,0 +1,108 @@
+//! The data plane seen from the node's RPCs: attach a volume, find its device, detach it.
+//! Everything above this (format, mount, publish, stats) is the same code for both planes.
+
+use std::collections::HashMap;
+
+use super::{
+    host::{BlockDevice, Host},
+    loopdev::LoopPlane,
+    nvme::{self, NvmePlane},
+};
+use crate::error::ServiceError;
+
+#[derive(Debug, Clone)]
+pub enum DataPlane {
+    Nvme(NvmePlane),
+    Loop(LoopPlane),
+}
+
+impl DataPlane {
+    pub fn name(&self) -> &'static str {
+        match self {
+            DataPlane::Nvme(_) => "nvme-tcp",
+            DataPlane::Loop(_) => "loop",
+        }
+    }
+
+    /// Attaches `volume_id` (idempotent: an attached volume is reused after checking it).
+    pub async fn attach(
+        &self,
+        host: &Host,
+        volume_id: &str,
+        ctx: &HashMap<String, String>,
+    ) -> Result<BlockDevice, ServiceError> {
+        match self {
+            DataPlane::Nvme(p) => {
+                let c = nvme::connect_params(ctx, &p.managed_prefix, &p.host_nqn)?;
+                if !c.nqn.as_str().ends_with(&format!(":{volume_id}")) {
+                    return Err(ServiceError::InvalidArgument(format!(
+                        "volume_context nqn {} does not belong to volume {volume_id}",
+                        c.nqn
+                    )));
+                }
+                p.attach(host, &c).await
+            }
+            DataPlane::Loop(p) => p.attach(host, volume_id, ctx).await,
+        }
+    }
+
+    /// The attached device of `volume_id`, if any.
+    pub fn find(&self, host: &Host, volume_id: &str) -> Option<BlockDevice> {
+        match self {
+            DataPlane::Nvme(p) => p.find(host, volume_id).and_then(|(_, d)| d),
+            DataPlane::Loop(p) => p.find(host, volume_id),
+        }
+    }
+
+    /// Whether anything of `volume_id` is attached (an NVMe controller without a namespace counts).
+    pub fn attached(&self, host: &Host, volume_id: &str) -> bool {
+        match self {
+            DataPlane::Nvme(p) => p.find(host, volume_id).is_some(),
+            DataPlane::Loop(p) => p.find(host, volume_id).is_some(),
+        }
+    }
+
+    /// Detaches whatever of `volume_id` is attached; a failure is an error.
+    pub async fn detach(&self, host: &Host, volume_id: &str) -> Result<(), ServiceError> {
+        match self {
+            DataPlane::Nvme(p) => match p.nqn_of(host, volume_id) {
+                Some(nqn) => p.detach(host, &nqn).await,
+                None => Ok(()),
+            },
+            DataPlane::Loop(p) => match p.find(host, volume_id) {
+                Some(dev) => p.detach(host, &dev).await,
+                None => Ok(()),
+            },
+        }
+    }
+
+    /// Lets the device see a grown volume.
+    pub async fn refresh_size(
+        &self,
+        host: &Host,
+        volume_id: &str,
+        dev: &BlockDevice,
+    ) -> Result<(), ServiceError> {
+        match self {
+            DataPlane::Nvme(p) => match p.nqn_of(host, volume_id) {
+                Some(nqn) => p.rescan(host, &nqn),
+                None => Ok(()),
+            },
+            DataPlane::Loop(p) => p.refresh_size(host, dev).await,
+        }
+    }
+
+    /// Why the volume's connection is not healthy, if it is not.
+    pub fn abnormal(&self, host: &Host, volume_id: &str) -> Option<String> {
+        match self {
+            DataPlane::Nvme(p) => match p.nqn_of(host, volume_id) {
+                Some(nqn) => p.abnormal(host, &nqn),
+                None => Some(format!("volume {volume_id} has no NVMe/TCP connection on this node")),
+            },
+            DataPlane::Loop(p) => p
+                .find(host, volume_id)
+                .is_none()
+                .then(|| format!("volume {volume_id} has no loop device on this node")),
+        }
+    }
+}

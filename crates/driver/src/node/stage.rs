@@ -1,0 +1,227 @@
+//! NodeStageVolume and NodeUnstageVolume.
+
+use std::{collections::HashMap, path::Path, time::Duration};
+
+use csi::v1::{
+    NodeStageVolumeRequest, NodeStageVolumeResponse, NodeUnstageVolumeRequest,
+    NodeUnstageVolumeResponse, VolumeCapability,
+    volume_capability::{AccessType, access_mode::Mode},
+};
+
+use super::{NodeService, format, holders, host::BlockDevice, invalid, path, required};
+use crate::{
+    controller::volumes::key,
+    core::{access, blank::Verdict, mount_options, mountinfo},
+    error::ServiceError,
+};
+
+/// What a capability asks the node to make of the device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Kind {
+    Block,
+    Mount { fs_type: String, flags: Vec<String>, read_only: bool },
+}
+
+/// Checks a capability (access matrix, fs type, mount flags). The fs type comes from the
+/// capability, else the volume context (`fsType`), else ext4.
+pub(super) fn kind(
+    cap: Option<&VolumeCapability>,
+    ctx: &HashMap<String, String>,
+) -> Result<Kind, ServiceError> {
+    let cap = cap.ok_or_else(|| invalid("volume_capability is required"))?;
+    access::check(cap).map_err(invalid)?;
+    let read_only =
+        cap.access_mode.as_ref().map(|m| m.mode) == Some(Mode::SingleNodeReaderOnly as i32);
+    match &cap.access_type {
+        Some(AccessType::Block(_)) => Ok(Kind::Block),
+        Some(AccessType::Mount(m)) => {
+            let fs_type = [m.fs_type.as_str(), ctx.get(key::FS_TYPE).map_or("", String::as_str)]
+                .into_iter()
+                .find(|s| !s.is_empty())
+                .unwrap_or("ext4")
+                .to_string();
+            if fs_type != "ext4" && fs_type != "xfs" {
+                return Err(invalid(format!(
+                    "fs_type {fs_type:?} is not supported: use ext4 or xfs"
+                )));
+            }
+            let flags = mount_options::validate(&m.mount_flags).map_err(invalid)?;
+            Ok(Kind::Mount { fs_type, flags, read_only })
+        }
+        None => Err(invalid("volume_capability needs access_type: block or mount")),
+    }
+}
+
+impl NodeService {
+    /// CSI "NodeStageVolume": idempotent. Block volumes are attached and nothing is put at the
+    /// staging path (kubelet never reads it for block). Filesystem volumes are formatted only
+    /// when proven blank, then mounted at the staging path; a staging path already mounted
+    /// from the volume's device is success without remounting.
+    pub(super) async fn stage(
+        &self,
+        req: NodeStageVolumeRequest,
+    ) -> Result<NodeStageVolumeResponse, ServiceError> {
+        let vid = required(&req.volume_id, "volume_id")?;
+        let staging = path(&req.staging_target_path, "staging_target_path")?;
+        let kind = kind(req.volume_capability.as_ref(), &req.volume_context)?;
+        let _guard = self.state.locks.try_lock(vid, "volume")?;
+        let st = &self.state;
+        if !staging.exists() {
+            std::fs::create_dir_all(&staging).map_err(|e| {
+                ServiceError::Internal(format!(
+                    "cannot create staging path {}: {e}",
+                    staging.display()
+                ))
+            })?;
+        }
+        let mounted = st.host.mounts_at(&staging).await?;
+        let was_attached = st.plane.attached(&st.host, vid);
+        let dev = st.plane.attach(&st.host, vid, &req.volume_context).await?;
+        let result = match kind {
+            Kind::Block => match mounted.last() {
+                None => Ok(()),
+                Some(m) => Err(ServiceError::FailedPrecondition(format!(
+                    "staging path {} has a mount of {} but the volume is a block volume; unmount it first",
+                    staging.display(),
+                    m.source
+                ))),
+            },
+            Kind::Mount { fs_type, flags, read_only } => {
+                self.stage_filesystem(&dev, &staging, &mounted, &fs_type, &flags, read_only).await
+            }
+        };
+        if let Err(e) = &result {
+            if !was_attached && let Err(d) = st.plane.detach(&st.host, vid).await {
+                tracing::warn!(error = %d, "detach after a failed stage");
+            }
+            tracing::warn!(error = %e, device = %dev.name, "stage failed");
+        }
+        result.map(|()| NodeStageVolumeResponse {})
+    }
+
+    async fn stage_filesystem(
+        &self,
+        dev: &BlockDevice,
+        staging: &Path,
+        mounted: &[mountinfo::Mount],
+        fs_type: &str,
+        flags: &[String],
+        read_only: bool,
+    ) -> Result<(), ServiceError> {
+        let st = &self.state;
+        if let Some(top) = mounted.last() {
+            if top.major_minor == dev.major_minor {
+                if top.fs_type != fs_type {
+                    return Err(ServiceError::AlreadyExists(format!(
+                        "{} is already staged as {} but the capability asks for {fs_type}",
+                        staging.display(),
+                        top.fs_type
+                    )));
+                }
+                tracing::info!(device = %dev.name, "already staged on the right device; nothing to do");
+                return Ok(());
+            }
+            if st.host.block_device(top.major_minor).is_some() {
+                return Err(ServiceError::FailedPrecondition(format!(
+                    "staging path {} is already a mount of another device ({}, {}:{}); unmount it first",
+                    staging.display(),
+                    top.source,
+                    top.major_minor.0,
+                    top.major_minor.1
+                )));
+            }
+            // The mounted device is gone (an NVMe controller was replaced after a long
+            // outage): drop the dead mount and mount the live device again.
+            tracing::warn!(stale = %top.source, device = %dev.name, "stale staging mount; remounting");
+            st.host.umount_all(staging).await?;
+        }
+        let verdict = format::inspect_with_retries(
+            &dev.path(),
+            dev.size,
+            st.cfg.command_timeout,
+            st.cfg.blank_check_attempts,
+            st.cfg.blank_check_delay,
+        )
+        .await?;
+        match verdict {
+            Verdict::Blank => {
+                tracing::info!(device = %dev.name, fs_type, "device proven blank; formatting");
+                format::mkfs(&dev.path(), fs_type, st.cfg.command_timeout).await?;
+            }
+            Verdict::Filesystem(found) if found == fs_type => {
+                tracing::info!(device = %dev.name, fs_type, "existing filesystem; mounting it");
+            }
+            Verdict::Filesystem(found) => {
+                return Err(ServiceError::FailedPrecondition(format!(
+                    "/dev/{} holds a {found} filesystem but the volume asks for {fs_type}; refusing to reformat it. Use fsType {found} for this volume",
+                    dev.name
+                )));
+            }
+            Verdict::HoldsData(why) => {
+                return Err(ServiceError::FailedPrecondition(format!(
+                    "/dev/{} is not blank ({why}) and holds no {fs_type} filesystem; refusing to format it. Inspect the volume (it may be a block volume's data) before using it as a filesystem",
+                    dev.name
+                )));
+            }
+            Verdict::Unreadable(why) => return Err(ServiceError::Unavailable(why)),
+        }
+        let mut options = mount_options::with_security(flags, st.cfg.allow_exec, read_only);
+        if fs_type == "xfs" {
+            // A restored snapshot or clone carries its source's XFS UUID; without nouuid the
+            // kernel refuses to mount it on a node where the source is mounted.
+            options.push("nouuid".into());
+        }
+        st.host.mount(&dev.path(), staging, fs_type, &options).await
+    }
+
+    /// CSI "NodeUnstageVolume": unmount the staging path, make sure nothing else uses the
+    /// device (other mounts, holders, open file descriptors), then detach it. Detaching only
+    /// ever touches managed NQNs (or loop files under the loop root); a failed detach is an
+    /// error. An already unstaged volume is success.
+    pub(super) async fn unstage(
+        &self,
+        req: NodeUnstageVolumeRequest,
+    ) -> Result<NodeUnstageVolumeResponse, ServiceError> {
+        let vid = required(&req.volume_id, "volume_id")?;
+        let staging = path(&req.staging_target_path, "staging_target_path")?;
+        let _guard = self.state.locks.try_lock(vid, "volume")?;
+        let st = &self.state;
+        let mounts = st.host.mounts().await?;
+        let staging_s = staging.to_string_lossy();
+        if let Some(dev) = st.plane.find(&st.host, vid) {
+            let elsewhere: Vec<String> = mountinfo::of_device(&mounts, dev.major_minor)
+                .into_iter()
+                .filter(|m| m.target != staging_s.trim_end_matches('/'))
+                .map(|m| m.target.clone())
+                .collect();
+            if !elsewhere.is_empty() {
+                return Err(ServiceError::FailedPrecondition(format!(
+                    "volume {vid} (/dev/{}) is still mounted at {}; NodeUnpublishVolume those first",
+                    dev.name,
+                    elsewhere.join(", ")
+                )));
+            }
+        }
+        st.host.umount_all(&staging).await?;
+        if let Some(dev) = st.plane.find(&st.host, vid) {
+            let users = holders::users_within(
+                &st.host.sysfs,
+                &st.host.procfs,
+                &dev,
+                st.host.mounts().await?,
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(ServiceError::Unavailable)?;
+            if !users.is_empty() {
+                return Err(ServiceError::FailedPrecondition(format!(
+                    "volume {vid} (/dev/{}) is still in use: {}; stop those users, then retry",
+                    dev.name,
+                    users.join("; ")
+                )));
+            }
+        }
+        st.plane.detach(&st.host, vid).await?;
+        Ok(NodeUnstageVolumeResponse {})
+    }
+}

@@ -1,0 +1,190 @@
+//! NodeGetVolumeStats (usage and VolumeCondition) and NodeExpandVolume.
+
+use std::path::Path;
+
+use csi::v1::{
+    NodeExpandVolumeRequest, NodeExpandVolumeResponse, NodeGetVolumeStatsRequest,
+    NodeGetVolumeStatsResponse, VolumeCondition, VolumeUsage, volume_capability::AccessType,
+    volume_usage::Unit,
+};
+
+use super::{
+    NodeService,
+    host::{self, BlockDevice, block_node},
+    path, required,
+};
+use crate::{error::ServiceError, exec};
+
+fn condition(problem: Option<String>) -> VolumeCondition {
+    match problem {
+        None => VolumeCondition { abnormal: false, message: "volume is healthy".into() },
+        Some(m) => VolumeCondition { abnormal: true, message: m },
+    }
+}
+
+impl NodeService {
+    /// Where `volume_path` (a mount or a published device node) gets its device from.
+    async fn device_at(&self, p: &Path) -> Result<Source, ServiceError> {
+        let st = &self.state;
+        let meta = std::fs::symlink_metadata(p).map_err(|_| {
+            ServiceError::NotFound(format!(
+                "volume_path {} does not exist on this node",
+                p.display()
+            ))
+        })?;
+        if let Some(mm) = block_node(p) {
+            return Ok(Source::Block(mm));
+        }
+        if meta.is_dir()
+            && let Some(top) = st.host.mounts_at(p).await?.pop()
+        {
+            return Ok(Source::Mount(top));
+        }
+        Err(ServiceError::NotFound(format!(
+            "volume_path {} is neither a mount nor a device node of a volume",
+            p.display()
+        )))
+    }
+
+    /// Why the volume is not healthy: its device is gone, it is no longer the volume's current
+    /// device (stale mount after a reconnect), or the NVMe/TCP controller is not live.
+    fn problem(&self, vid: &str, mm: (u32, u32)) -> Option<String> {
+        let st = &self.state;
+        let Some(dev) = st.host.block_device(mm) else {
+            return Some(format!("the device {}:{} is gone (stale mount or node)", mm.0, mm.1));
+        };
+        if let Some(current) = st.plane.find(&st.host, vid)
+            && current.major_minor != mm
+        {
+            return Some(format!(
+                "stale: this path uses /dev/{} but the volume is now /dev/{}; restart the pod to remount",
+                dev.name, current.name
+            ));
+        }
+        st.plane.abnormal(&st.host, vid)
+    }
+
+    /// CSI "NodeGetVolumeStats": bytes and inodes (statvfs) for a filesystem, total bytes for
+    /// a block volume, with a VolumeCondition (VOLUME_CONDITION is advertised). A path that
+    /// is not this volume's mount or device node is NOT_FOUND.
+    pub(super) async fn stats(
+        &self,
+        req: NodeGetVolumeStatsRequest,
+    ) -> Result<NodeGetVolumeStatsResponse, ServiceError> {
+        let vid = required(&req.volume_id, "volume_id")?;
+        let p = path(&req.volume_path, "volume_path")?;
+        let st = &self.state;
+        match self.device_at(&p).await? {
+            Source::Block(mm) => {
+                let problem = self.problem(vid, mm);
+                let usage = st
+                    .host
+                    .block_device(mm)
+                    .map(|d| VolumeUsage {
+                        total: d.size as i64,
+                        unit: Unit::Bytes as i32,
+                        ..Default::default()
+                    })
+                    .into_iter()
+                    .collect();
+                Ok(NodeGetVolumeStatsResponse { usage, volume_condition: Some(condition(problem)) })
+            }
+            Source::Mount(m) => {
+                let problem = self.problem(vid, m.major_minor);
+                // A dead device can make statvfs hang: only ask a live one.
+                let usage = if st.host.block_device(m.major_minor).is_some() {
+                    let u = host::statvfs(&p, st.cfg.command_timeout).await?;
+                    vec![
+                        VolumeUsage {
+                            available: u.available as i64,
+                            total: u.total as i64,
+                            used: u.used as i64,
+                            unit: Unit::Bytes as i32,
+                        },
+                        VolumeUsage {
+                            available: u.inodes_free as i64,
+                            total: u.inodes as i64,
+                            used: u.inodes_used as i64,
+                            unit: Unit::Inodes as i32,
+                        },
+                    ]
+                } else {
+                    Vec::new()
+                };
+                Ok(NodeGetVolumeStatsResponse { usage, volume_condition: Some(condition(problem)) })
+            }
+        }
+    }
+
+    /// CSI "NodeExpandVolume": make the device see the new size, then grow the filesystem
+    /// online (resize2fs for ext4, xfs_growfs for xfs); a block volume only reports its size.
+    pub(super) async fn expand(
+        &self,
+        req: NodeExpandVolumeRequest,
+    ) -> Result<NodeExpandVolumeResponse, ServiceError> {
+        let vid = required(&req.volume_id, "volume_id")?;
+        let p = path(&req.volume_path, "volume_path")?;
+        let _guard = self.state.locks.try_lock(vid, "volume")?;
+        let st = &self.state;
+        let required_bytes =
+            req.capacity_range.as_ref().map_or(0, |c| c.required_bytes.max(0) as u64);
+        let block_cap = matches!(
+            req.volume_capability.as_ref().and_then(|c| c.access_type.as_ref()),
+            Some(AccessType::Block(_))
+        );
+        let source = self.device_at(&p).await?;
+        let mm = match &source {
+            Source::Block(mm) => *mm,
+            Source::Mount(m) => m.major_minor,
+        };
+        let dev = st.host.block_device(mm).ok_or_else(|| {
+            ServiceError::FailedPrecondition(format!(
+                "the device of {} ({}:{}) is gone; re-stage the volume before expanding it",
+                p.display(),
+                mm.0,
+                mm.1
+            ))
+        })?;
+        st.plane.refresh_size(&st.host, vid, &dev).await?;
+        let dev: BlockDevice = st.host.block_device(mm).unwrap_or(dev);
+        if dev.size < required_bytes {
+            return Err(ServiceError::Unavailable(format!(
+                "/dev/{} is {} bytes, less than the requested {required_bytes}: the RDS resize is not visible on this node yet; the CO retries",
+                dev.name, dev.size
+            )));
+        }
+        if let (Source::Mount(m), false) = (&source, block_cap) {
+            let dp = dev.path();
+            let (program, arg) = match m.fs_type.as_str() {
+                "ext4" | "ext3" | "ext2" => ("resize2fs", dp.to_string_lossy().into_owned()),
+                "xfs" => ("xfs_growfs", p.to_string_lossy().into_owned()),
+                other => {
+                    return Err(ServiceError::InvalidArgument(format!(
+                        "cannot grow a {other} filesystem: only ext4 and xfs are supported"
+                    )));
+                }
+            };
+            let out = exec::run(program, &[&arg], st.cfg.command_timeout)
+                .await
+                .map_err(ServiceError::exec(format!("growing the filesystem of volume {vid}")))?;
+            if !out.success() {
+                let text = out.text();
+                let hint = if text.contains("Permission denied") {
+                    " (online growth needs CAP_SYS_RESOURCE: run the node plugin privileged)"
+                } else {
+                    ""
+                };
+                return Err(ServiceError::Internal(format!(
+                    "growing the {} filesystem of volume {vid}: {program} failed{hint}: {text}",
+                    m.fs_type
+                )));
+            }
+        }
+        Ok(NodeExpandVolumeResponse { capacity_bytes: dev.size as i64 })
+    }
+}
+
+enum Source {
+    Block((u32, u32)),
+    Mount(crate::core::mountinfo::Mount),
+}
