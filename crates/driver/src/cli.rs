@@ -42,7 +42,14 @@ pub enum Command {
     /// Run the controller and node against the embedded RDS emulator and walk a volume through
     /// its life (create, stage, publish, write, expand, snapshot, restore, unstage, delete),
     /// printing every step. Without root: the controller steps only.
-    Demo,
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Filesystem of the demo's volumes.
+    #[arg(long, value_parser = ["xfs", "ext4"], default_value = "xfs")]
+    pub fs_type: String,
 }
 
 #[derive(Debug, Args)]

@@ -33,7 +33,6 @@ use crate::{
 };
 
 const GIB: i64 = 1 << 30;
-const FS: &str = "xfs";
 
 fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
@@ -67,10 +66,10 @@ impl Steps<'_> {
     }
 }
 
-fn capability() -> VolumeCapability {
+fn capability(fs: &str) -> VolumeCapability {
     VolumeCapability {
         access_type: Some(volume_capability::AccessType::Mount(volume_capability::MountVolume {
-            fs_type: FS.into(),
+            fs_type: fs.into(),
             ..Default::default()
         })),
         access_mode: Some(volume_capability::AccessMode {
@@ -80,6 +79,7 @@ fn capability() -> VolumeCapability {
 }
 
 fn create(
+    fs: &str,
     name: &str,
     bytes: i64,
     source: Option<volume_content_source::Type>,
@@ -87,8 +87,8 @@ fn create(
     CreateVolumeRequest {
         name: name.into(),
         capacity_range: Some(CapacityRange { required_bytes: bytes, limit_bytes: 0 }),
-        volume_capabilities: vec![capability()],
-        parameters: HashMap::from([("csi.storage.k8s.io/fstype".into(), FS.into())]),
+        volume_capabilities: vec![capability(fs)],
+        parameters: HashMap::from([("csi.storage.k8s.io/fstype".into(), fs.into())]),
         volume_content_source: source.map(|t| VolumeContentSource { r#type: Some(t) }),
         ..Default::default()
     }
@@ -117,7 +117,7 @@ fn is_root() -> bool {
 }
 
 /// Runs the demo; returns an error message on failure.
-pub async fn run() -> Result<(), String> {
+pub async fn run(fs: String) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(err)?;
     let base = dir.path();
     println!(
@@ -223,6 +223,7 @@ pub async fn run() -> Result<(), String> {
         n: NodeClient::new(ch),
         base: base.to_path_buf(),
         steps: &mut steps,
+        fs,
         files: rds.files.clone(),
     };
     let result = if plane.is_some() { walk.full().await } else { walk.controller_only().await };
@@ -244,6 +245,7 @@ struct Walk<'a, 'e> {
     base: PathBuf,
     steps: &'a mut Steps<'e>,
     files: PathBuf,
+    fs: String,
 }
 
 const SOURCE: &str = "pvc-0f8e4b1c-2a3d-4e5f-9a8b-7c6d5e4f3a2b";
@@ -257,11 +259,16 @@ impl Walk<'_, '_> {
         bytes: i64,
         source: Option<volume_content_source::Type>,
     ) -> Result<Volume, String> {
+        let deadline = Instant::now() + Duration::from_secs(300);
         loop {
-            match self.c.create_volume(create(name, bytes, source.clone())).await {
+            match self.c.create_volume(create(&self.fs, name, bytes, source.clone())).await {
                 Ok(r) => return r.into_inner().volume.ok_or_else(|| "no volume".to_string()),
-                // A restore is filled in the background; the CO retries on ABORTED.
-                Err(s) if s.code() == tonic::Code::Aborted => {
+                // A restore is filled in the background (ABORTED until done), and a snapshot
+                // still being copied is UNAVAILABLE: the CO retries both, and so do we.
+                Err(s)
+                    if matches!(s.code(), tonic::Code::Aborted | tonic::Code::Unavailable)
+                        && Instant::now() < deadline =>
+                {
                     tokio::time::sleep(Duration::from_millis(200)).await
                 }
                 Err(s) => return Err(s.to_string()),
@@ -304,14 +311,15 @@ impl Walk<'_, '_> {
             .node_stage_volume(NodeStageVolumeRequest {
                 volume_id: v.volume_id.clone(),
                 staging_target_path: staging.display().to_string(),
-                volume_capability: Some(capability()),
+                volume_capability: Some(capability(&self.fs)),
                 volume_context: v.volume_context.clone(),
                 ..Default::default()
             })
             .await
             .map_err(err)?;
         self.steps.done(&format!(
-            "attached, {FS} checked (formatted only if proven blank), mounted at {}",
+            "attached, {} checked (formatted only if proven blank), mounted at {}",
+            self.fs,
             staging.display()
         ));
         self.steps.begin(&format!("NodePublishVolume {}", v.volume_id));
@@ -320,7 +328,7 @@ impl Walk<'_, '_> {
                 volume_id: v.volume_id.clone(),
                 staging_target_path: staging.display().to_string(),
                 target_path: target.display().to_string(),
-                volume_capability: Some(capability()),
+                volume_capability: Some(capability(&self.fs)),
                 volume_context: v.volume_context.clone(),
                 ..Default::default()
             })
@@ -352,7 +360,7 @@ impl Walk<'_, '_> {
 
     /// The whole lifecycle, controller and node.
     async fn full(&mut self) -> Result<(), String> {
-        self.steps.begin(&format!("CreateVolume {SOURCE} (1 GiB, {FS}, ReadWriteOnce)"));
+        self.steps.begin(&format!("CreateVolume {SOURCE} (1 GiB, {}, ReadWriteOnce)", self.fs));
         let v = self.create(SOURCE, GIB, None).await?;
         self.steps.done(&format!(
             "{} bytes, NQN {}, file {}",
@@ -378,7 +386,7 @@ impl Walk<'_, '_> {
             .controller_expand_volume(ControllerExpandVolumeRequest {
                 volume_id: SOURCE.into(),
                 capacity_range: Some(CapacityRange { required_bytes: 2 * GIB, limit_bytes: 0 }),
-                volume_capability: Some(capability()),
+                volume_capability: Some(capability(&self.fs)),
                 ..Default::default()
             })
             .await
@@ -390,7 +398,7 @@ impl Walk<'_, '_> {
                 volume_id: SOURCE.into(),
                 volume_path: target.display().to_string(),
                 capacity_range: Some(CapacityRange { required_bytes: 2 * GIB, limit_bytes: 0 }),
-                volume_capability: Some(capability()),
+                volume_capability: Some(capability(&self.fs)),
                 ..Default::default()
             })
             .await
@@ -439,7 +447,7 @@ impl Walk<'_, '_> {
 
     /// Without root: the controller steps, with the "pod write" done on the backing file.
     async fn controller_only(&mut self) -> Result<(), String> {
-        self.steps.begin(&format!("CreateVolume {SOURCE} (1 GiB, {FS}, ReadWriteOnce)"));
+        self.steps.begin(&format!("CreateVolume {SOURCE} (1 GiB, {}, ReadWriteOnce)", self.fs));
         let v = self.create(SOURCE, GIB, None).await?;
         self.steps.done(&format!(
             "{} bytes, NQN {}, file {}",
@@ -472,7 +480,7 @@ impl Walk<'_, '_> {
             .controller_expand_volume(ControllerExpandVolumeRequest {
                 volume_id: SOURCE.into(),
                 capacity_range: Some(CapacityRange { required_bytes: 2 * GIB, limit_bytes: 0 }),
-                volume_capability: Some(capability()),
+                volume_capability: Some(capability(&self.fs)),
                 ..Default::default()
             })
             .await

@@ -13,7 +13,7 @@ fn main() -> ExitCode {
     // The demo prints its own walkthrough; its logs stay quiet unless a level is asked for.
     let explicit_level = std::env::args().any(|a| a.starts_with("--log-level"))
         || std::env::var_os("RDS_CSI_LOG_LEVEL").is_some();
-    let level = if matches!(cli.command, Command::Demo) && !explicit_level {
+    let level = if matches!(cli.command, Command::Demo(_)) && !explicit_level {
         "warn"
     } else {
         cli.log_level.as_str()
@@ -24,9 +24,9 @@ fn main() -> ExitCode {
     }
     let args = match cli.command {
         Command::Serve(args) => *args,
-        Command::Demo => {
+        Command::Demo(demo) => {
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-            return match runtime.block_on(driver::demo::run()) {
+            return match runtime.block_on(driver::demo::run(demo.fs_type)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: demo failed: {e}");

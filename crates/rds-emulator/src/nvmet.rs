@@ -143,11 +143,24 @@ impl Nvmet {
         for export in desired {
             if exported.contains(&export.nqn) {
                 self.set_hosts(export)?;
+                self.revalidate_size(&export.nqn);
             } else {
                 self.export(export)?;
             }
         }
         Ok(())
+    }
+
+    /// After `/disk set file-size=`: makes the target re-read the file's size, so connected
+    /// hosts see the namespace grow (the kernel sends a namespace-changed event). Best effort:
+    /// kernels before 5.11 have no `revalidate_size`.
+    fn revalidate_size(&self, nqn: &str) {
+        let attr = self.subsystem(nqn).join("namespaces/1/revalidate_size");
+        if attr.exists()
+            && let Err(e) = write(&attr, "1")
+        {
+            tracing::warn!(nqn, error = %e, "nvmet: revalidate_size");
+        }
     }
 
     fn device_path(&self, nqn: &str) -> PathBuf {
