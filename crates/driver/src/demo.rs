@@ -111,6 +111,18 @@ async fn channel(socket: &Path) -> Result<Channel, String> {
         .map_err(err)
 }
 
+/// The node's tools this demo needs, when absent from PATH.
+fn missing_tools(fs: &str) -> Vec<String> {
+    let grow = if fs == "xfs" { "xfs_growfs" } else { "resize2fs" };
+    let mkfs = format!("mkfs.{fs}");
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    ["losetup", "blkid", "mount", "umount", mkfs.as_str(), grow]
+        .into_iter()
+        .filter(|t| !std::env::split_paths(&path).any(|d| d.join(t).is_file()))
+        .map(String::from)
+        .collect()
+}
+
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
@@ -125,8 +137,9 @@ pub async fn run(fs: String) -> Result<(), String> {
         crate::version::VERSION
     );
 
-    let plane = match (is_root(), emulated::nvme_tcp_available()) {
-        (false, _) => {
+    let missing = missing_tools(&fs);
+    let plane = match (is_root(), missing.is_empty(), emulated::nvme_tcp_available()) {
+        (false, _, _) => {
             println!(
                 "\n  NOTE: not running as root, so this demo cannot attach (loop device or NVMe/TCP)\n  \
                  or mount anything: it runs the controller steps only. Run it as root for the\n  \
@@ -134,8 +147,16 @@ pub async fn run(fs: String) -> Result<(), String> {
             );
             None
         }
-        (true, true) => Some(DataPlaneKind::NvmeTcp),
-        (true, false) => Some(DataPlaneKind::Loop),
+        (true, false, _) => {
+            println!(
+                "\n  NOTE: {} not found (apt-get install util-linux e2fsprogs xfsprogs): the demo\n  \
+                 runs the controller steps only.",
+                missing.join(", ")
+            );
+            None
+        }
+        (true, true, true) => Some(DataPlaneKind::NvmeTcp),
+        (true, true, false) => Some(DataPlaneKind::Loop),
     };
     let nvmet =
         (plane == Some(DataPlaneKind::NvmeTcp)).then(|| "127.0.0.1:4420".parse().expect("address"));
