@@ -379,6 +379,16 @@ impl Walk<'_, '_> {
         Ok(())
     }
 
+    async fn expand_on_rds(&mut self) -> Result<ControllerExpandVolumeResponse, String> {
+        let req = ControllerExpandVolumeRequest {
+            volume_id: SOURCE.into(),
+            capacity_range: Some(CapacityRange { required_bytes: 2 * GIB, limit_bytes: 0 }),
+            volume_capability: Some(capability(&self.fs)),
+            ..Default::default()
+        };
+        Ok(self.c.controller_expand_volume(req).await.map_err(err)?.into_inner())
+    }
+
     /// The whole lifecycle, controller and node.
     async fn full(&mut self) -> Result<(), String> {
         self.steps.begin(&format!("CreateVolume {SOURCE} (1 GiB, {}, ReadWriteOnce)", self.fs));
@@ -402,17 +412,7 @@ impl Walk<'_, '_> {
         self.steps.done(&format!("{:?}", back.trim_end()));
 
         self.steps.begin(&format!("ControllerExpandVolume + NodeExpandVolume {SOURCE} to 2 GiB"));
-        let g = self
-            .c
-            .controller_expand_volume(ControllerExpandVolumeRequest {
-                volume_id: SOURCE.into(),
-                capacity_range: Some(CapacityRange { required_bytes: 2 * GIB, limit_bytes: 0 }),
-                volume_capability: Some(capability(&self.fs)),
-                ..Default::default()
-            })
-            .await
-            .map_err(err)?
-            .into_inner();
+        let g = self.expand_on_rds().await?;
         let n = self
             .n
             .node_expand_volume(NodeExpandVolumeRequest {
@@ -496,17 +496,7 @@ impl Walk<'_, '_> {
             String::from_utf8_lossy(&back).trim_end()
         ));
         self.steps.begin(&format!("ControllerExpandVolume {SOURCE} to 2 GiB"));
-        let g = self
-            .c
-            .controller_expand_volume(ControllerExpandVolumeRequest {
-                volume_id: SOURCE.into(),
-                capacity_range: Some(CapacityRange { required_bytes: 2 * GIB, limit_bytes: 0 }),
-                volume_capability: Some(capability(&self.fs)),
-                ..Default::default()
-            })
-            .await
-            .map_err(err)?
-            .into_inner();
+        let g = self.expand_on_rds().await?;
         self.steps.done(&format!(
             "{} bytes, node expansion required: {}",
             g.capacity_bytes, g.node_expansion_required

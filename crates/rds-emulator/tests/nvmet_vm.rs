@@ -5,61 +5,19 @@
 //! busybox-static, kmod, xz-utils; .ci/run installs them). About 20 s under TCG. Outside CI,
 //! without them, the test prints why it is skipped.
 
-use std::{path::Path, process::Command};
+use std::path::Path;
 
-fn vm_available() -> Result<(), String> {
-    let has = |tool: &str| {
-        Command::new("sh")
-            .arg("-c")
-            .arg(format!("command -v {tool}"))
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    for tool in ["qemu-system-x86_64", "nvme", "modprobe", "xz"] {
-        if !has(tool) {
-            return Err(format!("{tool} is not installed"));
-        }
-    }
-    let kernel = std::fs::read_dir("/boot")
-        .map_err(|e| format!("/boot: {e}"))?
-        .flatten()
-        .any(|e| e.file_name().to_string_lossy().starts_with("vmlinuz-"));
-    if !kernel {
-        return Err("no kernel in /boot (apt-get install linux-image-amd64)".into());
-    }
-    if !Path::new("/bin/busybox").exists() {
-        return Err("/bin/busybox missing (apt-get install busybox-static)".into());
-    }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Err("needs root".into());
-    }
-    Ok(())
-}
+#[path = "../../../tools/nvme-vm/preflight.rs"]
+mod preflight;
 
 #[test]
 fn disks_are_exported_through_the_kernel_nvme_tcp_target() {
-    if let Err(why) = vm_available() {
-        assert!(std::env::var_os("CI").is_none(), "the NVMe VM is required in CI: {why}");
-        eprintln!("SKIPPED: {why}");
+    if !preflight::require_vm(&[]) {
         return;
     }
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let runner = manifest.join("../../tools/nvme-vm/run-in-nvme-vm.sh");
-    let script = manifest.join("tests/vm/nvmet_export.sh");
-    let out = Command::new("bash")
-        .arg(runner)
-        .arg("--")
-        .arg("bash")
-        .arg(script)
-        .arg(env!("CARGO_BIN_EXE_rds-emulator"))
-        .env("NVME_VM_TIMEOUT", "300")
-        .output()
-        .expect("run the VM");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    assert!(out.status.success(), "VM test failed ({}):\n{stdout}\n{stderr}", out.status);
-    assert!(stdout.contains(", 0 failed"), "{stdout}");
-    assert!(!stdout.contains("FAILED"), "{stdout}");
+    preflight::run_checks(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vm/nvmet_export.sh"),
+        &[env!("CARGO_BIN_EXE_rds-emulator")],
+        &[("NVME_VM_TIMEOUT", "300")],
+    );
 }
