@@ -50,6 +50,9 @@ pub struct DemoArgs {
     /// Filesystem of the demo's volumes.
     #[arg(long, value_parser = ["xfs", "ext4"], default_value = "xfs")]
     pub fs_type: String,
+    /// Fence on the RDS as well: each disk allows only the attached node's host NQN.
+    #[arg(long)]
+    pub storage_fencing: bool,
 }
 
 #[derive(Debug, Args)]

@@ -129,7 +129,7 @@ fn is_root() -> bool {
 }
 
 /// Runs the demo; returns an error message on failure.
-pub async fn run(fs: String) -> Result<(), String> {
+pub async fn run(fs: String, storage_fencing: bool) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(err)?;
     let base = dir.path();
     println!(
@@ -181,6 +181,9 @@ pub async fn run(fs: String) -> Result<(), String> {
         nqn_prefix: "nqn.2000-02.com.mikrotik:".into(),
         min_volume_size: 1 << 30,
         max_volume_size: 16 << 40,
+        attachment_state: Some(crate::controller::config::AttachmentState::Memory),
+        storage_fencing,
+        attach_settle_seconds: 0,
     };
     let node = plane.map(|kind| NodeConfig {
         data_plane: kind,
@@ -198,7 +201,7 @@ pub async fn run(fs: String) -> Result<(), String> {
     });
     let config = ServeConfig {
         endpoint: Endpoint::Unix(socket.clone()),
-        roles: Roles { controller: true, node_id: node.as_ref().map(|_| "demo-node".to_string()) },
+        roles: Roles { controller: true, node_id: node.as_ref().map(|_| NODE.to_string()) },
         driver_name: "rds.csi.srvlab.io".into(),
         topology: HashMap::from([("topology.rds.csi.srvlab.io/zone".into(), "default".into())]),
         metrics_address: None,
@@ -269,6 +272,7 @@ struct Walk<'a, 'e> {
     fs: String,
 }
 
+const NODE: &str = "demo-node";
 const SOURCE: &str = "pvc-0f8e4b1c-2a3d-4e5f-9a8b-7c6d5e4f3a2b";
 const RESTORED: &str = "pvc-9b2f0c4e-1d2a-4b3c-8d4e-5f6a7b8c9d0e";
 const DATA: &str = "hello from rds-csi: written in a pod, read back after a snapshot restore\n";
@@ -327,6 +331,26 @@ impl Walk<'_, '_> {
     async fn stage_and_publish(&mut self, v: &Volume) -> Result<PathBuf, String> {
         let (staging, target) = (self.staging(v), self.target(v));
         std::fs::create_dir_all(&staging).map_err(err)?;
+        self.steps.begin(&format!("ControllerPublishVolume {} to {NODE}", v.volume_id));
+        let publish_context = self
+            .c
+            .controller_publish_volume(ControllerPublishVolumeRequest {
+                volume_id: v.volume_id.clone(),
+                node_id: NODE.into(),
+                volume_capability: Some(capability(&self.fs)),
+                volume_context: v.volume_context.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(err)?
+            .into_inner()
+            .publish_context;
+        let mut keys: Vec<&String> = publish_context.keys().collect();
+        keys.sort();
+        self.steps.done(&format!(
+            "fenced to {NODE}; publish context: {}",
+            keys.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+        ));
         self.steps.begin(&format!("NodeStageVolume {}", v.volume_id));
         self.n
             .node_stage_volume(NodeStageVolumeRequest {
@@ -334,6 +358,7 @@ impl Walk<'_, '_> {
                 staging_target_path: staging.display().to_string(),
                 volume_capability: Some(capability(&self.fs)),
                 volume_context: v.volume_context.clone(),
+                publish_context,
                 ..Default::default()
             })
             .await
@@ -375,7 +400,15 @@ impl Walk<'_, '_> {
             })
             .await
             .map_err(err)?;
-        self.steps.done("unmounted, nothing holds the device, detached");
+        self.c
+            .controller_unpublish_volume(ControllerUnpublishVolumeRequest {
+                volume_id: v.volume_id.clone(),
+                node_id: NODE.into(),
+                ..Default::default()
+            })
+            .await
+            .map_err(err)?;
+        self.steps.done("unmounted, nothing holds the device, detached; ControllerUnpublishVolume released the fence");
         Ok(())
     }
 

@@ -26,7 +26,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => *args,
         Command::Demo(demo) => {
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-            return match runtime.block_on(driver::demo::run(demo.fs_type)) {
+            return match runtime.block_on(driver::demo::run(demo.fs_type, demo.storage_fencing)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: demo failed: {e}");

@@ -10,6 +10,7 @@ use prometheus_client::{
     metrics::{
         counter::Counter,
         family::Family,
+        gauge::Gauge,
         histogram::{Histogram, exponential_buckets},
         info::Info,
     },
@@ -57,11 +58,102 @@ impl RpcMetrics {
     }
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+/// Attachment fencing (ControllerPublish/Unpublish): outcomes, conflicts, migrations.
+#[derive(Debug, Clone)]
+pub struct AttachMetrics {
+    attaches: Family<OutcomeLabels, Counter>,
+    detaches: Family<OutcomeLabels, Counter>,
+    conflicts: Counter,
+    migrations_active: Gauge,
+    migration_duration: Histogram,
+    decision: Histogram,
+}
+
+impl Default for AttachMetrics {
+    fn default() -> Self {
+        AttachMetrics {
+            attaches: Family::default(),
+            detaches: Family::default(),
+            conflicts: Counter::default(),
+            migrations_active: Gauge::default(),
+            // 1 s .. ~70 min: live migrations take seconds to minutes.
+            migration_duration: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
+            // 10 µs .. ~1 s: the decision itself is in-memory.
+            decision: Histogram::new(exponential_buckets(0.000_01, 4.0, 10)),
+        }
+    }
+}
+
+impl AttachMetrics {
+    pub fn attach(&self, outcome: &'static str) {
+        self.attaches.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    pub fn detach(&self, outcome: &'static str) {
+        self.detaches.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    pub fn conflict(&self) {
+        self.conflicts.inc();
+    }
+
+    pub fn decision(&self, elapsed: Duration) {
+        self.decision.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn migration_started(&self) {
+        self.migrations_active.inc();
+    }
+
+    /// A migration ended (one of its two nodes detached) after `seconds`.
+    pub fn migration_finished(&self, seconds: i64) {
+        if self.migrations_active.get() > 0 {
+            self.migrations_active.dec();
+        }
+        self.migration_duration.observe(seconds.max(0) as f64);
+    }
+
+    fn register(&self, registry: &mut Registry) {
+        registry.register("attach", "ControllerPublishVolume outcomes (granted, granted_migration, already_attached, conflict, too_many_nodes, migration_window_expired, unavailable)", self.attaches.clone());
+        registry.register(
+            "detach",
+            "ControllerUnpublishVolume outcomes (detached, not_attached)",
+            self.detaches.clone(),
+        );
+        registry.register(
+            "attachment_conflicts",
+            "Publishes refused by the fence",
+            self.conflicts.clone(),
+        );
+        registry.register(
+            "migrations_active",
+            "Live migrations in progress (volumes attached to two nodes) started by this process",
+            self.migrations_active.clone(),
+        );
+        registry.register(
+            "migration_duration_seconds",
+            "From the second attach to the detach that ended a migration",
+            self.migration_duration.clone(),
+        );
+        registry.register(
+            "attach_decision_seconds",
+            "Time to decide a ControllerPublishVolume once the volume is read",
+            self.decision.clone(),
+        );
+    }
+}
+
 /// The process's registry and the metric handles the services update.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     pub rpc: RpcMetrics,
+    pub attach: AttachMetrics,
 }
 
 impl Metrics {
@@ -91,7 +183,9 @@ impl Metrics {
             "RDS round trips (SSH commands, REST requests) made by one CSI RPC, by method",
             round_trips.clone(),
         );
-        Self { registry, rpc: RpcMetrics { requests, duration, round_trips } }
+        let attach = AttachMetrics::default();
+        attach.register(&mut registry);
+        Self { registry, rpc: RpcMetrics { requests, duration, round_trips }, attach }
     }
 
     /// Adds the RDS connection metrics (`rds_csi_rds_*`).

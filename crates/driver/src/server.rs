@@ -48,6 +48,8 @@ pub enum ServeError {
     Rds(String),
     #[error("node service: {0}")]
     Node(String),
+    #[error("Kubernetes API: {0}")]
+    Kubernetes(String),
 }
 
 /// Resolves on the first SIGTERM or SIGINT.
@@ -61,6 +63,50 @@ pub fn termination_signal() -> Result<impl Future<Output = ()>, ServeError> {
             _ = int.recv() => tracing::info!("SIGINT received"),
         }
     })
+}
+
+/// Attachment fencing with its state source (docs/kubevirt.md).
+async fn fencing(
+    config: &ServeConfig,
+    metrics: crate::metrics::AttachMetrics,
+) -> Result<crate::controller::publish::Fencing, ServeError> {
+    use crate::controller::{
+        cluster::{Cluster, MemoryCluster},
+        config::AttachmentState,
+        kube_cluster::KubeCluster,
+    };
+    let c = &config.controller;
+    let state = c.attachment_state.unwrap_or(if config.emulated_rds.is_some() {
+        AttachmentState::Memory
+    } else {
+        AttachmentState::Kubernetes
+    });
+    let cluster: Box<dyn Cluster> = match state {
+        AttachmentState::Memory => {
+            tracing::warn!(
+                "attachment state in memory: fencing sees only this process's grants (not HA-safe; development only)"
+            );
+            Box::new(MemoryCluster)
+        }
+        AttachmentState::Kubernetes => {
+            let client = kube::Client::try_default().await.map_err(|e| {
+                ServeError::Kubernetes(format!(
+                    "{e}; the controller reads VolumeAttachments for fencing (outside a cluster, --attachment-state memory)"
+                ))
+            })?;
+            let instance = std::env::var("POD_NAME").ok();
+            Box::new(KubeCluster::start(client, &config.driver_name, instance))
+        }
+    };
+    if c.storage_fencing {
+        tracing::warn!("storage fencing on: disks allow only the attached nodes' host NQNs");
+    }
+    Ok(crate::controller::publish::Fencing::new(
+        cluster,
+        c.storage_fencing,
+        c.attach_settle_s,
+        metrics,
+    ))
 }
 
 /// Runs the driver until `shutdown` resolves.
@@ -101,12 +147,10 @@ pub async fn run(
                 rds.start(readiness.clone(), config.rds_probe_interval).map_err(ServeError::Rds)?;
             metrics.register_rds(&conn.health);
             let client = Rds::new(conn.transport.clone(), RetryPolicy::default());
-            let b = Arc::new(Backend::new(
-                client,
-                config.controller.clone(),
-                host,
-                config.topology.clone(),
-            ));
+            let mut backend_value =
+                Backend::new(client, config.controller.clone(), host, config.topology.clone());
+            backend_value.fencing = fencing(&config, metrics.attach.clone()).await?;
+            let b = Arc::new(backend_value);
             // Learn the RouterOS version early so CreateVolume does not pay for it.
             let prefetch = b.clone();
             tokio::spawn(async move {

@@ -1,6 +1,6 @@
 //! Controller settings (flags and `RDS_CSI_*` variables) beyond the RDS connection.
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use routeros::{types::FilePath, values::parse_size_arg};
 
 #[derive(Debug, Clone, Args)]
@@ -26,6 +26,26 @@ pub struct ControllerArgs {
     /// Largest volume (bytes or K/M/G/T, binary).
     #[arg(long, env = "RDS_CSI_MAX_VOLUME_SIZE", default_value = "16T", value_parser = parse_size_arg)]
     pub max_volume_size: u64,
+    /// Where attachment fencing reads who holds a volume: kubernetes (VolumeAttachments; the
+    /// default, HA-safe) or memory (this process's own grants only: development, with
+    /// --emulated-rds the default).
+    #[arg(long, env = "RDS_CSI_ATTACHMENT_STATE", value_enum)]
+    pub attachment_state: Option<AttachmentState>,
+    /// Also fence on the RDS: allow only the attached nodes' host NQNs on each disk
+    /// (nvme-tcp-server-allow-host-name). Off by default: its effect on live connections is
+    /// unknown on real hardware (docs/kubevirt.md).
+    #[arg(long, env = "RDS_CSI_STORAGE_FENCING")]
+    pub storage_fencing: bool,
+    /// After start, for this long, VolumeAttachments a previous leader may have granted but
+    /// the attacher has not recorded yet also block other nodes.
+    #[arg(long, env = "RDS_CSI_ATTACH_SETTLE_SECONDS", default_value_t = 15)]
+    pub attach_settle_seconds: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AttachmentState {
+    Kubernetes,
+    Memory,
 }
 
 /// Validated controller settings.
@@ -38,6 +58,10 @@ pub struct ControllerConfig {
     pub nqn_prefix: String,
     pub min_size: u64,
     pub max_size: u64,
+    /// `None`: kubernetes, or memory with --emulated-rds.
+    pub attachment_state: Option<AttachmentState>,
+    pub storage_fencing: bool,
+    pub attach_settle_s: i64,
 }
 
 impl ControllerArgs {
@@ -80,6 +104,9 @@ impl ControllerArgs {
             nqn_prefix: self.nqn_prefix.clone(),
             min_size: self.min_volume_size,
             max_size: self.max_volume_size,
+            attachment_state: self.attachment_state,
+            storage_fencing: self.storage_fencing,
+            attach_settle_s: self.attach_settle_seconds.min(3600) as i64,
         })
     }
 }

@@ -3,7 +3,10 @@
 //! is not built yet and answers UNIMPLEMENTED (never a fake success). CSI requires that a CO only calls the
 //! optional Controller RPCs the plugin advertises, so the capability list is exactly what works.
 
+pub mod cluster;
 pub mod config;
+pub mod kube_cluster;
+pub mod publish;
 pub mod snapshots;
 pub mod volumes;
 
@@ -40,6 +43,7 @@ impl ControllerService {
         }
         [
             Cap::CreateDeleteVolume,
+            Cap::PublishUnpublishVolume,
             Cap::ListVolumes,
             Cap::GetCapacity,
             Cap::ExpandVolume,
@@ -99,14 +103,24 @@ impl Controller for ControllerService {
         &self,
         r: Request<ControllerPublishVolumeRequest>,
     ) -> Answer<ControllerPublishVolumeResponse> {
-        self.rpc.unimplemented("ControllerPublishVolume", r).await
+        self.rpc
+            .run(
+                "ControllerPublishVolume",
+                r,
+                |req| async move { self.backend()?.publish(req).await },
+            )
+            .await
     }
 
     async fn controller_unpublish_volume(
         &self,
         r: Request<ControllerUnpublishVolumeRequest>,
     ) -> Answer<ControllerUnpublishVolumeResponse> {
-        self.rpc.unimplemented("ControllerUnpublishVolume", r).await
+        self.rpc
+            .run("ControllerUnpublishVolume", r, |req| async move {
+                self.backend()?.unpublish(req).await
+            })
+            .await
     }
 
     async fn validate_volume_capabilities(

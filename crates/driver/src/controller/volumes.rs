@@ -52,6 +52,8 @@ pub struct Backend {
     system: OnceCell<SystemInfo>,
     /// Background copies (snapshots, restores, clones) running in this process.
     pub copies: super::snapshots::Copies,
+    /// Attachment fencing (ControllerPublish/Unpublish); in-memory until the server sets it.
+    pub fencing: super::publish::Fencing,
 }
 
 fn invalid(msg: impl Into<String>) -> ServiceError {
@@ -73,6 +75,7 @@ impl Backend {
             locks: Locks::default(),
             system: OnceCell::new(),
             copies: Default::default(),
+            fencing: Default::default(),
         }
     }
 
@@ -96,7 +99,7 @@ impl Backend {
     }
 
     /// The volume as CSI sees it, its context rebuilt from the disk (same answer on retries).
-    fn volume(&self, disk: &Disk, p: Option<&params::VolumeParams>) -> Volume {
+    pub(crate) fn volume(&self, disk: &Disk, p: Option<&params::VolumeParams>) -> Volume {
         let mut ctx = HashMap::new();
         let rds_address =
             p.and_then(|p| p.rds_address.clone()).unwrap_or_else(|| self.rds_host.clone());

@@ -6,6 +6,7 @@ pub mod access;
 pub mod blank;
 pub mod capacity;
 pub mod fabrics;
+pub mod fencing;
 pub mod ids;
 pub mod mount_options;
 pub mod mountinfo;

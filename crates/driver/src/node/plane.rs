@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use routeros::types::Nqn;
+
 use super::{
     host::{BlockDevice, Host},
     loopdev::LoopPlane,
@@ -25,15 +27,24 @@ impl DataPlane {
     }
 
     /// Attaches `volume_id` (idempotent: an attached volume is reused after checking it).
+    /// With storage fencing the controller names, in the publish context, the host NQN the
+    /// node must connect with (the one it allowed on the disk); otherwise the node's own.
     pub async fn attach(
         &self,
         host: &Host,
         volume_id: &str,
         ctx: &HashMap<String, String>,
+        publish: &HashMap<String, String>,
     ) -> Result<BlockDevice, ServiceError> {
         match self {
             DataPlane::Nvme(p) => {
-                let c = nvme::connect_params(ctx, &p.managed_prefix, &p.host_nqn)?;
+                let host_nqn = match publish.get(crate::controller::publish::HOST_NQN) {
+                    Some(n) => Nqn::new(n).map_err(|e| {
+                        ServiceError::InvalidArgument(format!("publish_context hostNqn: {e}"))
+                    })?,
+                    None => p.host_nqn.clone(),
+                };
+                let c = nvme::connect_params(ctx, &p.managed_prefix, &host_nqn)?;
                 if !c.nqn.as_str().ends_with(&format!(":{volume_id}")) {
                     return Err(ServiceError::InvalidArgument(format!(
                         "volume_context nqn {} does not belong to volume {volume_id}",

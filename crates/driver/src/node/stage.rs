@@ -76,7 +76,7 @@ impl NodeService {
         }
         let mounted = st.host.mounts_at(&staging).await?;
         let was_attached = st.plane.attached(&st.host, vid);
-        let dev = st.plane.attach(&st.host, vid, &req.volume_context).await?;
+        let dev = st.plane.attach(&st.host, vid, &req.volume_context, &req.publish_context).await?;
         let result = match kind {
             Kind::Block => match mounted.last() {
                 None => Ok(()),

@@ -56,6 +56,8 @@ impl Rds {
     pub fn flags(&self, transport: &str) -> Vec<String> {
         let mut f: Vec<String> = [
             "--controller",
+            "--attachment-state",
+            "memory",
             "--metrics-address",
             "127.0.0.1:0",
             "--rds-probe-interval-seconds",

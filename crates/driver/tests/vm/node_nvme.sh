@@ -46,16 +46,22 @@ system_ok() {
 printf '#!/bin/sh\necho "$@" >> %s/nvme-called\nexit 1\n' $W > $W/bin/nvme && chmod +x $W/bin/nvme
 
 for fs in xfs ext4; do
-  PATH=$W/bin:$PATH "$BIN" demo --fs-type $fs > $W/demo-$fs.out 2>&1; rc=$?
+  # ext4 also runs with storage fencing: each disk allows only the publishing node's host
+  # NQN (nvmet enforces it), which the node takes from the publish context.
+  extra=(); [ $fs = ext4 ] && extra=(--storage-fencing)
+  PATH=$W/bin:$PATH "$BIN" demo --fs-type $fs "${extra[@]}" > $W/demo-$fs.out 2>&1; rc=$?
   sed "s/^/    [$fs] /" $W/demo-$fs.out | grep -E 'data plane|NodeStage|->|error' | head -40
   check "demo ($fs) exits 0" [ $rc = 0 ]
   check "demo ($fs) attached over NVMe/TCP" grep -q 'data plane: NVMe/TCP' $W/demo-$fs.out
+  check "demo ($fs) was fenced by ControllerPublishVolume" grep -q 'fenced to demo-node' $W/demo-$fs.out
   check "demo ($fs) grew the filesystem online to 2 GiB" grep -q 'device 2147483648 bytes, filesystem now' $W/demo-$fs.out
   check "demo ($fs) read the file back from the restored volume" \
     grep -A1 'read the file in the restored volume' $W/demo-$fs.out | grep -q 'hello from rds-csi'
   check "demo ($fs) left no managed NVMe subsystem connected" [ "$(managed_left)" = 0 ]
   check "system disk survived the demo ($fs): still connected, same device, data intact" system_ok
 done
+check "storage fencing: the node connected with the host NQN the controller allowed" \
+  grep -q 'publish context: hostNqn, nqn, nvmeAddress, nvmePort' $W/demo-ext4.out
 check "nvme-cli was never run" [ ! -e $W/nvme-called ]
 check "the system subsystem is still exported and linked" [ -L $T/ports/9/subsystems/$SYS ]
 nvme disconnect -n $SYS > /dev/null 2>&1

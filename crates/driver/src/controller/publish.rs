@@ -1,0 +1,390 @@
+//! ControllerPublishVolume and ControllerUnpublishVolume: attachment fencing (docs/kubevirt.md).
+//!
+//! The decision (`core::fencing`) reads the holders of a volume: the cluster's record (the
+//! VolumeAttachments of this driver with `status.attached`), plus the grants this process made
+//! that the attacher has not recorded yet, minus the detaches this process answered that it
+//! has not recorded yet. For a settle period after start, VolumeAttachments that existed
+//! before this controller and are not attached yet also count: a previous leader may have
+//! granted them a moment before it stopped.
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use csi::v1::{
+    ControllerPublishVolumeRequest, ControllerPublishVolumeResponse,
+    ControllerUnpublishVolumeRequest, ControllerUnpublishVolumeResponse,
+    volume_capability::access_mode::Mode,
+};
+use routeros::types::Nqn;
+
+use super::{
+    cluster::{Cluster, MemoryCluster, PvcEvent, Recorded},
+    volumes::{Backend, key},
+};
+use crate::{
+    core::{
+        access,
+        fencing::{self, Access, Decision, Holder, Refusal},
+        ids,
+    },
+    error::ServiceError,
+    metrics::AttachMetrics,
+};
+
+/// How long a grant or a detach answered by this process stands in for the attacher's record.
+const UNRECORDED_TTL: Duration = Duration::from_secs(120);
+/// The allow list of a disk no node may reach (storage fencing with no holder left): an
+/// empty list would mean "any host".
+pub const FENCED_HOST_NQN: &str = "nqn.2000-02.io.srvlab.rds-csi:fenced";
+/// Publish-context key: the host NQN the node must connect with (storage fencing).
+pub const HOST_NQN: &str = "hostNqn";
+
+/// A node's host NQN under storage fencing: derived from its node id, so the controller
+/// knows it without asking the node (`nqn.2014-08.org.nvmexpress:uuid:<uuid v5>`).
+pub fn host_nqn_for(node_id: &str) -> String {
+    const NS: uuid::Uuid = uuid::Uuid::from_u128(0x5d3c_3f4e_7a1b_4c2d_9e8f_0a1b_2c3d_4e5f);
+    format!("nqn.2014-08.org.nvmexpress:uuid:{}", uuid::Uuid::new_v5(&NS, node_id.as_bytes()))
+}
+
+pub struct Fencing {
+    pub cluster: Box<dyn Cluster>,
+    pub storage_fencing: bool,
+    pub settle_s: i64,
+    pub metrics: AttachMetrics,
+    grants: Mutex<HashMap<(String, String), (i64, Instant)>>,
+    released: Mutex<HashMap<(String, String), Instant>>,
+}
+
+impl Default for Fencing {
+    fn default() -> Self {
+        Fencing::new(Box::new(MemoryCluster), false, 0, AttachMetrics::default())
+    }
+}
+
+fn now_s() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn invalid(msg: impl Into<String>) -> ServiceError {
+    ServiceError::InvalidArgument(msg.into())
+}
+
+fn time(s: i64) -> String {
+    k8s_openapi::jiff::Timestamp::from_second(s).map_or_else(|_| s.to_string(), |t| t.to_string())
+}
+
+impl Fencing {
+    pub fn new(
+        cluster: Box<dyn Cluster>,
+        storage_fencing: bool,
+        settle_s: i64,
+        metrics: AttachMetrics,
+    ) -> Fencing {
+        Fencing {
+            cluster,
+            storage_fencing,
+            settle_s,
+            metrics,
+            grants: Default::default(),
+            released: Default::default(),
+        }
+    }
+
+    /// The holders the decision sees (see the module comment).
+    fn holders(&self, vid: &str, rec: &Recorded) -> Vec<Holder> {
+        let mut grants = self.grants.lock().expect("grants");
+        grants.retain(|_, (_, at)| at.elapsed() < UNRECORDED_TTL);
+        let mut released = self.released.lock().expect("released");
+        released.retain(|_, at| at.elapsed() < UNRECORDED_TTL);
+        let mut out: Vec<Holder> = Vec::new();
+        let settling = self.cluster.age_s() < self.settle_s;
+        let pending = rec.pending_before_start.iter().filter(|_| settling);
+        for h in rec.holders.iter().chain(pending) {
+            if !released.contains_key(&(vid.to_string(), h.node.clone()))
+                && !out.iter().any(|o| o.node == h.node)
+            {
+                out.push(h.clone());
+            }
+        }
+        for ((v, node), (since, _)) in grants.iter() {
+            if v == vid && !out.iter().any(|o| &o.node == node) {
+                out.push(Holder {
+                    node: node.clone(),
+                    since: *since,
+                    node_exists: self.cluster.node_exists(node),
+                });
+            }
+        }
+        out
+    }
+
+    fn grant(&self, vid: &str, node: &str, since: i64) {
+        let k = (vid.to_string(), node.to_string());
+        self.released.lock().expect("released").remove(&k);
+        self.grants.lock().expect("grants").insert(k, (since, Instant::now()));
+    }
+
+    fn release(&self, vid: &str, node: &str) {
+        let k = (vid.to_string(), node.to_string());
+        self.grants.lock().expect("grants").remove(&k);
+        self.released.lock().expect("released").insert(k, Instant::now());
+    }
+}
+
+/// Everything an event needs about the volume's claim.
+fn claim(rec: &Recorded, ctx: &HashMap<String, String>) -> Option<(String, String)> {
+    rec.pv
+        .as_ref()
+        .and_then(|p| p.claim.clone())
+        .or_else(|| Some((ctx.get(key::PVC_NAMESPACE)?.clone(), ctx.get(key::PVC_NAME)?.clone())))
+}
+
+impl Backend {
+    async fn emit(
+        &self,
+        claim: &Option<(String, String)>,
+        warning: bool,
+        reason: &'static str,
+        note: String,
+    ) {
+        match claim {
+            Some(c) => {
+                self.fencing
+                    .cluster
+                    .event(PvcEvent { claim: c.clone(), warning, reason, note })
+                    .await
+            }
+            None => tracing::info!(reason, %note, "event not published: the volume has no PVC"),
+        }
+    }
+
+    /// Sets the disk's allow list to the host NQNs of `nodes` (storage fencing); an empty
+    /// set fences every host out.
+    async fn set_allowed(
+        &self,
+        slot: &routeros::types::Slot,
+        nodes: &[String],
+    ) -> Result<(), ServiceError> {
+        let mut hosts: Vec<Nqn> =
+            nodes.iter().map(|n| Nqn::new(&host_nqn_for(n)).expect("valid NQN")).collect();
+        if hosts.is_empty() {
+            hosts.push(Nqn::new(FENCED_HOST_NQN).expect("valid NQN"));
+        }
+        self.rds
+            .set_export(slot, true, &hosts)
+            .await
+            .map_err(ServiceError::rds(format!("setting the allowed hosts of {slot}")))?;
+        Ok(())
+    }
+
+    /// CSI "ControllerPublishVolume": makes the volume available to `node_id`, or refuses with
+    /// FAILED_PRECONDITION when the fence forbids it (CSI: "volume published to another node
+    /// and does not have MULTI_NODE capability"). Publishing again to the same node answers
+    /// the same publish context.
+    pub async fn publish(
+        &self,
+        req: ControllerPublishVolumeRequest,
+    ) -> Result<ControllerPublishVolumeResponse, ServiceError> {
+        if req.volume_id.is_empty() {
+            return Err(invalid("volume_id is required"));
+        }
+        if req.node_id.is_empty() {
+            return Err(invalid("node_id is required"));
+        }
+        let cap = req
+            .volume_capability
+            .as_ref()
+            .ok_or_else(|| invalid("volume_capability is required"))?;
+        access::check(cap).map_err(invalid)?;
+        let slot = ids::parse_volume_id(&req.volume_id).map_err(invalid)?;
+        let (vid, node) = (req.volume_id.as_str(), req.node_id.as_str());
+        let migratable = access::is_block(cap)
+            && cap
+                .access_mode
+                .as_ref()
+                .is_some_and(|m| m.mode == Mode::MultiNodeMultiWriter as i32);
+        let access = if migratable { Access::Migratable } else { Access::Exclusive };
+        let _guard = self.locks.try_lock(vid, "volume")?;
+        let f = &self.fencing;
+        let started = Instant::now();
+        let disk = self
+            .rds
+            .get_disk(&slot)
+            .await
+            .map_err(ServiceError::rds(format!("reading volume {slot}")))?
+            .ok_or_else(|| {
+                ServiceError::NotFound(format!("volume {vid} does not exist on the RDS"))
+            })?;
+        let rec = f.cluster.recorded(vid).await.map_err(|e| {
+            f.metrics.attach("unavailable");
+            ServiceError::Unavailable(format!("cannot decide the attachment of {vid}: {e}"))
+        })?;
+        let holders = f.holders(vid, &rec);
+        let timeout = rec
+            .pv
+            .as_ref()
+            .and_then(|p| p.migration_timeout_s)
+            .or_else(|| req.volume_context.get(key::MIGRATION_TIMEOUT).and_then(|v| v.parse().ok()))
+            .unwrap_or(300);
+        let now = now_s();
+        let outcome = fencing::decide(&holders, node, access, timeout, now);
+        f.metrics.decision(started.elapsed());
+        let claim = claim(&rec, &req.volume_context);
+        for stale in &outcome.stale_ignored {
+            let note = format!(
+                "VolumeAttachment of {vid} on node {stale} ignored: the Node object no longer exists"
+            );
+            self.emit(&claim, true, "StaleAttachmentIgnored", note).await;
+        }
+        let live: Vec<String> =
+            holders.iter().filter(|h| h.node_exists).map(|h| h.node.clone()).collect();
+        match outcome.decision {
+            Decision::Already => f.metrics.attach("already_attached"),
+            Decision::Refuse(r) => return Err(self.refuse(vid, node, timeout, r, &claim).await),
+            Decision::Grant { migration } => {
+                if f.storage_fencing {
+                    // One set: the departed (stale) nodes are revoked as the new one is granted.
+                    let mut nodes = live.clone();
+                    nodes.push(node.to_string());
+                    self.set_allowed(&slot, &nodes).await?;
+                }
+                f.grant(vid, node, now);
+                if migration {
+                    f.metrics.migration_started();
+                    let note = format!(
+                        "live migration: {vid} attached to {node} as well as {}; the window closes in {timeout}s",
+                        live.join(", ")
+                    );
+                    self.emit(&claim, false, "MigrationStarted", note).await;
+                    f.metrics.attach("granted_migration");
+                } else {
+                    if let Some(pv) = rec.pv.as_ref() {
+                        f.cluster.annotate(&pv.name, Some((node, &time(now)))).await;
+                    }
+                    f.metrics.attach("granted");
+                }
+            }
+        }
+        let ctx = self.volume(&disk, None).volume_context;
+        let mut publish_context: HashMap<String, String> =
+            [key::NVME_ADDRESS, key::NVME_PORT, key::NQN]
+                .iter()
+                .filter_map(|k| Some((k.to_string(), ctx.get(*k)?.clone())))
+                .collect();
+        if f.storage_fencing {
+            publish_context.insert(HOST_NQN.into(), host_nqn_for(node));
+        }
+        Ok(ControllerPublishVolumeResponse { publish_context })
+    }
+
+    async fn refuse(
+        &self,
+        vid: &str,
+        node: &str,
+        timeout: i64,
+        r: Refusal,
+        claim: &Option<(String, String)>,
+    ) -> ServiceError {
+        let f = &self.fencing;
+        let msg = match &r {
+            Refusal::HeldElsewhere { holder } => {
+                f.metrics.attach("conflict");
+                format!(
+                    "volume {vid} is attached to node {holder} and its access mode allows one node; it cannot attach to {node} too. \
+                     Stop the pod using it on {holder} (Kubernetes then detaches it). If {holder} is down for good, delete its Node \
+                     object or taint it node.kubernetes.io/out-of-service=nodeshutdown:NoExecute so that its attachment is removed"
+                )
+            }
+            Refusal::TwoHolders { holders, window_ends } => {
+                f.metrics.attach("too_many_nodes");
+                format!(
+                    "volume {vid} is attached to {} and {} (a live migration, window open until {}); a third node ({node}) cannot attach: at most two nodes, during a migration",
+                    holders[0],
+                    holders[1],
+                    time(*window_ends)
+                )
+            }
+            Refusal::WindowExpired { holders, expired_at } => {
+                f.metrics.attach("migration_window_expired");
+                format!(
+                    "volume {vid} is attached to {} and {} and its migration window ({timeout}s) expired at {}: the migration failed or hangs. \
+                     Detach one of the two nodes (finish or cancel the migration) before attaching {node}, or raise migrationTimeoutSeconds in the StorageClass",
+                    holders[0],
+                    holders[1],
+                    time(*expired_at)
+                )
+            }
+        };
+        f.metrics.conflict();
+        let reason = if matches!(r, Refusal::WindowExpired { .. }) {
+            "MigrationFailed"
+        } else {
+            "AttachmentConflict"
+        };
+        self.emit(claim, true, reason, msg.clone()).await;
+        ServiceError::FailedPrecondition(msg)
+    }
+
+    /// CSI "ControllerUnpublishVolume": the node no longer needs the volume. A node that does
+    /// not hold it, or a volume that no longer exists, is success (CSI: "can be safely
+    /// regarded as ControllerUnpublished"). Detaching one of two nodes completes a migration.
+    pub async fn unpublish(
+        &self,
+        req: ControllerUnpublishVolumeRequest,
+    ) -> Result<ControllerUnpublishVolumeResponse, ServiceError> {
+        if req.volume_id.is_empty() {
+            return Err(invalid("volume_id is required"));
+        }
+        let slot = ids::parse_volume_id(&req.volume_id).map_err(invalid)?;
+        let (vid, node) = (req.volume_id.as_str(), req.node_id.as_str());
+        let _guard = self.locks.try_lock(vid, "volume")?;
+        let f = &self.fencing;
+        let rec = f.cluster.recorded(vid).await.unwrap_or_default();
+        let before: Vec<Holder> =
+            f.holders(vid, &rec).into_iter().filter(|h| h.node_exists).collect();
+        let held = node.is_empty() || before.iter().any(|h| h.node == node);
+        let remaining: Vec<String> = before
+            .iter()
+            .filter(|h| !node.is_empty() && h.node != node)
+            .map(|h| h.node.clone())
+            .collect();
+        if f.storage_fencing {
+            let disk = self
+                .rds
+                .get_disk(&slot)
+                .await
+                .map_err(ServiceError::rds(format!("reading volume {slot}")))?;
+            if disk.is_some() {
+                self.set_allowed(&slot, &remaining).await?;
+            }
+        }
+        if node.is_empty() {
+            // CSI: an empty node_id unpublishes from every node.
+            for h in &before {
+                f.release(vid, &h.node);
+            }
+        } else {
+            f.release(vid, node);
+        }
+        let claim = claim(&rec, &HashMap::new());
+        if before.len() == 2 && held && remaining.len() == 1 {
+            let started = before.iter().map(|h| h.since).max().unwrap_or(0);
+            f.metrics.migration_finished(now_s().saturating_sub(started));
+            let note =
+                format!("live migration of {vid} done: {node} detached, {} keeps it", remaining[0]);
+            self.emit(&claim, false, "MigrationCompleted", note).await;
+        }
+        if remaining.is_empty()
+            && let Some(pv) = rec.pv.as_ref()
+        {
+            f.cluster.annotate(&pv.name, None).await;
+        }
+        f.metrics.detach(if held { "detached" } else { "not_attached" });
+        Ok(ControllerUnpublishVolumeResponse {})
+    }
+}

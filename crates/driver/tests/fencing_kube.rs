@@ -1,0 +1,328 @@
+//! Attachment fencing with its state in Kubernetes: the controller's publish path (the real
+//! `Backend` against the RDS emulator over SSH) with kube-rs talking to a mock API server
+//! (tower-test) that serves VolumeAttachments, PVs and Nodes and records the exact requests
+//! the driver makes (PV annotations, events).
+
+mod support;
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use csi::v1::{
+    volume_capability::{AccessMode, AccessType, BlockVolume, MountVolume, access_mode::Mode},
+    *,
+};
+use driver::{
+    controller::{
+        config::ControllerArgs,
+        kube_cluster::{ANNOTATION_AT, ANNOTATION_NODE, KubeCluster},
+        publish::Fencing,
+        volumes::Backend,
+    },
+    metrics::AttachMetrics,
+    rds::RdsConfig,
+    readiness::{Readiness, ReadyState},
+};
+use routeros::{
+    client::{Rds as RdsClient, RetryPolicy},
+    ssh::{HostKeyPolicy, SshOptions},
+};
+use serde_json::{Value, json};
+use support::kube::{self as k8s, ApiServer};
+
+const DRIVER: &str = "rds.csi.srvlab.io";
+const GIB: i64 = 1 << 30;
+
+struct World {
+    backend: Arc<Backend>,
+    api: ApiServer,
+    volume: String,
+    _rds: support::rds::Rds,
+    _conn: driver::rds::RdsConnection,
+}
+
+fn cap(block_rwx: bool) -> VolumeCapability {
+    VolumeCapability {
+        access_type: Some(if block_rwx {
+            AccessType::Block(BlockVolume {})
+        } else {
+            AccessType::Mount(MountVolume::default())
+        }),
+        access_mode: Some(AccessMode {
+            mode: if block_rwx { Mode::MultiNodeMultiWriter } else { Mode::SingleNodeWriter }
+                as i32,
+        }),
+    }
+}
+
+fn ago(seconds: i64) -> String {
+    let t = k8s_openapi::jiff::Timestamp::now().as_second() - seconds;
+    k8s_openapi::jiff::Timestamp::from_second(t).unwrap().to_string()
+}
+
+/// The emulator with one 1 GiB volume, the controller's backend on it, and the mock API
+/// server with `vas` (for the volume's PV `pv-1`) and `nodes`.
+async fn world(vas: impl Fn(&str) -> Vec<Value>, nodes: &[&str], settle_s: i64) -> World {
+    let rds = support::rds::rds().await;
+    let mut opts = SshOptions::new(
+        &rds.address,
+        "admin",
+        rds.key_file.clone(),
+        HostKeyPolicy::Fingerprint(rds.fingerprint.clone()),
+    );
+    opts.probe_interval = Duration::from_secs(1);
+    let conn = RdsConfig::Ssh(opts)
+        .start(Readiness::new(ReadyState::NotReady("starting".into())), Duration::from_secs(1))
+        .unwrap();
+    let client = RdsClient::new(conn.transport.clone(), RetryPolicy::default());
+    let args = ControllerArgs {
+        volume_path: "/storage-pool/metal-csi".into(),
+        allowed_base_paths: Vec::new(),
+        nvme_address: Some("10.0.0.5".into()),
+        nvme_port: 4420,
+        nqn_prefix: "nqn.2000-02.com.mikrotik:".into(),
+        min_volume_size: 1 << 30,
+        max_volume_size: 16 << 40,
+        attachment_state: None,
+        storage_fencing: false,
+        attach_settle_seconds: 0,
+    };
+    // Provisioner names are used as they are when they look like `pvc-<uuid>`.
+    let volume = "pvc-0a1b2c3d-0000-4000-8000-000000000001".to_string();
+    let attrs = json!({ "migrationTimeoutSeconds": "300" });
+    let api = k8s::serve(
+        vas(&volume),
+        vec![k8s::pv(DRIVER, "pv-1", &volume, "apps", "vm-disk", attrs)],
+        nodes.iter().map(|n| k8s::node(n)).collect(),
+    );
+    let cluster = KubeCluster::start(api.client.clone(), DRIVER, Some("controller-0".into()));
+    cluster.wait_ready(Duration::from_secs(5)).await.unwrap();
+    let mut backend =
+        Backend::new(client, args.validate().unwrap(), "127.0.0.1".into(), HashMap::new());
+    backend.fencing = Fencing::new(Box::new(cluster), false, settle_s, AttachMetrics::default());
+    let backend = Arc::new(backend);
+    let v = backend
+        .create_volume(CreateVolumeRequest {
+            name: volume.clone(),
+            capacity_range: Some(CapacityRange { required_bytes: GIB, limit_bytes: 0 }),
+            volume_capabilities: vec![cap(true)],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .volume
+        .unwrap();
+    assert_eq!(v.volume_id, volume);
+    World { backend, api, volume, _rds: rds, _conn: conn }
+}
+
+impl World {
+    async fn publish(
+        &self,
+        node: &str,
+        block_rwx: bool,
+    ) -> Result<HashMap<String, String>, tonic::Status> {
+        self.backend
+            .publish(ControllerPublishVolumeRequest {
+                volume_id: self.volume.clone(),
+                node_id: node.into(),
+                volume_capability: Some(cap(block_rwx)),
+                ..Default::default()
+            })
+            .await
+            .map(|r| r.publish_context)
+            .map_err(tonic::Status::from)
+    }
+
+    async fn unpublish(&self, node: &str) {
+        self.backend
+            .unpublish(ControllerUnpublishVolumeRequest {
+                volume_id: self.volume.clone(),
+                node_id: node.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+
+    fn events(&self) -> Vec<Value> {
+        self.api
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.method == "POST")
+            .map(|s| s.body.clone())
+            .collect()
+    }
+
+    fn event_paths(&self) -> Vec<String> {
+        self.api
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.method == "POST")
+            .map(|s| s.path.clone())
+            .collect()
+    }
+
+    fn patches(&self) -> Vec<(String, Value)> {
+        self.api
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.method == "PATCH")
+            .map(|s| (s.path.clone(), s.body.clone()))
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn a_restarted_controller_fences_from_the_volume_attachments() {
+    let w =
+        world(|_| vec![k8s::va(DRIVER, "csi-a", "pv-1", "n1", true, &ago(600))], &["n1", "n2"], 0)
+            .await;
+    // The caches were filled by exactly one list of each kind, then watches.
+    let lines = w.api.lines.lock().unwrap().clone();
+    for path in [
+        "/apis/storage.k8s.io/v1/volumeattachments?",
+        "/api/v1/persistentvolumes?",
+        "/api/v1/nodes?",
+    ] {
+        assert_eq!(
+            lines
+                .iter()
+                .filter(|l| l.starts_with(&format!("GET {path}")) && !l.contains("watch=true"))
+                .count(),
+            1,
+            "{path}: {lines:#?}"
+        );
+    }
+
+    let err = w.publish("n2", false).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        err.message().contains("attached to node n1") && err.message().contains("out-of-service"),
+        "{}",
+        err.message()
+    );
+    // One event, in the PVC's namespace, about the PVC.
+    assert_eq!(w.event_paths(), ["/apis/events.k8s.io/v1/namespaces/apps/events"]);
+    let e = &w.events()[0];
+    assert_eq!(e["reason"], "AttachmentConflict");
+    assert_eq!(e["type"], "Warning");
+    assert_eq!(e["metadata"]["namespace"], "apps");
+    assert_eq!(e["regarding"]["namespace"], "apps");
+    assert_eq!(e["regarding"]["name"], "vm-disk");
+    assert_eq!(e["regarding"]["kind"], "PersistentVolumeClaim");
+    assert_eq!(e["reportingController"], "rds-csi-controller");
+
+    // The holder publishing again: the same context, no new event, no annotation write.
+    let ctx = w.publish("n1", false).await.unwrap();
+    assert_eq!(ctx["nvmeAddress"], "10.0.0.5");
+    assert_eq!(ctx["nvmePort"], "4420");
+    assert!(ctx["nqn"].ends_with(&w.volume), "{ctx:?}");
+    assert_eq!(w.publish("n1", false).await.unwrap(), ctx);
+    assert_eq!(w.events().len(), 1);
+    assert!(w.patches().is_empty());
+}
+
+#[tokio::test]
+async fn migration_windows_are_rebuilt_from_the_newer_attachment_and_the_pv_timeout() {
+    // n2 attached 60 s ago: the window (300 s from the PV) is open.
+    let open = world(
+        |_| {
+            vec![
+                k8s::va(DRIVER, "csi-a", "pv-1", "n1", true, &ago(7200)),
+                k8s::va(DRIVER, "csi-b", "pv-1", "n2", true, &ago(60)),
+            ]
+        },
+        &["n1", "n2", "n3"],
+        0,
+    )
+    .await;
+    let err = open.publish("n3", true).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        err.message().contains("window open until") && err.message().contains("at most two nodes"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(open.events()[0]["reason"], "AttachmentConflict");
+    // Both holders publish again: idempotent.
+    open.publish("n1", true).await.unwrap();
+    open.publish("n2", true).await.unwrap();
+    // The source detaches: the migration is complete.
+    open.unpublish("n1").await;
+    let reasons: Vec<Value> = open.events().iter().map(|e| e["reason"].clone()).collect();
+    assert_eq!(reasons, [json!("AttachmentConflict"), json!("MigrationCompleted")]);
+
+    // n2 attached 400 s ago: the window expired; the message says what to do.
+    let expired = world(
+        |_| {
+            vec![
+                k8s::va(DRIVER, "csi-a", "pv-1", "n1", true, &ago(7200)),
+                k8s::va(DRIVER, "csi-b", "pv-1", "n2", true, &ago(400)),
+            ]
+        },
+        &["n1", "n2", "n3"],
+        0,
+    )
+    .await;
+    let err = expired.publish("n3", true).await.unwrap_err();
+    assert!(
+        err.message().contains("migration window (300s) expired")
+            && err.message().contains("Detach one of the two nodes"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(expired.events()[0]["reason"], "MigrationFailed");
+}
+
+#[tokio::test]
+async fn a_holder_whose_node_is_gone_does_not_block_and_the_pv_is_annotated() {
+    let w = world(|_| vec![k8s::va(DRIVER, "csi-a", "pv-1", "gone", true, &ago(600))], &["n2"], 0)
+        .await;
+    w.publish("n2", false).await.unwrap();
+    let e = w.events();
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0]["reason"], "StaleAttachmentIgnored");
+    assert!(e[0]["note"].as_str().unwrap().contains("node gone"), "{}", e[0]);
+    let p = w.patches();
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].0, "/api/v1/persistentvolumes/pv-1");
+    assert_eq!(p[0].1["metadata"]["annotations"][ANNOTATION_NODE], "n2");
+    assert!(p[0].1["metadata"]["annotations"][ANNOTATION_AT].is_string());
+    // The last detach removes the annotations (merge patch with nulls).
+    w.unpublish("n2").await;
+    let p = w.patches();
+    assert_eq!(p.len(), 2);
+    assert_eq!(
+        p[1].1,
+        json!({ "metadata": { "annotations": { ANNOTATION_NODE: null, ANNOTATION_AT: null } } })
+    );
+}
+
+#[tokio::test]
+async fn a_new_leader_waits_for_grants_its_predecessor_may_have_made() {
+    // A VolumeAttachment from before this controller started, not attached yet: during the
+    // settle period it blocks another node; without one it does not.
+    let vas = |_: &str| vec![k8s::va(DRIVER, "csi-a", "pv-1", "n1", false, &ago(5))];
+    let settling = world(vas, &["n1", "n2"], 60).await;
+    let err = settling.publish("n2", false).await.unwrap_err();
+    assert!(err.message().contains("attached to node n1"), "{}", err.message());
+    settling.publish("n1", false).await.expect("the node it may have been granted to gets it");
+    let settled = world(vas, &["n1", "n2"], 0).await;
+    settled.publish("n2", false).await.unwrap();
+}
+
+#[tokio::test]
+async fn grants_not_yet_recorded_fence_too() {
+    // Nothing recorded: n1 is granted; before the attacher records it, n2 is refused.
+    let w = world(|_| Vec::new(), &["n1", "n2"], 0).await;
+    w.publish("n1", false).await.unwrap();
+    assert_eq!(w.publish("n2", false).await.unwrap_err().code(), tonic::Code::FailedPrecondition);
+    w.unpublish("n1").await;
+    w.publish("n2", false).await.unwrap();
+}

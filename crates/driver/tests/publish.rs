@@ -1,0 +1,198 @@
+//! ControllerPublishVolume / ControllerUnpublishVolume over gRPC, black-box: the real binary
+//! against the RDS emulator over SSH, attachment state in memory (`--attachment-state
+//! memory`; the Kubernetes source is covered by fencing_kube.rs), with and without storage
+//! fencing.
+
+mod support;
+
+use std::{collections::HashMap, time::Duration};
+
+use csi::v1::{
+    controller_client::ControllerClient,
+    volume_capability::{AccessMode, AccessType, BlockVolume, MountVolume, access_mode::Mode},
+    *,
+};
+use support::{Daemon, rds::rds};
+use tonic::{Code, transport::Channel};
+
+const GIB: i64 = 1 << 30;
+
+fn cap(block: bool, mode: Mode) -> VolumeCapability {
+    VolumeCapability {
+        access_type: Some(if block {
+            AccessType::Block(BlockVolume {})
+        } else {
+            AccessType::Mount(MountVolume::default())
+        }),
+        access_mode: Some(AccessMode { mode: mode as i32 }),
+    }
+}
+
+async fn create(c: &mut ControllerClient<Channel>, name: &str, cap: VolumeCapability) -> Volume {
+    c.create_volume(CreateVolumeRequest {
+        name: name.into(),
+        capacity_range: Some(CapacityRange { required_bytes: GIB, limit_bytes: 0 }),
+        volume_capabilities: vec![cap],
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .volume
+    .unwrap()
+}
+
+async fn publish(
+    c: &mut ControllerClient<Channel>,
+    v: &Volume,
+    node: &str,
+    cap: &VolumeCapability,
+    ctx: &[(&str, &str)],
+) -> Result<HashMap<String, String>, tonic::Status> {
+    let mut volume_context = v.volume_context.clone();
+    volume_context.extend(ctx.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    c.controller_publish_volume(ControllerPublishVolumeRequest {
+        volume_id: v.volume_id.clone(),
+        node_id: node.into(),
+        volume_capability: Some(cap.clone()),
+        volume_context,
+        ..Default::default()
+    })
+    .await
+    .map(|r| r.into_inner().publish_context)
+}
+
+async fn unpublish(c: &mut ControllerClient<Channel>, v: &Volume, node: &str) {
+    c.controller_unpublish_volume(ControllerUnpublishVolumeRequest {
+        volume_id: v.volume_id.clone(),
+        node_id: node.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+}
+
+async fn start(extra: &[&str]) -> (support::rds::Rds, Daemon, ControllerClient<Channel>) {
+    let rds = rds().await;
+    let mut flags = rds.flags("ssh");
+    flags.extend(extra.iter().map(|s| s.to_string()));
+    let daemon = Daemon::start_owned(&flags);
+    for _ in 0..200 {
+        if daemon.http_get("/readyz").0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let c = ControllerClient::new(daemon.channel().await);
+    (rds, daemon, c)
+}
+
+#[tokio::test]
+async fn read_write_once_volumes_attach_to_one_node_at_a_time() {
+    let (_rds, daemon, mut c) = start(&[]).await;
+    let rwo = cap(false, Mode::SingleNodeWriter);
+    let v = create(&mut c, "pvc-00000000-0000-4000-8000-0000000000a1", rwo.clone()).await;
+    let ctx = publish(&mut c, &v, "node-a", &rwo, &[]).await.unwrap();
+    assert_eq!(ctx.len(), 3, "{ctx:?}");
+    assert_eq!(ctx["nqn"], v.volume_context["nqn"]);
+    assert_eq!(ctx["nvmeAddress"], v.volume_context["nvmeAddress"]);
+    assert_eq!(ctx["nvmePort"], "4420");
+    assert_eq!(publish(&mut c, &v, "node-a", &rwo, &[]).await.unwrap(), ctx, "idempotent");
+
+    let err = publish(&mut c, &v, "node-b", &rwo, &[]).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(
+        err.message().contains("attached to node node-a") && err.message().contains("Stop the pod"),
+        "{}",
+        err.message()
+    );
+    unpublish(&mut c, &v, "node-a").await;
+    unpublish(&mut c, &v, "node-a").await; // not attached: success
+    publish(&mut c, &v, "node-b", &rwo, &[]).await.expect("free again");
+
+    // Unknown volume: NOT_FOUND; unpublishing it: success.
+    let ghost =
+        Volume { volume_id: "pvc-00000000-0000-4000-8000-0000000000ff".into(), ..v.clone() };
+    assert_eq!(
+        publish(&mut c, &ghost, "node-a", &rwo, &[]).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    unpublish(&mut c, &ghost, "node-a").await;
+    // Bad input names the field.
+    let mut no_node = publish(&mut c, &v, "", &rwo, &[]).await.unwrap_err();
+    assert_eq!((no_node.code(), no_node.message()), (Code::InvalidArgument, "node_id is required"));
+    no_node =
+        publish(&mut c, &v, "n", &cap(false, Mode::MultiNodeMultiWriter), &[]).await.unwrap_err();
+    assert_eq!(no_node.code(), Code::InvalidArgument);
+
+    let body = daemon.http_get("/metrics").1;
+    for line in [
+        r#"rds_csi_attach_total{outcome="granted"} 2"#,
+        r#"rds_csi_attach_total{outcome="already_attached"} 1"#,
+        r#"rds_csi_attach_total{outcome="conflict"} 1"#,
+        r#"rds_csi_attachment_conflicts_total 1"#,
+        r#"rds_csi_detach_total{outcome="detached"} 1"#,
+        r#"rds_csi_detach_total{outcome="not_attached"} 2"#,
+        "rds_csi_attach_decision_seconds_count 4",
+    ] {
+        assert!(body.contains(line), "missing {line}:\n{body}");
+    }
+}
+
+#[tokio::test]
+async fn block_volumes_attach_to_two_nodes_for_a_live_migration() {
+    let (_rds, daemon, mut c) = start(&[]).await;
+    let rwx = cap(true, Mode::MultiNodeMultiWriter);
+    let v = create(&mut c, "pvc-00000000-0000-4000-8000-0000000000b1", rwx.clone()).await;
+    publish(&mut c, &v, "source", &rwx, &[]).await.unwrap();
+    publish(&mut c, &v, "target", &rwx, &[]).await.expect("second node: migration");
+    let err = publish(&mut c, &v, "third", &rwx, &[]).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("at most two nodes"), "{}", err.message());
+    let body = daemon.http_get("/metrics").1;
+    assert!(body.contains("rds_csi_migrations_active 1"), "{body}");
+    unpublish(&mut c, &v, "source").await; // migration complete
+    let body = daemon.http_get("/metrics").1;
+    assert!(body.contains("rds_csi_migrations_active 0"), "{body}");
+    assert!(body.contains("rds_csi_migration_duration_seconds_count 1"), "{body}");
+    publish(&mut c, &v, "third", &rwx, &[]).await.expect("the next migration");
+
+    // A window that expires: the third node is told what to do.
+    let w = create(&mut c, "pvc-00000000-0000-4000-8000-0000000000b2", rwx.clone()).await;
+    let short = [("migrationTimeoutSeconds", "1")];
+    publish(&mut c, &w, "a", &rwx, &short).await.unwrap();
+    publish(&mut c, &w, "b", &rwx, &short).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let err = publish(&mut c, &w, "c", &rwx, &short).await.unwrap_err();
+    assert!(err.message().contains("migration window (1s) expired"), "{}", err.message());
+    publish(&mut c, &w, "b", &rwx, &short).await.expect("a holder publishing again is fine");
+}
+
+#[tokio::test]
+async fn storage_fencing_allows_only_the_attached_nodes_on_the_disk() {
+    let (rds, _daemon, mut c) = start(&["--storage-fencing"]).await;
+    let allowed = |slot: &str| {
+        rds.emu
+            .with_store(|s| {
+                s.disks().iter().find(|d| d.slot == slot).map(|d| d.nvme.allow_host_name.clone())
+            })
+            .unwrap()
+    };
+    let rwx = cap(true, Mode::MultiNodeMultiWriter);
+    let v = create(&mut c, "pvc-00000000-0000-4000-8000-0000000000c1", rwx.clone()).await;
+    let a = publish(&mut c, &v, "node-a", &rwx, &[]).await.unwrap();
+    let nqn_a = a["hostNqn"].clone();
+    assert!(nqn_a.starts_with("nqn.2014-08.org.nvmexpress:uuid:"), "{a:?}");
+    assert_eq!(allowed(&v.volume_id), nqn_a);
+    let b = publish(&mut c, &v, "node-b", &rwx, &[]).await.unwrap();
+    assert_ne!(b["hostNqn"], nqn_a, "each node has its own host NQN");
+    assert_eq!(allowed(&v.volume_id), format!("{nqn_a},{}", b["hostNqn"]));
+    unpublish(&mut c, &v, "node-a").await;
+    assert_eq!(allowed(&v.volume_id), b["hostNqn"], "the departed node is revoked");
+    unpublish(&mut c, &v, "node-b").await;
+    assert_eq!(
+        allowed(&v.volume_id),
+        "nqn.2000-02.io.srvlab.rds-csi:fenced",
+        "no holder: no host (an empty list would allow any host)"
+    );
+}
