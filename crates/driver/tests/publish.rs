@@ -196,3 +196,28 @@ async fn storage_fencing_allows_only_the_attached_nodes_on_the_disk() {
         "no holder: no host (an empty list would allow any host)"
     );
 }
+
+/// Fencing reads VolumeAttachments by default: outside a cluster the controller refuses to
+/// start and says how to run without Kubernetes, rather than fencing nothing.
+#[tokio::test]
+async fn outside_kubernetes_the_default_state_source_fails_clearly() {
+    let rds = rds().await;
+    let flags: Vec<String> = rds
+        .flags("ssh")
+        .into_iter()
+        .filter(|f| f != "--attachment-state" && f != "memory")
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let out = support::serve_command(
+        &dir.path().join("csi.sock"),
+        &flags.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .env_remove("KUBECONFIG")
+    .env_remove("KUBERNETES_SERVICE_HOST")
+    .env("HOME", dir.path())
+    .output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("Kubernetes API") && err.contains("--attachment-state memory"), "{err}");
+}

@@ -14,6 +14,8 @@ use support::{
 fn controller(rds: &Rds, host_key: &str) -> Daemon {
     Daemon::start_with(&[
         "--controller",
+        "--attachment-state",
+        "memory",
         "--metrics-address",
         "127.0.0.1:0",
         "--rds-address",

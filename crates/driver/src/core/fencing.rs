@@ -65,7 +65,12 @@ pub fn window_end(holders: &[&Holder], timeout_s: i64) -> i64 {
 
 /// Decides whether `node` may attach a volume held by `holders`, at `now`.
 pub fn decide(holders: &[Holder], node: &str, access: Access, timeout_s: i64, now: i64) -> Outcome {
-    let (live, stale): (Vec<&Holder>, Vec<&Holder>) = holders.iter().partition(|h| h.node_exists);
+    // Ordered by attach time then name: the answer must not depend on listing order (a
+    // restarted controller lists the same holders in another order).
+    let mut sorted: Vec<&Holder> = holders.iter().collect();
+    sorted.sort_by(|a, b| (a.since, &a.node).cmp(&(b.since, &b.node)));
+    let (live, stale): (Vec<&Holder>, Vec<&Holder>) =
+        sorted.into_iter().partition(|h| h.node_exists);
     let stale_ignored = stale.iter().filter(|h| h.node != node).map(|h| h.node.clone()).collect();
     let decision = if live.iter().any(|h| h.node == node) {
         Decision::Already
