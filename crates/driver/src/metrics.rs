@@ -70,6 +70,7 @@ pub struct AttachMetrics {
     detaches: Family<OutcomeLabels, Counter>,
     conflicts: Counter,
     migrations_active: Gauge,
+    migration_timeouts: Counter,
     migration_duration: Histogram,
     decision: Histogram,
 }
@@ -81,6 +82,7 @@ impl Default for AttachMetrics {
             detaches: Family::default(),
             conflicts: Counter::default(),
             migrations_active: Gauge::default(),
+            migration_timeouts: Counter::default(),
             // 1 s .. ~70 min: live migrations take seconds to minutes.
             migration_duration: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
             // 10 µs .. ~1 s: the decision itself is in-memory.
@@ -108,6 +110,11 @@ impl AttachMetrics {
 
     pub fn migration_started(&self) {
         self.migrations_active.inc();
+    }
+
+    /// A migration window expired with both nodes still attached.
+    pub fn migration_timed_out(&self) {
+        self.migration_timeouts.inc();
     }
 
     /// A migration ended (one of its two nodes detached) after `seconds`.

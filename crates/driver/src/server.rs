@@ -158,6 +158,15 @@ pub async fn run(
                     tokio::time::sleep(std::time::Duration::from_secs(5)).await;
                 }
             });
+            // Expired migration windows are reported even when nothing else happens.
+            let sweeper = Arc::downgrade(&b);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(crate::controller::publish::SWEEP_INTERVAL).await;
+                    let Some(b) = sweeper.upgrade() else { break };
+                    b.sweep_migrations().await;
+                }
+            });
             backend = Some(b);
             Some(conn)
         }

@@ -41,6 +41,8 @@ pub trait Cluster: Send + Sync {
     /// The recorded attachments of `volume_id` (errors when the cache is not usable: the
     /// caller fails closed).
     async fn recorded(&self, volume_id: &str) -> Result<Recorded, String>;
+    /// Every volume of this driver with its record (for the migration-window sweep).
+    fn all_recorded(&self) -> Vec<(String, Recorded)>;
     /// Whether the Node object `node` exists.
     fn node_exists(&self, node: &str) -> bool;
     /// Writes (or with `None` removes) the informational PV annotations; never read back.
@@ -58,6 +60,10 @@ pub struct MemoryCluster;
 impl Cluster for MemoryCluster {
     async fn recorded(&self, _volume_id: &str) -> Result<Recorded, String> {
         Ok(Recorded::default())
+    }
+
+    fn all_recorded(&self) -> Vec<(String, Recorded)> {
+        Vec::new()
     }
 
     fn node_exists(&self, _node: &str) -> bool {

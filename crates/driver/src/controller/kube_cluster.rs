@@ -130,6 +130,31 @@ impl KubeCluster {
         Ok(())
     }
 
+    /// The attachments recorded for `pv`.
+    fn record_of(&self, pv: &PersistentVolume) -> Recorded {
+        let info = pv_info(pv);
+        let mut out = Recorded { pv: Some(info.clone()), ..Default::default() };
+        let started = self.started.as_second();
+        for va in self.vas.state() {
+            if va.spec.attacher != self.driver
+                || va.spec.source.persistent_volume_name.as_deref() != Some(info.name.as_str())
+            {
+                continue;
+            }
+            let holder = Holder {
+                node: va.spec.node_name.clone(),
+                since: secs(va.metadata.creation_timestamp.as_ref()),
+                node_exists: self.node_exists(&va.spec.node_name),
+            };
+            if va.status.as_ref().is_some_and(|s| s.attached) {
+                out.holders.push(holder);
+            } else if va.metadata.deletion_timestamp.is_none() && holder.since < started {
+                out.pending_before_start.push(holder);
+            }
+        }
+        out
+    }
+
     fn pv_of(&self, volume_id: &str) -> Option<Arc<PersistentVolume>> {
         self.pvs.state().into_iter().find(|pv| {
             pv.spec
@@ -165,27 +190,21 @@ impl Cluster for KubeCluster {
             // No PV (yet): nothing can be attached through Kubernetes.
             return Ok(Recorded::default());
         };
-        let info = pv_info(&pv);
-        let mut out = Recorded { pv: Some(info.clone()), ..Default::default() };
-        let started = self.started.as_second();
-        for va in self.vas.state() {
-            if va.spec.attacher != self.driver
-                || va.spec.source.persistent_volume_name.as_deref() != Some(info.name.as_str())
-            {
-                continue;
-            }
-            let holder = Holder {
-                node: va.spec.node_name.clone(),
-                since: secs(va.metadata.creation_timestamp.as_ref()),
-                node_exists: self.node_exists(&va.spec.node_name),
-            };
-            if va.status.as_ref().is_some_and(|s| s.attached) {
-                out.holders.push(holder);
-            } else if va.metadata.deletion_timestamp.is_none() && holder.since < started {
-                out.pending_before_start.push(holder);
-            }
+        Ok(self.record_of(&pv))
+    }
+
+    fn all_recorded(&self) -> Vec<(String, Recorded)> {
+        if !self.ready.load(Ordering::SeqCst) {
+            return Vec::new();
         }
-        Ok(out)
+        self.pvs
+            .state()
+            .iter()
+            .filter_map(|pv| {
+                let c = pv.spec.as_ref()?.csi.as_ref()?;
+                (c.driver == self.driver).then(|| (c.volume_handle.clone(), self.record_of(pv)))
+            })
+            .collect()
     }
 
     fn node_exists(&self, node: &str) -> bool {

@@ -56,6 +56,10 @@ pub struct Fencing {
     pub metrics: AttachMetrics,
     grants: Mutex<HashMap<(String, String), (i64, Instant)>>,
     released: Mutex<HashMap<(String, String), Instant>>,
+    /// Expired migration windows already reported: (volume, window end).
+    reported: Mutex<std::collections::HashSet<(String, i64)>>,
+    /// `migrationTimeoutSeconds` seen in publishes, for volumes without a PV record.
+    timeouts: Mutex<HashMap<String, i64>>,
 }
 
 impl Default for Fencing {
@@ -92,6 +96,8 @@ impl Fencing {
             metrics,
             grants: Default::default(),
             released: Default::default(),
+            reported: Default::default(),
+            timeouts: Default::default(),
         }
     }
 
@@ -135,6 +141,9 @@ impl Fencing {
         self.released.lock().expect("released").insert(k, Instant::now());
     }
 }
+
+/// How often expired migration windows are looked for.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Everything an event needs about the volume's claim.
 fn claim(rec: &Recorded, ctx: &HashMap<String, String>) -> Option<(String, String)> {
@@ -231,6 +240,7 @@ impl Backend {
             .and_then(|p| p.migration_timeout_s)
             .or_else(|| req.volume_context.get(key::MIGRATION_TIMEOUT).and_then(|v| v.parse().ok()))
             .unwrap_or(300);
+        f.timeouts.lock().expect("timeouts").insert(vid.to_string(), timeout);
         let now = now_s();
         let outcome = fencing::decide(&holders, node, access, timeout, now);
         f.metrics.decision(started.elapsed());
@@ -280,6 +290,48 @@ impl Backend {
             publish_context.insert(HOST_NQN.into(), host_nqn_for(node));
         }
         Ok(ControllerPublishVolumeResponse { publish_context })
+    }
+
+    /// Reports migration windows that expired with both nodes still attached, once each:
+    /// a `MigrationFailed` event and `rds_csi_migration_timeouts_total`, even if nothing
+    /// tries to attach a third node. Returns the volumes reported.
+    pub async fn sweep_migrations(&self) -> Vec<String> {
+        let f = &self.fencing;
+        let mut records: HashMap<String, Recorded> = f.cluster.all_recorded().into_iter().collect();
+        let granted: Vec<String> =
+            f.grants.lock().expect("grants").keys().map(|(v, _)| v.clone()).collect();
+        for v in granted {
+            records.entry(v).or_default();
+        }
+        let now = now_s();
+        let mut out = Vec::new();
+        for (vid, rec) in records {
+            let live: Vec<Holder> =
+                f.holders(&vid, &rec).into_iter().filter(|h| h.node_exists).collect();
+            if live.len() != 2 {
+                continue;
+            }
+            let timeout = rec
+                .pv
+                .as_ref()
+                .and_then(|p| p.migration_timeout_s)
+                .or_else(|| f.timeouts.lock().expect("timeouts").get(&vid).copied())
+                .unwrap_or(300);
+            let end = fencing::window_end(&live.iter().collect::<Vec<_>>(), timeout);
+            if now < end || !f.reported.lock().expect("reported").insert((vid.clone(), end)) {
+                continue;
+            }
+            f.metrics.migration_timed_out();
+            let note = format!(
+                "live migration of {vid} between {} and {} did not finish within {timeout}s (window ended {}); detach one of the two nodes",
+                live[0].node,
+                live[1].node,
+                time(end)
+            );
+            self.emit(&claim(&rec, &HashMap::new()), true, "MigrationFailed", note).await;
+            out.push(vid);
+        }
+        out
     }
 
     async fn refuse(

@@ -10,7 +10,7 @@ use super::{
     loopdev::LoopPlane,
     nvme::{self, NvmePlane},
 };
-use crate::error::ServiceError;
+use crate::{controller::volumes::key, error::ServiceError};
 
 #[derive(Debug, Clone)]
 pub enum DataPlane {
@@ -44,7 +44,14 @@ impl DataPlane {
                     })?,
                     None => p.host_nqn.clone(),
                 };
-                let c = nvme::connect_params(ctx, &p.managed_prefix, &host_nqn)?;
+                // ControllerPublishVolume's answer is the newer word on where to connect.
+                let mut merged = ctx.clone();
+                for k in [key::NVME_ADDRESS, key::NVME_PORT, key::NQN] {
+                    if let Some(v) = publish.get(k) {
+                        merged.insert(k.to_string(), v.clone());
+                    }
+                }
+                let c = nvme::connect_params(&merged, &p.managed_prefix, &host_nqn)?;
                 if !c.nqn.as_str().ends_with(&format!(":{volume_id}")) {
                     return Err(ServiceError::InvalidArgument(format!(
                         "volume_context nqn {} does not belong to volume {volume_id}",

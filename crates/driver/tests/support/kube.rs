@@ -65,6 +65,15 @@ pub fn serve(vas: Vec<Value>, pvs: Vec<Value>, nodes: Vec<Value>) -> ApiServer {
                     let name = p.rsplit('/').next().unwrap();
                     json!({ "apiVersion": "v1", "kind": "PersistentVolume", "metadata": { "name": name } })
                 }
+                // The recorder posts an event, then patches it into a series when it repeats.
+                ("PATCH", p) if p.contains("/events/") => {
+                    seen2.lock().unwrap().push(Seen {
+                        method,
+                        path: path.clone(),
+                        body: body.clone(),
+                    });
+                    json!({ "apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": { "name": p.rsplit('/').next().unwrap() }, "eventTime": null, "reason": "x" })
+                }
                 ("POST", p) if p.ends_with("/events") => {
                     seen2.lock().unwrap().push(Seen {
                         method,
