@@ -276,7 +276,7 @@ async fn migration_windows_are_rebuilt_from_the_newer_attachment_and_the_pv_time
         Vec::<String>::new(),
         "open (or completed): nothing to report"
     );
-    assert_eq!(expired.backend.sweep_migrations().await, [expired.volume.clone()]);
+    assert_eq!(expired.backend.sweep_migrations().await, [expired.volume.as_str()]);
     assert_eq!(expired.backend.sweep_migrations().await, Vec::<String>::new(), "reported once");
     let e = expired.events();
     assert_eq!(e.len(), 1);
