@@ -5,30 +5,15 @@ mod support;
 
 use std::{collections::HashMap, time::Duration};
 
-use csi::v1::{
-    controller_client::ControllerClient,
-    volume_capability::{AccessMode, AccessType, BlockVolume, MountVolume, access_mode::Mode},
-    *,
-};
+use csi::v1::{controller_client::ControllerClient, volume_capability::access_mode::Mode, *};
 use rds_emulator::emulator::{DropRule, DropWhen, Faults};
 use support::{
-    Daemon,
+    Daemon, cap,
     rds::{POOL, Rds, rds, rds_with},
 };
 use tonic::{Code, transport::Channel};
 
 const GIB: i64 = 1 << 30;
-
-fn cap(block: bool, mode: Mode) -> VolumeCapability {
-    VolumeCapability {
-        access_type: Some(if block {
-            AccessType::Block(BlockVolume {})
-        } else {
-            AccessType::Mount(MountVolume::default())
-        }),
-        access_mode: Some(AccessMode { mode: mode as i32 }),
-    }
-}
 
 fn create(name: &str, bytes: i64, params: &[(&str, &str)]) -> CreateVolumeRequest {
     CreateVolumeRequest {

@@ -7,26 +7,11 @@ mod support;
 
 use std::{collections::HashMap, time::Duration};
 
-use csi::v1::{
-    controller_client::ControllerClient,
-    volume_capability::{AccessMode, AccessType, BlockVolume, MountVolume, access_mode::Mode},
-    *,
-};
-use support::{Daemon, rds::rds};
+use csi::v1::{controller_client::ControllerClient, volume_capability::access_mode::Mode, *};
+use support::{Daemon, cap, rds::rds};
 use tonic::{Code, transport::Channel};
 
 const GIB: i64 = 1 << 30;
-
-fn cap(block: bool, mode: Mode) -> VolumeCapability {
-    VolumeCapability {
-        access_type: Some(if block {
-            AccessType::Block(BlockVolume {})
-        } else {
-            AccessType::Mount(MountVolume::default())
-        }),
-        access_mode: Some(AccessMode { mode: mode as i32 }),
-    }
-}
 
 async fn create(c: &mut ControllerClient<Channel>, name: &str, cap: VolumeCapability) -> Volume {
     c.create_volume(CreateVolumeRequest {

@@ -194,3 +194,19 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     (status, body)
 }
+
+/// A volume capability: block or filesystem (default fs type), with `mode`.
+pub fn cap(
+    block: bool,
+    mode: csi::v1::volume_capability::access_mode::Mode,
+) -> csi::v1::VolumeCapability {
+    use csi::v1::volume_capability::{AccessMode, AccessType, BlockVolume, MountVolume};
+    csi::v1::VolumeCapability {
+        access_type: Some(if block {
+            AccessType::Block(BlockVolume {})
+        } else {
+            AccessType::Mount(MountVolume::default())
+        }),
+        access_mode: Some(AccessMode { mode: mode as i32 }),
+    }
+}
