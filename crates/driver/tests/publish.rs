@@ -119,9 +119,19 @@ async fn read_write_once_volumes_attach_to_one_node_at_a_time() {
         r#"rds_csi_detach_total{outcome="detached"} 1"#,
         r#"rds_csi_detach_total{outcome="not_attached"} 2"#,
         "rds_csi_attach_decision_seconds_count 4",
+        // One RDS round trip per publish that reaches the RDS (reading the disk); the
+        // validation failures make none, and unpublish needs none without storage fencing.
+        r#"rds_csi_rds_round_trips_per_rpc_count{method="ControllerPublishVolume"} 5"#,
+        r#"rds_csi_rds_round_trips_per_rpc_sum{method="ControllerPublishVolume"} 5.0"#,
     ] {
         assert!(body.contains(line), "missing {line}:\n{body}");
     }
+    assert!(
+        !body.contains(
+            r#"rds_csi_rds_round_trips_per_rpc_count{method="ControllerUnpublishVolume"}"#
+        ),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -155,7 +165,7 @@ async fn block_volumes_attach_to_two_nodes_for_a_live_migration() {
 
 #[tokio::test]
 async fn storage_fencing_allows_only_the_attached_nodes_on_the_disk() {
-    let (rds, _daemon, mut c) = start(&["--storage-fencing"]).await;
+    let (rds, daemon, mut c) = start(&["--storage-fencing"]).await;
     let allowed = |slot: &str| {
         rds.emu
             .with_store(|s| {
@@ -180,6 +190,15 @@ async fn storage_fencing_allows_only_the_attached_nodes_on_the_disk() {
         "nqn.2000-02.io.srvlab.rds-csi:fenced",
         "no holder: no host (an empty list would allow any host)"
     );
+    // Storage fencing costs one more round trip per publish (the allow list, set together
+    // with the confirming read) and two per unpublish (read the disk, set the list).
+    let body = daemon.http_get("/metrics").1;
+    for line in [
+        r#"rds_csi_rds_round_trips_per_rpc_sum{method="ControllerPublishVolume"} 4.0"#,
+        r#"rds_csi_rds_round_trips_per_rpc_sum{method="ControllerUnpublishVolume"} 4.0"#,
+    ] {
+        assert!(body.contains(line), "missing {line}:\n{body}");
+    }
 }
 
 /// Fencing reads VolumeAttachments by default: outside a cluster the controller refuses to
