@@ -107,6 +107,16 @@ pub struct ServeArgs {
     /// (development and conformance runs; pair with --data-plane loop). Replaces the --rds-* flags.
     #[arg(long, env = "RDS_CSI_EMULATED_RDS", value_name = "DIR")]
     pub emulated_rds: Option<PathBuf>,
+
+    /// With --emulated-rds: export its disks for real through the kernel NVMe/TCP target
+    /// (nvmet, configfs) on ADDR:PORT, so that --data-plane nvme-tcp works end to end.
+    #[arg(
+        long,
+        env = "RDS_CSI_EMULATED_RDS_NVMET",
+        value_name = "ADDR:PORT",
+        requires = "emulated_rds"
+    )]
+    pub emulated_rds_nvmet: Option<SocketAddr>,
 }
 
 /// Which services this process runs.
@@ -134,6 +144,8 @@ pub struct ServeConfig {
     pub node: Option<NodeConfig>,
     /// `--emulated-rds DIR`.
     pub emulated_rds: Option<PathBuf>,
+    /// `--emulated-rds-nvmet ADDR:PORT`.
+    pub emulated_rds_nvmet: Option<SocketAddr>,
 }
 
 impl ServeArgs {
@@ -186,6 +198,7 @@ impl ServeArgs {
             rds_probe_interval: Duration::from_secs(self.rds.rds_probe_interval_seconds.max(1)),
             node,
             emulated_rds: self.emulated_rds,
+            emulated_rds_nvmet: self.emulated_rds_nvmet,
         })
     }
 }

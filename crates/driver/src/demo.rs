@@ -211,6 +211,7 @@ pub async fn run(fs: String, storage_fencing: bool) -> Result<(), String> {
         rds_probe_interval: Duration::from_secs(1),
         node,
         emulated_rds: None,
+        emulated_rds_nvmet: None,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(crate::server::run(config, async {

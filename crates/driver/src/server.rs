@@ -119,7 +119,9 @@ pub async fn run(
     // --emulated-rds: the RDS runs in this process; the controller reaches it over SSH.
     let _emulated = match &config.emulated_rds {
         Some(dir) => {
-            let e = crate::emulated::start(dir, None).await.map_err(ServeError::Rds)?;
+            let e = crate::emulated::start(dir, config.emulated_rds_nvmet)
+                .await
+                .map_err(ServeError::Rds)?;
             tracing::info!(dir = %dir.display(), ssh = %e.ssh_address, files = %e.files.display(), "emulated RDS running in this process");
             config.rds = Some(e.rds.clone());
             Some(e)
