@@ -112,6 +112,16 @@ impl AttachMetrics {
         self.migrations_active.inc();
     }
 
+    /// The current count of volumes attached to two nodes.
+    pub fn migrations_active(&self) -> i64 {
+        self.migrations_active.get()
+    }
+
+    /// Volumes attached to two nodes right now (the sweep's count).
+    pub fn set_migrations_active(&self, n: i64) {
+        self.migrations_active.set(n);
+    }
+
     /// A migration window expired with both nodes still attached.
     pub fn migration_timed_out(&self) {
         self.migration_timeouts.inc();

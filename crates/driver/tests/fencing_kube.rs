@@ -270,6 +270,7 @@ async fn migration_windows_are_rebuilt_from_the_newer_attachment_and_the_pv_time
         0,
     )
     .await;
+    // After a restart the sweep counts the migrations from the record.
     // The sweep reports the expired window once, without waiting for a third node.
     assert_eq!(
         open.backend.sweep_migrations().await,
@@ -277,6 +278,7 @@ async fn migration_windows_are_rebuilt_from_the_newer_attachment_and_the_pv_time
         "open (or completed): nothing to report"
     );
     assert_eq!(expired.backend.sweep_migrations().await, [expired.volume.as_str()]);
+    assert_eq!(expired.backend.fencing.metrics.migrations_active(), 1, "rebuilt from the record");
     assert_eq!(expired.backend.sweep_migrations().await, Vec::<String>::new(), "reported once");
     let e = expired.events();
     assert_eq!(e.len(), 1);

@@ -41,6 +41,9 @@ pub trait Cluster: Send + Sync {
     /// The recorded attachments of `volume_id` (errors when the cache is not usable: the
     /// caller fails closed).
     async fn recorded(&self, volume_id: &str) -> Result<Recorded, String>;
+    /// Whether attachments are recorded outside this process (then this process's own
+    /// grants only stand in until the record catches up).
+    fn records_attachments(&self) -> bool;
     /// Every volume of this driver with its record (for the migration-window sweep).
     fn all_recorded(&self) -> Vec<(String, Recorded)>;
     /// Whether the Node object `node` exists.
@@ -60,6 +63,10 @@ pub struct MemoryCluster;
 impl Cluster for MemoryCluster {
     async fn recorded(&self, _volume_id: &str) -> Result<Recorded, String> {
         Ok(Recorded::default())
+    }
+
+    fn records_attachments(&self) -> bool {
+        false
     }
 
     fn all_recorded(&self) -> Vec<(String, Recorded)> {

@@ -193,6 +193,10 @@ impl Cluster for KubeCluster {
         Ok(self.record_of(&pv))
     }
 
+    fn records_attachments(&self) -> bool {
+        true
+    }
+
     fn all_recorded(&self) -> Vec<(String, Recorded)> {
         if !self.ready.load(Ordering::SeqCst) {
             return Vec::new();

@@ -34,7 +34,9 @@ use crate::{
     metrics::AttachMetrics,
 };
 
-/// How long a grant or a detach answered by this process stands in for the attacher's record.
+/// How long a grant or a detach answered by this process stands in for the attacher's record
+/// (when the cluster records attachments; without Kubernetes the grants are the only record
+/// and never expire).
 const UNRECORDED_TTL: Duration = Duration::from_secs(120);
 /// The allow list of a disk no node may reach (storage fencing with no holder left): an
 /// empty list would mean "any host".
@@ -60,6 +62,8 @@ pub struct Fencing {
     reported: Mutex<std::collections::HashSet<(String, i64)>>,
     /// `migrationTimeoutSeconds` seen in publishes, for volumes without a PV record.
     timeouts: Mutex<HashMap<String, i64>>,
+    /// How long unrecorded grants and releases count; `None`: for ever (no other record).
+    unrecorded_ttl: Option<Duration>,
 }
 
 impl Default for Fencing {
@@ -89,6 +93,7 @@ impl Fencing {
         settle_s: i64,
         metrics: AttachMetrics,
     ) -> Fencing {
+        let cluster_ttl = cluster.records_attachments().then_some(UNRECORDED_TTL);
         Fencing {
             cluster,
             storage_fencing,
@@ -98,15 +103,17 @@ impl Fencing {
             released: Default::default(),
             reported: Default::default(),
             timeouts: Default::default(),
+            unrecorded_ttl: cluster_ttl,
         }
     }
 
     /// The holders the decision sees (see the module comment).
     fn holders(&self, vid: &str, rec: &Recorded) -> Vec<Holder> {
         let mut grants = self.grants.lock().expect("grants");
-        grants.retain(|_, (_, at)| at.elapsed() < UNRECORDED_TTL);
+        let live = |at: &Instant| self.unrecorded_ttl.is_none_or(|ttl| at.elapsed() < ttl);
+        grants.retain(|_, (_, at)| live(at));
         let mut released = self.released.lock().expect("released");
-        released.retain(|_, at| at.elapsed() < UNRECORDED_TTL);
+        released.retain(|_, at| live(at));
         let mut out: Vec<Holder> = Vec::new();
         let settling = self.cluster.age_s() < self.settle_s;
         let pending = rec.pending_before_start.iter().filter(|_| settling);
@@ -305,12 +312,14 @@ impl Backend {
         }
         let now = now_s();
         let mut out = Vec::new();
+        let mut active = 0;
         for (vid, rec) in records {
             let live: Vec<Holder> =
                 f.holders(&vid, &rec).into_iter().filter(|h| h.node_exists).collect();
             if live.len() != 2 {
                 continue;
             }
+            active += 1;
             let timeout = rec
                 .pv
                 .as_ref()
@@ -331,6 +340,8 @@ impl Backend {
             self.emit(&claim(&rec, &HashMap::new()), true, "MigrationFailed", note).await;
             out.push(vid);
         }
+        // The cluster's record is the truth after a restart; inc/dec keep it current between.
+        f.metrics.set_migrations_active(active);
         out
     }
 
@@ -438,5 +449,65 @@ impl Backend {
         }
         f.metrics.detach(if held { "detached" } else { "not_attached" });
         Ok(ControllerUnpublishVolumeResponse {})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_kubernetes_grants_are_the_record_and_never_expire() {
+        let f = Fencing::default();
+        assert_eq!(f.unrecorded_ttl, None);
+        f.grant("pvc-1", "n1", 100);
+        let h = f.holders("pvc-1", &Recorded::default());
+        assert_eq!(h.iter().map(|h| h.node.as_str()).collect::<Vec<_>>(), ["n1"]);
+        f.release("pvc-1", "n1");
+        assert!(f.holders("pvc-1", &Recorded::default()).is_empty());
+    }
+
+    struct Recording;
+
+    #[async_trait::async_trait]
+    impl Cluster for Recording {
+        async fn recorded(&self, _: &str) -> Result<Recorded, String> {
+            Ok(Recorded::default())
+        }
+        fn records_attachments(&self) -> bool {
+            true
+        }
+        fn all_recorded(&self) -> Vec<(String, Recorded)> {
+            Vec::new()
+        }
+        fn node_exists(&self, _: &str) -> bool {
+            true
+        }
+        async fn annotate(&self, _: &str, _: Option<(&str, &str)>) {}
+        async fn event(&self, _: PvcEvent) {}
+        fn age_s(&self) -> i64 {
+            i64::MAX
+        }
+    }
+
+    #[test]
+    fn with_kubernetes_unrecorded_grants_stand_in_for_two_minutes() {
+        let mut f = Fencing::new(Box::new(Recording), false, 0, AttachMetrics::default());
+        f.grant("pvc-1", "n1", 100);
+        assert_eq!(f.holders("pvc-1", &Recorded::default()).len(), 1);
+        f.grants.lock().unwrap().values_mut().for_each(|(_, at)| *at -= UNRECORDED_TTL);
+        assert!(
+            f.holders("pvc-1", &Recorded::default()).is_empty(),
+            "the VolumeAttachment is the record now"
+        );
+        // A release hides a recorded holder until the attacher catches up.
+        let rec = Recorded {
+            holders: vec![Holder { node: "n2".into(), since: 1, node_exists: true }],
+            ..Default::default()
+        };
+        f.release("pvc-1", "n2");
+        assert!(f.holders("pvc-1", &rec).is_empty());
+        f.unrecorded_ttl = Some(Duration::ZERO);
+        assert_eq!(f.holders("pvc-1", &rec).len(), 1);
     }
 }
