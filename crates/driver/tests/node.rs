@@ -128,13 +128,11 @@ impl Drop for Node {
         for t in targets {
             let _ = Command::new("umount").arg(&t).status();
         }
-        if let Ok(out) = Command::new("losetup").arg("-a").output() {
-            for line in String::from_utf8_lossy(&out.stdout).lines() {
-                if line.contains(&root)
-                    && let Some(dev) = line.split(':').next()
-                {
-                    let _ = Command::new("losetup").args(["-d", dev]).status();
-                }
+        for e in std::fs::read_dir("/sys/block").into_iter().flatten().flatten() {
+            let backing = std::fs::read_to_string(e.path().join("loop/backing_file"));
+            if backing.is_ok_and(|b| b.starts_with(&root)) {
+                let dev = format!("/dev/{}", e.file_name().to_string_lossy());
+                let _ = Command::new("losetup").args(["-d", &dev]).status();
             }
         }
     }
@@ -183,6 +181,15 @@ impl Node {
     }
 
     async fn stage(&mut self, v: &Vol, cap: VolumeCapability) -> Result<(), tonic::Status> {
+        self.stage_with(v, cap, HashMap::new()).await
+    }
+
+    async fn stage_with(
+        &mut self,
+        v: &Vol,
+        cap: VolumeCapability,
+        publish_context: HashMap<String, String>,
+    ) -> Result<(), tonic::Status> {
         let staging = self.staging(v);
         self.n
             .node_stage_volume(NodeStageVolumeRequest {
@@ -190,6 +197,7 @@ impl Node {
                 staging_target_path: staging.display().to_string(),
                 volume_capability: Some(cap),
                 volume_context: v.ctx.clone(),
+                publish_context,
                 ..Default::default()
             })
             .await
@@ -284,14 +292,21 @@ impl Node {
     }
 }
 
-/// Loop devices backed by `file`.
+/// Loop devices backed by `file`, from sysfs (running `losetup` would open every loop
+/// device and look like a holder to the node of a test running beside this one).
 fn loops_of(file: &Path) -> Vec<String> {
-    let out = Command::new("losetup").args(["-j"]).arg(file).output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split(':').next())
-        .map(String::from)
-        .collect()
+    let mut out: Vec<String> = std::fs::read_dir("/sys/block")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("loop"))
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("loop/backing_file"))
+                .is_ok_and(|b| Path::new(b.trim()) == file)
+        })
+        .map(|e| format!("/dev/{}", e.file_name().to_string_lossy()))
+        .collect();
+    out.sort();
+    out
 }
 
 struct MountLine {
@@ -675,5 +690,23 @@ async fn stats_report_a_lost_connection_as_abnormal() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    node.unstage(&v).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_device_smaller_than_the_published_size_is_refused() {
+    if !root_available() {
+        return;
+    }
+    let mut node = start(&[]).await;
+    let v = node.create("pvc-size", false).await;
+    let big = HashMap::from([("capacityBytes".to_string(), (2 * GIB).to_string())]);
+    let (c_, msg) = code(node.stage_with(&v, cap(false, "ext4", &[]), big).await);
+    assert_eq!(c_, Code::FailedPrecondition, "{msg}");
+    assert!(msg.contains("is 1073741824 bytes but the volume is 2147483648 bytes"), "{msg}");
+    assert!(loops_of(&v.file).is_empty(), "detached again");
+    assert_eq!(blkid(&v.file, "TYPE"), "", "nothing was formatted");
+    let exact = HashMap::from([("capacityBytes".to_string(), GIB.to_string())]);
+    node.stage_with(&v, cap(false, "ext4", &[]), exact).await.unwrap();
     node.unstage(&v).await.unwrap();
 }

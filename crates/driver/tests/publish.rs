@@ -78,7 +78,8 @@ async fn read_write_once_volumes_attach_to_one_node_at_a_time() {
     let rwo = cap(false, Mode::SingleNodeWriter);
     let v = create(&mut c, "pvc-00000000-0000-4000-8000-0000000000a1", rwo.clone()).await;
     let ctx = publish(&mut c, &v, "node-a", &rwo, &[]).await.unwrap();
-    assert_eq!(ctx.len(), 3, "{ctx:?}");
+    assert_eq!(ctx.len(), 4, "{ctx:?}");
+    assert_eq!(ctx["capacityBytes"], "1073741824");
     assert_eq!(ctx["nqn"], v.volume_context["nqn"]);
     assert_eq!(ctx["nvmeAddress"], v.volume_context["nvmeAddress"]);
     assert_eq!(ctx["nvmePort"], "4420");

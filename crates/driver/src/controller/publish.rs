@@ -43,6 +43,8 @@ const UNRECORDED_TTL: Duration = Duration::from_secs(120);
 pub const FENCED_HOST_NQN: &str = "nqn.2000-02.io.srvlab.rds-csi:fenced";
 /// Publish-context key: the host NQN the node must connect with (storage fencing).
 pub const HOST_NQN: &str = "hostNqn";
+/// Publish-context key: the disk's size in bytes when it was published.
+pub const CAPACITY: &str = "capacityBytes";
 
 /// A node's host NQN under storage fencing: derived from its node id, so the controller
 /// knows it without asking the node (`nqn.2014-08.org.nvmexpress:uuid:<uuid v5>`).
@@ -296,6 +298,9 @@ impl Backend {
         if f.storage_fencing {
             publish_context.insert(HOST_NQN.into(), host_nqn_for(node));
         }
+        // The node checks its device against it (volumes only grow, so an older answer
+        // kept by the attacher is still a lower bound).
+        publish_context.insert(CAPACITY.into(), disk.size.to_string());
         Ok(ControllerPublishVolumeResponse { publish_context })
     }
 

@@ -123,6 +123,17 @@ impl LoopPlane {
         exec::run_ok("losetup", &["-d", &p], host.command_timeout)
             .await
             .map_err(ServiceError::exec(format!("detaching {p}")))?;
+        // While anything still has the device open the kernel only marks it for
+        // auto-clear; it goes when the last opener closes it. Wait for that, bounded.
+        let started = tokio::time::Instant::now();
+        while self.attached(host).iter().any(|(d, _)| d.name == dev.name) {
+            if started.elapsed() > Duration::from_secs(10) {
+                return Err(ServiceError::Unavailable(format!(
+                    "{p} is marked for detach but something still has it open; it detaches when that closes (retry)"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         Ok(())
     }
 

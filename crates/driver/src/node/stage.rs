@@ -52,6 +52,22 @@ pub(super) fn kind(
     }
 }
 
+/// The device must be at least as large as the disk was when ControllerPublishVolume
+/// answered: a smaller one is the wrong namespace or a size the RDS has not applied.
+fn check_size(dev: &BlockDevice, publish: &HashMap<String, String>) -> Result<(), ServiceError> {
+    let Some(want) = publish.get(crate::controller::publish::CAPACITY) else { return Ok(()) };
+    let want: u64 = want.parse().map_err(|_| {
+        invalid(format!("publish_context capacityBytes={want:?} is not a number of bytes"))
+    })?;
+    if dev.size < want {
+        return Err(ServiceError::FailedPrecondition(format!(
+            "/dev/{} is {} bytes but the volume is {want} bytes: the device is not this volume's namespace, or the RDS has not applied its size yet",
+            dev.name, dev.size
+        )));
+    }
+    Ok(())
+}
+
 impl NodeService {
     /// CSI "NodeStageVolume": idempotent. Block volumes are attached and nothing is put at the
     /// staging path (kubelet never reads it for block). Filesystem volumes are formatted only
@@ -77,7 +93,27 @@ impl NodeService {
         let mounted = st.host.mounts_at(&staging).await?;
         let was_attached = st.plane.attached(&st.host, vid);
         let dev = st.plane.attach(&st.host, vid, &req.volume_context, &req.publish_context).await?;
-        let result = match kind {
+        let result = match check_size(&dev, &req.publish_context) {
+            Err(e) => Err(e),
+            Ok(()) => self.stage_kind(kind, &dev, &staging, &mounted).await,
+        };
+        if let Err(e) = &result {
+            if !was_attached && let Err(d) = st.plane.detach(&st.host, vid).await {
+                tracing::warn!(error = %d, "detach after a failed stage");
+            }
+            tracing::warn!(error = %e, device = %dev.name, "stage failed");
+        }
+        result.map(|()| NodeStageVolumeResponse {})
+    }
+
+    async fn stage_kind(
+        &self,
+        kind: Kind,
+        dev: &BlockDevice,
+        staging: &Path,
+        mounted: &[mountinfo::Mount],
+    ) -> Result<(), ServiceError> {
+        match kind {
             Kind::Block => match mounted.last() {
                 None => Ok(()),
                 Some(m) => Err(ServiceError::FailedPrecondition(format!(
@@ -87,16 +123,9 @@ impl NodeService {
                 ))),
             },
             Kind::Mount { fs_type, flags, read_only } => {
-                self.stage_filesystem(&dev, &staging, &mounted, &fs_type, &flags, read_only).await
+                self.stage_filesystem(dev, staging, mounted, &fs_type, &flags, read_only).await
             }
-        };
-        if let Err(e) = &result {
-            if !was_attached && let Err(d) = st.plane.detach(&st.host, vid).await {
-                tracing::warn!(error = %d, "detach after a failed stage");
-            }
-            tracing::warn!(error = %e, device = %dev.name, "stage failed");
         }
-        result.map(|()| NodeStageVolumeResponse {})
     }
 
     async fn stage_filesystem(
@@ -204,15 +233,26 @@ impl NodeService {
         }
         st.host.umount_all(&staging).await?;
         if let Some(dev) = st.plane.find(&st.host, vid) {
-            let users = holders::users_within(
-                &st.host.sysfs,
-                &st.host.procfs,
-                &dev,
-                st.host.mounts().await?,
-                Duration::from_secs(10),
-            )
-            .await
-            .map_err(ServiceError::Unavailable)?;
+            // Short-lived openers (udev probes, a losetup or blkid scanning devices) go away:
+            // look three times before calling the device busy.
+            let mut users = Vec::new();
+            for attempt in 0..3 {
+                if attempt > 0 {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                users = holders::users_within(
+                    &st.host.sysfs,
+                    &st.host.procfs,
+                    &dev,
+                    st.host.mounts().await?,
+                    Duration::from_secs(10),
+                )
+                .await
+                .map_err(ServiceError::Unavailable)?;
+                if users.is_empty() {
+                    break;
+                }
+            }
             if !users.is_empty() {
                 return Err(ServiceError::FailedPrecondition(format!(
                     "volume {vid} (/dev/{}) is still in use: {}; stop those users, then retry",

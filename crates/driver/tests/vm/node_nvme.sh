@@ -61,7 +61,7 @@ for fs in xfs ext4; do
   check "system disk survived the demo ($fs): still connected, same device, data intact" system_ok
 done
 check "storage fencing: the node connected with the host NQN the controller allowed" \
-  grep -q 'publish context: hostNqn, nqn, nvmeAddress, nvmePort' $W/demo-ext4.out
+  grep -q 'publish context: capacityBytes, hostNqn, nqn, nvmeAddress, nvmePort' $W/demo-ext4.out
 check "nvme-cli was never run" [ ! -e $W/nvme-called ]
 check "the system subsystem is still exported and linked" [ -L $T/ports/9/subsystems/$SYS ]
 nvme disconnect -n $SYS > /dev/null 2>&1
