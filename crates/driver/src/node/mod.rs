@@ -47,6 +47,13 @@ impl NodeState {
             procfs: cfg.procfs.clone(),
             command_timeout: cfg.command_timeout,
         };
+        if cfg.data_plane == DataPlaneKind::NvmeTcp
+            && !std::path::Path::new("/dev/nvme-fabrics").exists()
+        {
+            tracing::warn!(
+                "/dev/nvme-fabrics is missing: load the nvme-tcp kernel module (modprobe nvme-tcp) or stages will fail"
+            );
+        }
         let plane = match cfg.data_plane {
             DataPlaneKind::NvmeTcp => DataPlane::Nvme(nvme::NvmePlane {
                 managed_prefix: cfg.managed_nqn_prefix.clone(),
