@@ -44,7 +44,14 @@ fn a_mounted_volume_survives_an_rds_outage() {
     }
     let exe = std::env::current_exe().unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vm/in_vm.sh");
+    // Native NVMe multipath on (Debian's default: nvme0n1 head + hidden nvme0c0n1) and off
+    // (the namespace is the controller's own nvme0n1): the node finds the device in both.
     preflight::run_checks(&script, &[exe.to_str().unwrap(), TEST], &[("NVME_VM_TIMEOUT", "300")]);
+    preflight::run_checks(
+        &script,
+        &[exe.to_str().unwrap(), TEST],
+        &[("NVME_VM_TIMEOUT", "300"), ("NVME_VM_APPEND", "nvme_core.multipath=N")],
+    );
 }
 
 struct Checks(u32);
@@ -173,6 +180,17 @@ async fn drill() {
     .unwrap();
     let (ctrl, state) = controller_of(&nqn).expect("connected");
     assert_eq!(state, "live");
+    let multipath =
+        std::fs::read_to_string("/sys/module/nvme_core/parameters/multipath").unwrap_or_default();
+    let per_path = std::fs::read_dir("/sys/block")
+        .unwrap()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().contains('c'));
+    checks.ok(&format!(
+        "native multipath {} ({})",
+        multipath.trim(),
+        if per_path { "head disk + hidden per-path disk" } else { "the controller's own disk" }
+    ));
     let dev_before = std::fs::metadata(&staging).unwrap().dev();
     let mut f = std::fs::File::create(target.join("before.txt")).unwrap();
     f.write_all(b"written before the outage").unwrap();
