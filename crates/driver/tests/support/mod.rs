@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod kube;
+pub mod node;
 pub mod rds;
 
 use std::{
