@@ -18,7 +18,7 @@ use csi::v1::{
     ControllerUnpublishVolumeRequest, ControllerUnpublishVolumeResponse,
     volume_capability::access_mode::Mode,
 };
-use routeros::types::Nqn;
+use routeros::{error::RosError, types::Nqn};
 
 use super::{
     cluster::{Cluster, MemoryCluster, PvcEvent, Recorded},
@@ -138,6 +138,20 @@ impl Fencing {
         out
     }
 
+    /// The volume's migration window: the PV's `migrationTimeoutSeconds`, else the one the
+    /// last publish of it carried (remembered for the sweep), else 300 s.
+    fn window_timeout(&self, vid: &str, rec: &Recorded, from_request: Option<i64>) -> i64 {
+        let mut seen = self.timeouts.lock().expect("timeouts");
+        if let Some(t) = from_request {
+            seen.insert(vid.to_string(), t);
+        }
+        rec.pv
+            .as_ref()
+            .and_then(|p| p.migration_timeout_s)
+            .or_else(|| seen.get(vid).copied())
+            .unwrap_or(300)
+    }
+
     fn grant(&self, vid: &str, node: &str, since: i64) {
         let k = (vid.to_string(), node.to_string());
         self.released.lock().expect("released").remove(&k);
@@ -243,13 +257,9 @@ impl Backend {
             ServiceError::Unavailable(format!("cannot decide the attachment of {vid}: {e}"))
         })?;
         let holders = f.holders(vid, &rec);
-        let timeout = rec
-            .pv
-            .as_ref()
-            .and_then(|p| p.migration_timeout_s)
-            .or_else(|| req.volume_context.get(key::MIGRATION_TIMEOUT).and_then(|v| v.parse().ok()))
-            .unwrap_or(300);
-        f.timeouts.lock().expect("timeouts").insert(vid.to_string(), timeout);
+        let from_request =
+            req.volume_context.get(key::MIGRATION_TIMEOUT).and_then(|v| v.parse().ok());
+        let timeout = f.window_timeout(vid, &rec, from_request);
         let now = now_s();
         let outcome = fencing::decide(&holders, node, access, timeout, now);
         f.metrics.decision(started.elapsed());
@@ -325,12 +335,7 @@ impl Backend {
                 continue;
             }
             active += 1;
-            let timeout = rec
-                .pv
-                .as_ref()
-                .and_then(|p| p.migration_timeout_s)
-                .or_else(|| f.timeouts.lock().expect("timeouts").get(&vid).copied())
-                .unwrap_or(300);
+            let timeout = f.window_timeout(&vid, &rec, None);
             let end = fencing::window_end(&live.iter().collect::<Vec<_>>(), timeout);
             if now < end || !f.reported.lock().expect("reported").insert((vid.clone(), end)) {
                 continue;
@@ -422,13 +427,10 @@ impl Backend {
             .map(|h| h.node.clone())
             .collect();
         if f.storage_fencing {
-            let disk = self
-                .rds
-                .get_disk(&slot)
-                .await
-                .map_err(ServiceError::rds(format!("reading volume {slot}")))?;
-            if disk.is_some() {
-                self.set_allowed(&slot, &remaining).await?;
+            match self.set_allowed(&slot, &remaining).await {
+                // The disk is gone: nothing left to fence.
+                Err(ServiceError::Rds { source: RosError::NotFound(_), .. }) => {}
+                other => other?,
             }
         }
         if node.is_empty() {
