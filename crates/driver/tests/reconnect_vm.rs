@@ -23,7 +23,6 @@ use std::{
 
 use csi::v1::{
     controller_client::ControllerClient,
-    identity_client::IdentityClient,
     node_client::NodeClient,
     volume_capability::{AccessMode, AccessType, MountVolume, access_mode::Mode},
     *,
@@ -112,14 +111,7 @@ async fn drill() {
         "--nvme-address".into(),
         "127.0.0.1".into(),
     ]);
-    let ch = daemon.channel().await;
-    let mut identity = IdentityClient::new(ch.clone());
-    for _ in 0..200 {
-        if identity.probe(ProbeRequest {}).await.unwrap().into_inner().ready == Some(true) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let ch = daemon.ready_channel().await;
     let (mut c, mut n) = (ControllerClient::new(ch.clone()), NodeClient::new(ch));
     let cap = VolumeCapability {
         access_type: Some(AccessType::Mount(MountVolume {

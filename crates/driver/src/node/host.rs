@@ -135,13 +135,11 @@ impl Host {
         Ok(n)
     }
 
-    /// The block device `major:minor`, if it exists (`/sys/dev/block/M:m`).
+    /// The block device `major:minor`, if it exists (`/sys/dev/block/M:m` links to it).
     pub fn block_device(&self, major_minor: (u32, u32)) -> Option<BlockDevice> {
         let link = self.sysfs.join(format!("dev/block/{}:{}", major_minor.0, major_minor.1));
-        let target = std::fs::read_link(&link).ok()?;
-        let name = target.file_name()?.to_string_lossy().into_owned();
-        let sectors: u64 = std::fs::read_to_string(link.join("size")).ok()?.trim().parse().ok()?;
-        Some(BlockDevice { name, major_minor, size: sectors * 512 })
+        let name = std::fs::read_link(link).ok()?.file_name()?.to_string_lossy().into_owned();
+        self.block_device_named(&name).filter(|d| d.major_minor == major_minor)
     }
 
     /// The block device called `name` (`/sys/class/block/NAME`).

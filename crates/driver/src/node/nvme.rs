@@ -106,6 +106,23 @@ pub fn connect_params(
     })
 }
 
+/// Deadline of a write to a controller's `delete_controller` or `rescan_controller`: the
+/// kernel tears the controller down (or rescans) inside the write, which can hang on a dead
+/// connection.
+const DELETE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Writes `1` to a sysfs attribute off the async threads, bounded by `timeout`.
+async fn write_bounded(path: PathBuf, timeout: Duration) -> Result<(), String> {
+    let shown = path.display().to_string();
+    let write = tokio::task::spawn_blocking(move || std::fs::write(&path, "1"));
+    match tokio::time::timeout(timeout, write).await {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(e))) => Err(format!("{shown}: {e}")),
+        Ok(Err(e)) => Err(format!("{shown}: {e}")),
+        Err(_) => Err(format!("{shown}: no answer within {}s", timeout.as_secs())),
+    }
+}
+
 /// Controller states in which the kernel keeps (or is restoring) the connection.
 fn usable(state: &str) -> bool {
     matches!(state, "live" | "connecting" | "resetting" | "new")
@@ -146,7 +163,7 @@ impl NvmePlane {
     /// The namespace device of `nqn`, if any.
     pub fn device(&self, host: &Host, nqn: &str) -> Option<BlockDevice> {
         let ns = Self::sysfs(host).namespaces(nqn).ok()?.into_iter().next()?;
-        host.block_device_named(&ns.name)
+        Some(BlockDevice { major_minor: ns.major_minor?, size: ns.size, name: ns.name })
     }
 
     pub fn find(&self, host: &Host, volume_id: &str) -> Option<(String, Option<BlockDevice>)> {
@@ -236,9 +253,9 @@ impl NvmePlane {
         for k in self.controllers(host, nqn) {
             let path = host.sysfs.join("class/nvme").join(&k.name).join("delete_controller");
             tracing::info!(controller = %k.name, %nqn, "disconnecting NVMe/TCP");
-            if let Err(e) = std::fs::write(&path, "1") {
+            if let Err(e) = write_bounded(path, DELETE_TIMEOUT).await {
                 // Already being deleted by the kernel: fine if it disappears below.
-                tracing::warn!(path = %path.display(), error = %e, "delete_controller");
+                tracing::warn!(controller = %k.name, error = %e, "delete_controller");
             }
         }
         let started = tokio::time::Instant::now();
@@ -258,12 +275,11 @@ impl NvmePlane {
     }
 
     /// Asks the controller to rescan namespaces (after ControllerExpandVolume).
-    pub fn rescan(&self, host: &Host, nqn: &str) -> Result<(), ServiceError> {
+    pub async fn rescan(&self, host: &Host, nqn: &str) -> Result<(), ServiceError> {
         self.guard(nqn)?;
         for k in self.controllers(host, nqn) {
             let path = host.sysfs.join("class/nvme").join(&k.name).join("rescan_controller");
-            std::fs::write(&path, "1")
-                .map_err(|e| ServiceError::Internal(format!("{}: {e}", path.display())))?;
+            write_bounded(path, DELETE_TIMEOUT).await.map_err(ServiceError::Unavailable)?;
         }
         Ok(())
     }

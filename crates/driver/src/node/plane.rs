@@ -103,7 +103,7 @@ impl DataPlane {
     ) -> Result<(), ServiceError> {
         match self {
             DataPlane::Nvme(p) => match p.nqn_of(host, volume_id) {
-                Some(nqn) => p.rescan(host, &nqn),
+                Some(nqn) => p.rescan(host, &nqn).await,
                 None => Ok(()),
             },
             DataPlane::Loop(p) => p.refresh_size(host, dev).await,

@@ -131,6 +131,21 @@ impl Daemon {
         connect(&self.socket).await
     }
 
+    /// A channel once CSI Probe says ready (the RDS connected); panics with the log if it
+    /// does not within 10 s.
+    pub async fn ready_channel(&self) -> Channel {
+        let ch = self.channel().await;
+        let mut identity = csi::v1::identity_client::IdentityClient::new(ch.clone());
+        for _ in 0..200 {
+            let probe = identity.probe(csi::v1::ProbeRequest {}).await.unwrap().into_inner();
+            if probe.ready == Some(true) {
+                return ch;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("Probe never said ready:\n{}", self.raw_log());
+    }
+
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
         let rc = unsafe { libc::kill(self.child.id() as i32, signal) };

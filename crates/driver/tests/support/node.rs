@@ -6,12 +6,10 @@ use std::{
     collections::HashMap,
     path::{Path, PathBuf},
     process::Command,
-    time::Duration,
 };
 
 use csi::v1::{
     controller_client::ControllerClient,
-    identity_client::IdentityClient,
     node_client::NodeClient,
     volume_capability::{AccessMode, AccessType, BlockVolume, MountVolume, access_mode::Mode},
     *,
@@ -82,14 +80,7 @@ pub async fn start(extra: &[&str]) -> Node {
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
     let daemon = Daemon::start_owned(&args);
-    let ch = daemon.channel().await;
-    let mut identity = IdentityClient::new(ch.clone());
-    for _ in 0..200 {
-        if identity.probe(ProbeRequest {}).await.unwrap().into_inner().ready == Some(true) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let ch = daemon.ready_channel().await;
     Node { _daemon: daemon, c: ControllerClient::new(ch.clone()), n: NodeClient::new(ch), dir }
 }
 
