@@ -7,6 +7,7 @@
 //! patch; events (events.k8s.io): create, patch (docs/kubevirt.md).
 
 use std::{
+    collections::HashMap,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -28,7 +29,7 @@ use kube::{
     runtime::{
         WatchStreamExt,
         events::{Event, EventType, Recorder, Reporter},
-        reflector::{self, Store},
+        reflector::{self, ObjectRef, Store},
         watcher,
     },
 };
@@ -131,14 +132,12 @@ impl KubeCluster {
     }
 
     /// The attachments recorded for `pv`.
-    fn record_of(&self, pv: &PersistentVolume) -> Recorded {
+    fn record_of(&self, pv: &PersistentVolume, vas: &[Arc<VolumeAttachment>]) -> Recorded {
         let info = pv_info(pv);
         let mut out = Recorded { pv: Some(info.clone()), ..Default::default() };
         let started = self.started.as_second();
-        for va in self.vas.state() {
-            if va.spec.attacher != self.driver
-                || va.spec.source.persistent_volume_name.as_deref() != Some(info.name.as_str())
-            {
+        for va in vas {
+            if va.spec.source.persistent_volume_name.as_deref() != Some(info.name.as_str()) {
                 continue;
             }
             let holder = Holder {
@@ -153,6 +152,20 @@ impl KubeCluster {
             }
         }
         out
+    }
+
+    /// This driver's VolumeAttachments, grouped by PV name.
+    fn attachments_by_pv(&self) -> HashMap<String, Vec<Arc<VolumeAttachment>>> {
+        let mut by_pv: HashMap<String, Vec<Arc<VolumeAttachment>>> = HashMap::new();
+        for va in self.vas.state() {
+            if va.spec.attacher != self.driver {
+                continue;
+            }
+            if let Some(pv) = va.spec.source.persistent_volume_name.clone() {
+                by_pv.entry(pv).or_default().push(va);
+            }
+        }
+        by_pv
     }
 
     fn pv_of(&self, volume_id: &str) -> Option<Arc<PersistentVolume>> {
@@ -190,7 +203,9 @@ impl Cluster for KubeCluster {
             // No PV (yet): nothing can be attached through Kubernetes.
             return Ok(Recorded::default());
         };
-        Ok(self.record_of(&pv))
+        let name = pv.metadata.name.clone().unwrap_or_default();
+        let vas = self.attachments_by_pv().remove(&name).unwrap_or_default();
+        Ok(self.record_of(&pv, &vas))
     }
 
     fn records_attachments(&self) -> bool {
@@ -201,18 +216,22 @@ impl Cluster for KubeCluster {
         if !self.ready.load(Ordering::SeqCst) {
             return Vec::new();
         }
+        // Only PVs with attachments can hold a migration: one pass over the attachments.
+        let by_pv = self.attachments_by_pv();
         self.pvs
             .state()
             .iter()
             .filter_map(|pv| {
                 let c = pv.spec.as_ref()?.csi.as_ref()?;
-                (c.driver == self.driver).then(|| (c.volume_handle.clone(), self.record_of(pv)))
+                let vas = by_pv.get(pv.metadata.name.as_deref()?)?;
+                (c.driver == self.driver)
+                    .then(|| (c.volume_handle.clone(), self.record_of(pv, vas)))
             })
             .collect()
     }
 
     fn node_exists(&self, node: &str) -> bool {
-        self.nodes.state().iter().any(|n| n.metadata.name.as_deref() == Some(node))
+        self.nodes.get(&ObjectRef::new(node)).is_some()
     }
 
     async fn annotate(&self, pv: &str, attached: Option<(&str, &str)>) {
