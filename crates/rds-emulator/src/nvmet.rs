@@ -35,6 +35,8 @@ pub struct Nvmet {
     root: PathBuf,
     port_dir: PathBuf,
     revoke_drops_connections: bool,
+    /// File size of each exported namespace when last seen by the target.
+    sizes: std::sync::Mutex<BTreeMap<String, u64>>,
 }
 
 fn write(path: &Path, value: &str) -> io::Result<()> {
@@ -114,7 +116,12 @@ impl Nvmet {
                 p
             }
         };
-        Ok(Nvmet { root: root.to_path_buf(), port_dir, revoke_drops_connections })
+        Ok(Nvmet {
+            root: root.to_path_buf(),
+            port_dir,
+            revoke_drops_connections,
+            sizes: Default::default(),
+        })
     }
 
     fn subsystem(&self, nqn: &str) -> PathBuf {
@@ -143,7 +150,7 @@ impl Nvmet {
         for export in desired {
             if exported.contains(&export.nqn) {
                 self.set_hosts(export)?;
-                self.revalidate_size(&export.nqn);
+                self.revalidate_size(export);
             } else {
                 self.export(export)?;
             }
@@ -152,14 +159,20 @@ impl Nvmet {
     }
 
     /// After `/disk set file-size=`: makes the target re-read the file's size, so connected
-    /// hosts see the namespace grow (the kernel sends a namespace-changed event). Best effort:
-    /// kernels before 5.11 have no `revalidate_size`.
-    fn revalidate_size(&self, nqn: &str) {
-        let attr = self.subsystem(nqn).join("namespaces/1/revalidate_size");
+    /// hosts see the namespace grow (the kernel sends a namespace-changed event). Only when
+    /// the size changed since the target last saw it. Best effort: kernels before 5.11 have
+    /// no `revalidate_size`.
+    fn revalidate_size(&self, e: &Export) {
+        let Ok(size) = fs::metadata(&e.file).map(|m| m.len()) else { return };
+        let mut sizes = self.sizes.lock().expect("sizes");
+        if sizes.insert(e.nqn.clone(), size) == Some(size) {
+            return;
+        }
+        let attr = self.subsystem(&e.nqn).join("namespaces/1/revalidate_size");
         if attr.exists()
-            && let Err(e) = write(&attr, "1")
+            && let Err(err) = write(&attr, "1")
         {
-            tracing::warn!(nqn, error = %e, "nvmet: revalidate_size");
+            tracing::warn!(nqn = %e.nqn, error = %err, "nvmet: revalidate_size");
         }
     }
 
@@ -179,6 +192,9 @@ impl Nvmet {
         write(&ns.join("buffered_io"), "1")?;
         write(&ns.join("device_path"), &e.file.display().to_string())?;
         write(&ns.join("enable"), "1")?;
+        if let Ok(m) = fs::metadata(&e.file) {
+            self.sizes.lock().expect("sizes").insert(e.nqn.clone(), m.len());
+        }
         self.set_hosts(e)?;
         let link = self.port_dir.join("subsystems").join(&e.nqn);
         if !link.is_symlink() {
