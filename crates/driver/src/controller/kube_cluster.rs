@@ -37,6 +37,10 @@ use kube::{
 use super::cluster::{Cluster, PvInfo, PvcEvent, Recorded};
 use crate::{controller::volumes::key, core::fencing::Holder};
 
+/// Deadline of a PV patch or an event post inside an RPC (both are informational: a slow API
+/// server must not hold up an attach).
+const API_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub const ANNOTATION_NODE: &str = "rds.csi.srvlab.io/attached-node";
 pub const ANNOTATION_AT: &str = "rds.csi.srvlab.io/attached-at";
 
@@ -244,8 +248,14 @@ impl Cluster for KubeCluster {
             }
         };
         let api: Api<PersistentVolume> = Api::all(self.client.clone());
-        if let Err(e) = api.patch(pv, &PatchParams::default(), &Patch::Merge(&value)).await {
-            tracing::warn!(pv, error = %e, "cannot write the informational PV annotations");
+        let (params, merge) = (PatchParams::default(), Patch::Merge(&value));
+        let patch = api.patch(pv, &params, &merge);
+        match tokio::time::timeout(API_TIMEOUT, patch).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(pv, error = %e, "cannot write the informational PV annotations")
+            }
+            Err(_) => tracing::warn!(pv, "the PV annotation patch timed out"),
         }
     }
 
@@ -264,8 +274,12 @@ impl Cluster for KubeCluster {
             action: "Attach".into(),
             secondary: None,
         };
-        if let Err(err) = self.recorder.publish(&event, &reference).await {
-            tracing::warn!(error = %err, reason = e.reason, "cannot publish an event");
+        match tokio::time::timeout(API_TIMEOUT, self.recorder.publish(&event, &reference)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, reason = e.reason, "cannot publish an event")
+            }
+            Err(_) => tracing::warn!(reason = e.reason, "publishing an event timed out"),
         }
     }
 
