@@ -149,7 +149,7 @@ pub async fn run(fs: String, storage_fencing: bool) -> Result<(), String> {
         }
         (true, false, _) => {
             println!(
-                "\n  NOTE: {} not found (apt-get install util-linux e2fsprogs xfsprogs): the demo\n  \
+                "\n  NOTE: {} not found (apt-get install mount util-linux e2fsprogs xfsprogs): the demo\n  \
                  runs the controller steps only.",
                 missing.join(", ")
             );

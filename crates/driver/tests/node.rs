@@ -1,7 +1,7 @@
 //! The Node service, black-box, on real loop devices, mkfs and mounts: the real `rds-csi serve
 //! --controller --node --emulated-rds DIR --data-plane loop`, driven over gRPC.
 //!
-//! Needs root (loop devices, mount) and e2fsprogs, xfsprogs, util-linux (.ci/run installs
+//! Needs root (loop devices, mount) and e2fsprogs, xfsprogs, util-linux, mount (.ci/run installs
 //! them). Outside CI without root, each test prints why it is skipped; in CI it fails instead.
 
 mod support;
