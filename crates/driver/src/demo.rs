@@ -251,7 +251,11 @@ pub async fn run(fs: String, storage_fencing: bool) -> Result<(), String> {
         fs,
         files: rds.files.clone(),
     };
-    let result = if plane.is_some() { walk.full().await } else { walk.controller_only().await };
+    // Ctrl-C stops the walk, and the cleanup below still unmounts and detaches.
+    let result = tokio::select! {
+        r = async { if plane.is_some() { walk.full().await } else { walk.controller_only().await } } => r,
+        _ = tokio::signal::ctrl_c() => Err("interrupted (SIGINT)".to_string()),
+    };
     if result.is_err() && plane.is_some() {
         walk.cleanup().await;
     }

@@ -456,3 +456,50 @@ fn the_demo_without_root_runs_the_controller_steps_and_says_why() {
     }
     assert!(!stdout.contains("NodeStageVolume"), "{stdout}");
 }
+
+/// Ctrl-C in the middle of the demo: it stops, unmounts, detaches and removes its directory.
+#[test]
+fn an_interrupted_demo_cleans_up() {
+    use std::io::BufRead;
+    if !is_root() {
+        assert!(std::env::var_os("CI").is_none(), "the demo must run as root in CI");
+        eprintln!("SKIPPED: the full demo needs root (loop devices, mounts)");
+        return;
+    }
+    let mut child = Command::new(support::BIN)
+        .arg("demo")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut dir = None;
+    // Keep reading its output to the end: a closed pipe would end it on its own.
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(d) = line.split(" data in ").nth(1) {
+            dir = Some(d.trim_end_matches("/rds").to_string());
+        }
+        if line.contains("bind-mounted") {
+            break; // staged and published: mounts and a loop device exist now
+        }
+    }
+    let dir = dir.expect("the demo prints its directory");
+    assert!(std::fs::read_to_string("/proc/self/mountinfo").unwrap().contains(&dir));
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().unwrap();
+    assert!(rest.iter().any(|l| l.contains("cleaning up")), "{rest:?}");
+    assert!(!status.success(), "interrupted: not a success");
+    assert!(
+        !std::fs::read_to_string("/proc/self/mountinfo").unwrap().contains(&dir),
+        "mounts left"
+    );
+    let loops = std::fs::read_dir("/sys/block").unwrap().flatten().any(|e| {
+        std::fs::read_to_string(e.path().join("loop/backing_file"))
+            .is_ok_and(|b| b.starts_with(&dir))
+    });
+    assert!(!loops, "a loop device left attached");
+    assert!(!std::path::Path::new(&dir).exists(), "directory left");
+}
