@@ -50,8 +50,15 @@ pub struct DemoArgs {
     /// Filesystem of the demo's volumes.
     #[arg(long, value_parser = ["xfs", "ext4"], default_value = "xfs")]
     pub fs_type: String,
-    /// Fence on the RDS as well: each disk allows only the attached node's host NQN.
-    #[arg(long)]
+    /// Fence on the RDS as well: each disk allows only the attached node's host NQN (on by
+    /// default, as in `serve`; `--storage-fencing=false` turns it off).
+    #[arg(
+        long,
+        num_args = 0..=1,
+        default_value_t = true,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
     pub storage_fencing: bool,
 }
 
@@ -178,11 +185,12 @@ impl ServeArgs {
         if rds.is_some() && self.emulated_rds.is_some() {
             return Err("--emulated-rds replaces the --rds-* flags: use one or the other".into());
         }
+        let controller = self.controller_settings.validate()?;
         let node = match node_id {
-            Some(_) => Some(
-                self.node_settings
-                    .validate(self.emulated_rds.as_deref().map(crate::emulated::files_dir))?,
-            ),
+            Some(_) => Some(self.node_settings.validate(
+                self.emulated_rds.as_deref().map(crate::emulated::files_dir),
+                &controller.nqn_prefix,
+            )?),
             None => None,
         };
         let topology = HashMap::from([(topology_zone_key(&self.driver_name), self.topology_zone)]);
@@ -194,7 +202,7 @@ impl ServeArgs {
             metrics_address,
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout_seconds),
             rds,
-            controller: self.controller_settings.validate()?,
+            controller,
             rds_probe_interval: Duration::from_secs(self.rds.rds_probe_interval_seconds.max(1)),
             node,
             emulated_rds: self.emulated_rds,

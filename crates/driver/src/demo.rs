@@ -184,11 +184,15 @@ pub async fn run(fs: String, storage_fencing: bool) -> Result<(), String> {
         attachment_state: Some(crate::controller::config::AttachmentState::Memory),
         storage_fencing,
         attach_settle_seconds: 0,
+        // The controller-only walk (no node in this process) still publishes to NODE.
+        known_node_ids: vec![NODE.to_string()],
+        allow_copy_from: false,
     };
     let node = plane.map(|kind| NodeConfig {
         data_plane: kind,
         loop_root: Some(rds.files.clone()),
         managed_nqn_prefix: "nqn.2000-02.com.mikrotik:pvc-".into(),
+        nqn_prefix: "nqn.2000-02.com.mikrotik:".into(),
         host_nqn_file: base.join("hostnqn"),
         max_volumes_per_node: 0,
         allow_exec: false,

@@ -44,7 +44,9 @@ pub struct RdsArgs {
     /// The RDS SSH host key: `SHA256:...` (ssh-keygen -lf) or a known_hosts line.
     #[arg(long, env = "RDS_CSI_RDS_HOST_KEY")]
     pub rds_host_key: Option<String>,
-    /// Do not check the RDS SSH host key (anyone on the path could impersonate the RDS).
+    /// Do not check the RDS SSH host key or HTTPS certificate (anyone on the path could
+    /// impersonate the RDS); also required for a plain `http://` REST URL, which sends the
+    /// password in clear.
     #[arg(long, env = "RDS_CSI_RDS_INSECURE_SKIP_HOST_KEY_CHECK")]
     pub rds_insecure_skip_host_key_check: bool,
     /// RouterOS console login options appended to the user after `+` (e.g. `cet1024w`).
@@ -126,6 +128,11 @@ impl RdsArgs {
                     .rds_password_file
                     .as_ref()
                     .ok_or("--rds-transport rest needs --rds-password-file")?;
+                if url.starts_with("http://") && !self.rds_insecure_skip_host_key_check {
+                    return Err("--rds-rest-url http://... sends the RDS password in clear text: use https:// (RouterOS www-ssl) \
+                                with --rds-tls-fingerprint or --rds-ca-file, or accept the risk with --rds-insecure-skip-host-key-check"
+                        .into());
+                }
                 let password = RestOptions::password_from_file(file).map_err(|e| e.to_string())?;
                 let trust = match (
                     &self.rds_tls_fingerprint,
@@ -135,7 +142,6 @@ impl RdsArgs {
                     (Some(fp), None, false) => TlsTrust::Fingerprint(fp.clone()),
                     (None, Some(ca), false) => TlsTrust::CaFile(ca.clone()),
                     (None, None, true) => TlsTrust::InsecureSkip,
-                    (None, None, false) if url.starts_with("http://") => TlsTrust::InsecureSkip,
                     _ => {
                         return Err("--rds-rest-url https://... needs exactly one of --rds-tls-fingerprint, --rds-ca-file, \
                                     --rds-insecure-skip-host-key-check"
@@ -205,6 +211,9 @@ impl RdsConfig {
                 (Arc::new(t.clone()), t.health(), monitor)
             }
             RdsConfig::Rest(o) => {
+                if o.base_url.starts_with("http://") {
+                    tracing::warn!(url = %o.base_url, "REST over plain HTTP: the RDS password travels in clear text; use https://");
+                }
                 let t = RestTransport::new(o).map_err(|e| e.to_string())?;
                 let probe = t.clone();
                 // REST has no connection to watch: a cheap read keeps the state fresh.

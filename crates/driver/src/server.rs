@@ -86,7 +86,10 @@ async fn fencing(
             tracing::warn!(
                 "attachment state in memory: fencing sees only this process's grants (not HA-safe; development only)"
             );
-            Box::new(MemoryCluster)
+            let mut known_nodes: std::collections::HashSet<String> =
+                c.known_node_ids.iter().cloned().collect();
+            known_nodes.extend(config.roles.node_id.clone());
+            Box::new(MemoryCluster { known_nodes })
         }
         AttachmentState::Kubernetes => {
             let client = kube::Client::try_default().await.map_err(|e| {

@@ -112,14 +112,18 @@ async fn suite(transport: &str) {
         T::CreateDeleteSnapshot,
         T::ListSnapshots,
         T::CloneVolume,
+        T::PublishReadonly,
+        T::ListVolumesPublishedNodes,
+        T::GetSnapshot,
     ];
     for t in works {
         assert!(caps.contains(&(t as i32)), "{t:?} advertised");
     }
     assert_eq!(caps.len(), works.len(), "nothing else is advertised");
-    for t in [T::ListVolumesPublishedNodes, T::ModifyVolume, T::GetSnapshot] {
-        assert!(!caps.contains(&(t as i32)), "{t:?} not advertised before it works");
-    }
+    assert!(
+        !caps.contains(&(T::ModifyVolume as i32)),
+        "ModifyVolume not advertised before it works"
+    );
 
     // CreateVolume: the provisioner's name is the slot; ≤ 2 round trips.
     let name = "pvc-0f8e4b1c-2a3d-4e5f-9a8b-7c6d5e4f3a2b";
@@ -339,13 +343,22 @@ async fn suite(transport: &str) {
     assert!(trips <= 2, "delete took {trips} round trips over {transport}");
     assert!(!rds.file_exists(&format!("storage-pool/metal-csi/{name}.img")));
     assert!(c.delete_volume(del(name)).await.is_ok(), "deleting a deleted volume succeeds");
-    assert_eq!(code(c.delete_volume(del("bad/id")).await).0, Code::InvalidArgument);
+    assert_eq!(code(c.delete_volume(del("")).await).0, Code::InvalidArgument);
+    // An id this driver never makes names no volume of it: OK, and nothing is touched.
+    rds.ros("/disk add type=file slot=pvc-foreign file-path=storage-pool/metal-csi/pvc-foreign.img file-size=1M");
+    let before = rds.commands().len();
+    c.delete_volume(del("pvc-foreign")).await.expect("not ours: nothing to delete");
+    assert_eq!(rds.commands().len(), before, "no RouterOS command for a foreign id");
+    assert!(rds.file_exists("storage-pool/metal-csi/pvc-foreign.img"));
 
     // A disk whose file is outside the allowed base paths is never deleted.
-    rds.ros("/disk add type=file slot=pvc-foreign file-path=storage-pool/other/pvc-foreign.img file-size=1M");
-    let (k, m) = code(c.delete_volume(del("pvc-foreign")).await);
+    let outside = "pvc-f0000000-0000-4000-8000-00000000000f";
+    rds.ros(&format!(
+        "/disk add type=file slot={outside} file-path=storage-pool/other/{outside}.img file-size=1M"
+    ));
+    let (k, m) = code(c.delete_volume(del(outside)).await);
     assert!(k == Code::FailedPrecondition && m.contains("outside the allowed base paths"), "{m}");
-    assert!(rds.file_exists("storage-pool/other/pvc-foreign.img"));
+    assert!(rds.file_exists(&format!("storage-pool/other/{outside}.img")));
 
     // The per-RPC round-trip metric agrees: every CreateVolume took at most 2.
     let (count, within) = round_trip_metric(&daemon, "CreateVolume", "2.0");
@@ -611,8 +624,23 @@ async fn snapshots(transport: &str) {
         Code::Aborted
     );
 
-    // The Go driver's opt-in mechanism still works (its data semantics are unverified).
-    let legacy = c
+    // The Go driver's mechanism is refused unless enabled (its data semantics are unverified)...
+    let (code_, msg) =
+        code(c.create_snapshot(snap_req("snapshot-3", a, &[("mechanism", "copy-from")])).await);
+    assert_eq!(code_, Code::InvalidArgument, "{msg}");
+    assert!(msg.contains("--allow-copy-from"), "{msg}");
+    // ... and works with --allow-copy-from.
+    let flags: Vec<String> =
+        rds.flags(transport).into_iter().chain(["--allow-copy-from".to_string()]).collect();
+    let opted = Daemon::start_owned(&flags);
+    for _ in 0..200 {
+        if opted.http_get("/readyz").0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut c2 = ControllerClient::new(opted.channel().await);
+    let legacy = c2
         .create_snapshot(snap_req("snapshot-3", a, &[("mechanism", "copy-from")]))
         .await
         .unwrap()
@@ -636,16 +664,16 @@ async fn snapshots(transport: &str) {
     .await
     .unwrap();
     assert_eq!(read_at(&rds, &b_file, 0, 5), b"HELLO");
-    assert_eq!(
-        code(
-            c.delete_snapshot(DeleteSnapshotRequest {
-                snapshot_id: "pvc-1".into(),
-                ..Default::default()
-            })
+    // CSI: a snapshot that does not exist is OK to delete, whatever the id's form.
+    for id in ["pvc-1", "reallyfakesnapshotid", "snap-00000000-0000-4000-8000-000000000000-at-00"] {
+        c.delete_snapshot(DeleteSnapshotRequest { snapshot_id: id.into(), ..Default::default() })
             .await
-        )
-        .0,
-        Code::InvalidArgument
+            .unwrap_or_else(|e| panic!("{id}: {e:?}"));
+    }
+    assert_eq!(
+        code(c.delete_snapshot(DeleteSnapshotRequest::default()).await).0,
+        Code::InvalidArgument,
+        "the id is required"
     );
 }
 

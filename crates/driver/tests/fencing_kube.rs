@@ -85,6 +85,8 @@ async fn world(vas: impl Fn(&str) -> Vec<Value>, nodes: &[&str], settle_s: i64) 
         attachment_state: None,
         storage_fencing: false,
         attach_settle_seconds: 0,
+        known_node_ids: Vec::new(),
+        allow_copy_from: false,
     };
     // Provisioner names are used as they are when they look like `pvc-<uuid>`.
     let volume = "pvc-0a1b2c3d-0000-4000-8000-000000000001".to_string();

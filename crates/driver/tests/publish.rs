@@ -60,6 +60,8 @@ async fn unpublish(c: &mut ControllerClient<Channel>, v: &Volume, node: &str) {
 async fn start(extra: &[&str]) -> (support::rds::Rds, Daemon, ControllerClient<Channel>) {
     let rds = rds().await;
     let mut flags = rds.flags("ssh");
+    // Memory state: the nodes ControllerPublishVolume accepts (any other is NOT_FOUND).
+    flags.push("--known-node-id=node-a,node-b,node-c,a,b,c,source,target,third".into());
     flags.extend(extra.iter().map(|s| s.to_string()));
     let daemon = Daemon::start_owned(&flags);
     for _ in 0..200 {
@@ -74,7 +76,7 @@ async fn start(extra: &[&str]) -> (support::rds::Rds, Daemon, ControllerClient<C
 
 #[tokio::test]
 async fn read_write_once_volumes_attach_to_one_node_at_a_time() {
-    let (_rds, daemon, mut c) = start(&[]).await;
+    let (_rds, daemon, mut c) = start(&["--storage-fencing=false"]).await;
     let rwo = cap(false, Mode::SingleNodeWriter);
     let v = create(&mut c, "pvc-00000000-0000-4000-8000-0000000000a1", rwo.clone()).await;
     let ctx = publish(&mut c, &v, "node-a", &rwo, &[]).await.unwrap();
@@ -137,7 +139,7 @@ async fn read_write_once_volumes_attach_to_one_node_at_a_time() {
 
 #[tokio::test]
 async fn block_volumes_attach_to_two_nodes_for_a_live_migration() {
-    let (_rds, daemon, mut c) = start(&[]).await;
+    let (_rds, daemon, mut c) = start(&["--storage-fencing=false"]).await;
     let rwx = cap(true, Mode::MultiNodeMultiWriter);
     let v = create(&mut c, "pvc-00000000-0000-4000-8000-0000000000b1", rwx.clone()).await;
     publish(&mut c, &v, "source", &rwx, &[]).await.unwrap();

@@ -220,6 +220,13 @@ impl Rds {
         self.run(&Op::RemoveFile(file.clone()), || async { Ok(None) }).await.map(|_| ())
     }
 
+    /// Removes every file named `name` under the `bases` (one round trip; none is fine).
+    pub async fn remove_leftover(&self, bases: &[FilePath], name: &str) -> Result<(), RosError> {
+        let name = Slot::new(name).map_err(|e| RosError::InvalidArgument(e.to_string()))?;
+        let op = Op::RemoveLeftover { bases: bases.to_vec(), name };
+        self.run(&op, || async { Ok(None) }).await.map(|_| ())
+    }
+
     pub async fn list_files(&self, under: &FilePath) -> Result<Vec<FileEntry>, RosError> {
         let op = Op::ListFiles { under: under.clone() };
         match self.read(op.clone()).await? {
@@ -236,7 +243,10 @@ impl Rds {
         }
     }
 
-    /// Block copy `src` → `dst`, optionally only `(offset, length)` bytes.
+    /// Block copy `src` → `dst`, optionally only `(offset, length)` bytes. The range is
+    /// copied again after an ambiguous failure (the same bytes to the same place: the result
+    /// is the same), but only after looking that both disks still exist: a vanished side is
+    /// NotFound, never a copy into or from something else.
     pub async fn copy_disk(
         &self,
         src: &Slot,
@@ -244,13 +254,54 @@ impl Rds {
         range: Option<(u64, u64)>,
     ) -> Result<(), RosError> {
         let op = Op::CopyDisk { src: src.clone(), dst: dst.clone(), range };
-        self.run(&op, || async { Ok(None) }).await.map(|_| ())
+        let look = || async {
+            for side in [src, dst] {
+                if let Answer::MaybeDisk(None) =
+                    self.transport.call(&Op::GetDisk(side.clone())).await?
+                {
+                    return Err(RosError::NotFound(format!(
+                        "disk {side} vanished during the copy"
+                    )));
+                }
+            }
+            Ok(None)
+        };
+        self.run(&op, look).await.map(|_| ())
     }
 
-    /// `/file/copy` (RouterOS 7.23+).
+    /// `/file/copy` (RouterOS 7.23+). After an ambiguous failure it looks first: a
+    /// destination of the source's size means the copy went through; a partial one is
+    /// removed and copied again; a missing source is NotFound.
     pub async fn copy_file(&self, src: &FilePath, dst: &FilePath) -> Result<(), RosError> {
         let op = Op::CopyFile { src: src.clone(), dst: dst.clone() };
-        self.run(&op, || async { Ok(None) }).await.map(|_| ())
+        let look = || async {
+            let size_of = |f: &FilePath| {
+                let f = f.clone();
+                async move {
+                    let dir = f.as_str().rsplit_once('/').map_or(f.as_str(), |(d, _)| d);
+                    let under =
+                        FilePath::new(dir).map_err(|e| RosError::InvalidArgument(e.to_string()))?;
+                    match self.transport.call(&Op::ListFiles { under }).await? {
+                        Answer::Files(files) => {
+                            Ok(files.into_iter().find(|e| e.name == f.as_str()).map(|e| e.size))
+                        }
+                        other => Err(unexpected(&Op::ListFiles { under: f.clone() }, other)),
+                    }
+                }
+            };
+            let Some(want) = size_of(src).await? else {
+                return Err(RosError::NotFound(format!("file {src} vanished during the copy")));
+            };
+            match size_of(dst).await? {
+                Some(got) if got.is_some() && got == want => Ok(Some(Answer::Done)),
+                Some(_) => {
+                    self.transport.call(&Op::RemoveFile(dst.clone())).await?;
+                    Ok(None)
+                }
+                None => Ok(None),
+            }
+        };
+        self.run(&op, look).await.map(|_| ())
     }
 
     pub async fn system(&self) -> Result<SystemInfo, RosError> {

@@ -59,6 +59,12 @@ pub enum Op {
         file: FilePath,
     },
     RemoveFile(FilePath),
+    /// Removes every file named `name` anywhere under the base directories (a leftover of a
+    /// delete cut between its two removals); idempotent: nothing found is fine.
+    RemoveLeftover {
+        bases: Vec<FilePath>,
+        name: Slot,
+    },
     /// Files strictly under a directory.
     ListFiles {
         under: FilePath,
@@ -95,6 +101,12 @@ impl Op {
         )
     }
 
+    /// Whether the op may run for long on the RDS (block or file copies): it gets the
+    /// transport's copy deadline instead of the command deadline.
+    pub fn is_long(&self) -> bool {
+        matches!(self, Op::CopyDisk { .. } | Op::CopyFile { .. })
+    }
+
     /// A short name for logs and metrics.
     pub fn name(&self) -> &'static str {
         match self {
@@ -106,6 +118,7 @@ impl Op {
             Op::SetComment { .. } => "set_comment",
             Op::DeleteDisk { .. } => "delete_disk",
             Op::RemoveFile(_) => "remove_file",
+            Op::RemoveLeftover { .. } => "remove_leftover",
             Op::ListFiles { .. } => "list_files",
             Op::Pool { .. } => "pool",
             Op::CopyDisk { .. } => "copy_disk",
@@ -127,6 +140,7 @@ impl Op {
                 f.to_string()
             }
             Op::ListDisks { slot_prefix } => slot_prefix.clone(),
+            Op::RemoveLeftover { name, .. } => name.to_string(),
             Op::Pool { mount_point } => mount_point.clone(),
             Op::System => String::new(),
         }
@@ -417,6 +431,13 @@ pub fn ssh_line(op: &Op, format: ReadFormat) -> String {
             quote(file.as_str())
         ),
         Op::RemoveFile(file) => format!("/file remove [find name={}]", quote(file.as_str())),
+        Op::RemoveLeftover { bases, name } => {
+            // Names are [A-Za-z0-9._/-]: only '.' needs escaping in the pattern.
+            let esc = |s: &str| s.replace('.', "[.]");
+            let dirs: Vec<String> = bases.iter().map(|b| esc(b.as_str())).collect();
+            let pattern = format!("^({})/(.+/)?{}$", dirs.join("|"), esc(name.as_str()));
+            format!("/file remove [find name~{}]", quote(&pattern))
+        }
         Op::ListFiles { under } => read(
             "/file",
             &format!("name~{}", quote(&anchored(&format!("{}/", under.as_str())))),
@@ -457,6 +478,7 @@ pub fn parse_ssh(op: &Op, output: &str, format: ReadFormat) -> Result<Answer, Ro
             | Op::SetComment { .. }
             | Op::DeleteDisk { .. }
             | Op::RemoveFile(_)
+            | Op::RemoveLeftover { .. }
             | Op::CopyDisk { .. }
             | Op::CopyFile { .. }
     );

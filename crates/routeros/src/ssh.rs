@@ -55,6 +55,9 @@ pub struct SshOptions {
     /// Concurrent exec channels on the connection (default 4).
     pub max_sessions: usize,
     pub command_timeout: Duration,
+    /// Deadline of a block or file copy (`Op::is_long`), which runs far longer than a
+    /// command; the controller copies in 1 GiB chunks, each one command.
+    pub copy_timeout: Duration,
     pub connect_timeout: Duration,
     /// How often the monitor probes a live connection.
     pub probe_interval: Duration,
@@ -76,6 +79,7 @@ impl SshOptions {
             host_key,
             max_sessions: 4,
             command_timeout: Duration::from_secs(30),
+            copy_timeout: Duration::from_secs(15 * 60),
             connect_timeout: Duration::from_secs(10),
             probe_interval: Duration::from_secs(10),
             read_format: ReadFormat::Json,
@@ -267,11 +271,16 @@ impl SshTransport {
         Ok((permit, self.handle().await?))
     }
 
-    /// Runs one command line on its own channel; returns stdout (+ stderr).
+    /// Runs one command line on its own channel under the command deadline; returns stdout
+    /// (+ stderr).
     pub async fn run(&self, line: &str) -> Result<String, RosError> {
+        self.run_within(line, self.inner.opts.command_timeout).await
+    }
+
+    /// [`SshTransport::run`] with its own deadline.
+    pub async fn run_within(&self, line: &str, timeout: Duration) -> Result<String, RosError> {
         let (_permit, handle) = self.channel_slot().await?;
         self.inner.health.round_trip();
-        let timeout = self.inner.opts.command_timeout;
         match tokio::time::timeout(timeout, exec(&handle, line)).await {
             Ok(Ok(out)) => Ok(out),
             Ok(Err(e)) => {
@@ -356,7 +365,9 @@ async fn exec(handle: &Handle<Verifier>, line: &str) -> Result<String, RosError>
 impl Transport for SshTransport {
     async fn call(&self, op: &Op) -> Result<Answer, RosError> {
         let format = self.inner.opts.read_format;
-        let output = self.run(&ssh_line(op, format)).await?;
+        let o = &self.inner.opts;
+        let timeout = if op.is_long() { o.copy_timeout } else { o.command_timeout };
+        let output = self.run_within(&ssh_line(op, format), timeout).await?;
         parse_ssh(op, &output, format)
     }
 

@@ -34,6 +34,10 @@ pub fn samples() -> Vec<Op> {
         Op::SetComment { slot: slot.clone(), comment: "rds-csi".into() },
         Op::DeleteDisk { slot: slot.clone(), file: file.clone() },
         Op::RemoveFile(file.clone()),
+        Op::RemoveLeftover {
+            bases: vec![FilePath::new("storage-pool/metal-csi").unwrap()],
+            name: Slot::new("pvc-1.img").unwrap(),
+        },
         Op::ListFiles { under: FilePath::new("storage-pool/metal-csi").unwrap() },
         Op::Pool { mount_point: "storage-pool".into() },
         Op::CopyDisk { src: slot.clone(), dst: Slot::new("pvc-2").unwrap(), range: None },

@@ -1,8 +1,12 @@
 //! Where the controller's attachment state lives (docs/kubevirt.md). With Kubernetes
 //! ([`super::kube_cluster::KubeCluster`]): the VolumeAttachments of this driver (a watch
 //! cache), the PVs (volume handle → PV, migration timeout, claim) and the Nodes (does a
-//! holder's node still exist). Without (`--attachment-state memory`, development and the
-//! emulator-only tests): only the grants this process made, which is not HA-safe.
+//! holder's node still exist), and the CSINodes (which CSI node ids exist, and the
+//! Kubernetes node name of each). Without (`--attachment-state memory`, development and the
+//! emulator-only tests): only the grants this process made, which is not HA-safe, and the
+//! node ids this process serves or was told about (`--known-node-id`).
+
+use std::collections::HashSet;
 
 use crate::core::fencing::Holder;
 
@@ -14,6 +18,8 @@ pub struct PvInfo {
     pub migration_timeout_s: Option<i64>,
     /// `(namespace, name)` of the bound claim, for events.
     pub claim: Option<(String, String)>,
+    /// Whether its access modes allow one node only (anything but ReadWriteMany alone).
+    pub exclusive: bool,
 }
 
 /// The cluster's record of a volume's attachments.
@@ -24,7 +30,26 @@ pub struct Recorded {
     /// VolumeAttachments not (yet) attached, created before this controller started: a
     /// previous leader may have granted them without the attacher having recorded it yet.
     pub pending_before_start: Vec<Holder>,
-    pub pv: Option<PvInfo>,
+    /// Every PV with this volume handle (normally one; a statically provisioned copy of a
+    /// PV makes two, and the strictest access mode among them wins).
+    pub pvs: Vec<PvInfo>,
+}
+
+impl Recorded {
+    /// The PV events and annotations go to.
+    pub fn pv(&self) -> Option<&PvInfo> {
+        self.pvs.first()
+    }
+
+    /// Whether some PV of the volume allows one node only.
+    pub fn exclusive(&self) -> bool {
+        self.pvs.iter().any(|p| p.exclusive)
+    }
+
+    /// The migration window from the PVs' attributes (the shortest, when they differ).
+    pub fn migration_timeout_s(&self) -> Option<i64> {
+        self.pvs.iter().filter_map(|p| p.migration_timeout_s).min()
+    }
 }
 
 /// An event on a PVC.
@@ -46,8 +71,11 @@ pub trait Cluster: Send + Sync {
     fn records_attachments(&self) -> bool;
     /// Every volume of this driver with its record (for the migration-window sweep).
     fn all_recorded(&self) -> Vec<(String, Recorded)>;
-    /// Whether the Node object `node` exists.
+    /// Whether the Node object of CSI node `node` exists.
     fn node_exists(&self, node: &str) -> bool;
+    /// Whether `node_id` is a node of this driver (CSI "ControllerPublishVolume": an unknown
+    /// node is NOT_FOUND): a CSINode registers it, or (memory) this process knows it.
+    fn node_known(&self, node_id: &str) -> bool;
     /// Writes (or with `None` removes) the informational PV annotations; never read back.
     async fn annotate(&self, pv: &str, attached: Option<(&str, &str)>);
     async fn event(&self, event: PvcEvent);
@@ -55,9 +83,12 @@ pub trait Cluster: Send + Sync {
     fn age_s(&self) -> i64;
 }
 
-/// No Kubernetes: only this process's grants count.
+/// No Kubernetes: only this process's grants count; the known nodes are the node ids this
+/// process serves and those given with `--known-node-id`.
 #[derive(Debug, Default)]
-pub struct MemoryCluster;
+pub struct MemoryCluster {
+    pub known_nodes: HashSet<String>,
+}
 
 #[async_trait::async_trait]
 impl Cluster for MemoryCluster {
@@ -75,6 +106,10 @@ impl Cluster for MemoryCluster {
 
     fn node_exists(&self, _node: &str) -> bool {
         true
+    }
+
+    fn node_known(&self, node_id: &str) -> bool {
+        self.known_nodes.contains(node_id)
     }
 
     async fn annotate(&self, _pv: &str, _attached: Option<(&str, &str)>) {}

@@ -32,10 +32,28 @@ pub struct ControllerArgs {
     #[arg(long, env = "RDS_CSI_ATTACHMENT_STATE", value_enum)]
     pub attachment_state: Option<AttachmentState>,
     /// Also fence on the RDS: allow only the attached nodes' host NQNs on each disk
-    /// (nvme-tcp-server-allow-host-name). Off by default: its effect on live connections is
-    /// unknown on real hardware (docs/kubevirt.md).
-    #[arg(long, env = "RDS_CSI_STORAGE_FENCING")]
+    /// (nvme-tcp-server-allow-host-name), so a node Kubernetes forgot cannot write after it
+    /// returns. On by default (one more RouterOS round trip per publish and unpublish);
+    /// `--storage-fencing=false` turns it off (docs/kubevirt.md says what protects a volume
+    /// then).
+    #[arg(
+        long,
+        env = "RDS_CSI_STORAGE_FENCING",
+        num_args = 0..=1,
+        default_value_t = true,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
     pub storage_fencing: bool,
+    /// Node ids that ControllerPublishVolume accepts besides the one this process serves,
+    /// with `--attachment-state memory` (with Kubernetes, CSINodes say which nodes exist).
+    /// Repeatable.
+    #[arg(long = "known-node-id", env = "RDS_CSI_KNOWN_NODE_IDS", value_delimiter = ',')]
+    pub known_node_ids: Vec<String>,
+    /// Allow the snapshot mechanism copy-from (`/disk add copy-from=`), whose effect on a
+    /// file's data is unverified on real RouterOS: refused unless set.
+    #[arg(long, env = "RDS_CSI_ALLOW_COPY_FROM")]
+    pub allow_copy_from: bool,
     /// After start, for this long, VolumeAttachments a previous leader may have granted but
     /// the attacher has not recorded yet also block other nodes.
     #[arg(long, env = "RDS_CSI_ATTACH_SETTLE_SECONDS", default_value_t = 15)]
@@ -62,6 +80,8 @@ pub struct ControllerConfig {
     pub attachment_state: Option<AttachmentState>,
     pub storage_fencing: bool,
     pub attach_settle_s: i64,
+    pub known_node_ids: Vec<String>,
+    pub allow_copy_from: bool,
 }
 
 impl ControllerArgs {
@@ -81,15 +101,8 @@ impl ControllerArgs {
                 volume_path.absolute()
             ));
         }
-        if !self.nqn_prefix.starts_with("nqn.")
-            || !self.nqn_prefix.ends_with(':')
-            || self.nqn_prefix.len() < 6
-        {
-            return Err(format!(
-                "--nqn-prefix {:?} must look like nqn.YYYY-MM.reverse.domain: (it scopes every NVMe subsystem this driver touches)",
-                self.nqn_prefix
-            ));
-        }
+        crate::core::fabrics::validate_nqn_prefix(&self.nqn_prefix)
+            .map_err(|e| format!("--nqn-prefix: {e}"))?;
         if self.min_volume_size == 0 || self.min_volume_size > self.max_volume_size {
             return Err("--min-volume-size must be positive and at most --max-volume-size".into());
         }
@@ -107,6 +120,8 @@ impl ControllerArgs {
             attachment_state: self.attachment_state,
             storage_fencing: self.storage_fencing,
             attach_settle_s: self.attach_settle_seconds.min(3600) as i64,
+            known_node_ids: self.known_node_ids.iter().filter(|n| !n.is_empty()).cloned().collect(),
+            allow_copy_from: self.allow_copy_from,
         })
     }
 }

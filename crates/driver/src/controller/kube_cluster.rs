@@ -1,17 +1,15 @@
 //! Attachment state from Kubernetes: watch caches (kube-rs reflectors) of VolumeAttachments,
-//! PersistentVolumes and Nodes, the informational PV annotations, and PVC events through one
-//! recorder per process. Decisions never read the annotations (they went stale in the Go
+//! PersistentVolumes, Nodes and CSINodes, the informational PV annotations, and PVC events
+//! through one recorder per process. VolumeAttachments name Kubernetes nodes; the CSINode of
+//! each maps it to this driver's CSI node id, which is what ControllerPublishVolume receives. Decisions never read the annotations (they went stale in the Go
 //! driver, incident 6); they read the VolumeAttachments.
 //!
-//! RBAC: volumeattachments, persistentvolumes, nodes: get, list, watch; persistentvolumes:
-//! patch; events (events.k8s.io): create, patch (docs/kubevirt.md).
+//! RBAC: volumeattachments, persistentvolumes, nodes, csinodes: get, list, watch;
+//! persistentvolumes: patch; events (events.k8s.io): create, patch (docs/kubevirt.md).
 
 use std::{
     collections::HashMap,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, atomic::Ordering},
     time::Duration,
 };
 
@@ -19,7 +17,7 @@ use futures::StreamExt;
 use k8s_openapi::{
     api::{
         core::v1::{Node, ObjectReference, PersistentVolume},
-        storage::v1::VolumeAttachment,
+        storage::v1::{CSINode, VolumeAttachment},
     },
     jiff::Timestamp,
 };
@@ -35,7 +33,10 @@ use kube::{
 };
 
 use super::cluster::{Cluster, PvInfo, PvcEvent, Recorded};
-use crate::{controller::volumes::key, core::fencing::Holder};
+use crate::core::{
+    context::{key, publish::READONLY},
+    fencing::Holder,
+};
 
 /// Deadline of a PV patch or an event post inside an RPC (both are informational: a slow API
 /// server must not hold up an attach).
@@ -50,9 +51,12 @@ pub struct KubeCluster {
     vas: Store<VolumeAttachment>,
     pvs: Store<PersistentVolume>,
     nodes: Store<Node>,
+    csinodes: Store<CSINode>,
     recorder: Recorder,
     started: Timestamp,
-    ready: Arc<AtomicBool>,
+    /// Unix seconds when the caches became ready (0: not yet); the settle period counts from
+    /// here, not from process start (a slow first listing must not eat it).
+    ready_at: Arc<std::sync::atomic::AtomicI64>,
 }
 
 fn cache<K>(api: Api<K>) -> Store<K>
@@ -92,26 +96,29 @@ impl KubeCluster {
             vas: cache(Api::<VolumeAttachment>::all(client.clone())),
             pvs: cache(Api::<PersistentVolume>::all(client.clone())),
             nodes: cache(Api::<Node>::all(client.clone())),
+            csinodes: cache(Api::<CSINode>::all(client.clone())),
             recorder: Recorder::new(client.clone(), reporter),
             client,
             driver: driver.to_string(),
             started: Timestamp::now(),
-            ready: Arc::default(),
+            ready_at: Arc::default(),
         };
-        let (vas, pvs, nodes, ready) = (
+        let (vas, pvs, nodes, csinodes, ready_at) = (
             cluster.vas.clone(),
             cluster.pvs.clone(),
             cluster.nodes.clone(),
-            cluster.ready.clone(),
+            cluster.csinodes.clone(),
+            cluster.ready_at.clone(),
         );
         tokio::spawn(async move {
             if vas.wait_until_ready().await.is_ok()
                 && pvs.wait_until_ready().await.is_ok()
                 && nodes.wait_until_ready().await.is_ok()
+                && csinodes.wait_until_ready().await.is_ok()
             {
-                ready.store(true, Ordering::SeqCst);
+                ready_at.store(Timestamp::now().as_second().max(1), Ordering::SeqCst);
                 tracing::info!(
-                    "Kubernetes caches filled: VolumeAttachments, PersistentVolumes, Nodes"
+                    "Kubernetes caches filled: VolumeAttachments, PersistentVolumes, Nodes, CSINodes"
                 );
             }
         });
@@ -123,7 +130,7 @@ impl KubeCluster {
     /// readiness can miss its wake-up.)
     pub async fn wait_ready(&self, timeout: Duration) -> Result<(), String> {
         let deadline = tokio::time::Instant::now() + timeout;
-        while !self.ready.load(Ordering::SeqCst) {
+        while !self.is_ready() {
             if tokio::time::Instant::now() > deadline {
                 return Err(format!(
                     "the Kubernetes caches did not fill within {}s",
@@ -135,26 +142,61 @@ impl KubeCluster {
         Ok(())
     }
 
-    /// The attachments recorded for `pv`.
-    fn record_of(&self, pv: &PersistentVolume, vas: &[Arc<VolumeAttachment>]) -> Recorded {
-        let info = pv_info(pv);
-        let mut out = Recorded { pv: Some(info.clone()), ..Default::default() };
+    fn is_ready(&self) -> bool {
+        self.ready_at.load(Ordering::SeqCst) > 0
+    }
+
+    /// This driver's CSI node id on Kubernetes node `name` (its CSINode), else the name.
+    fn csi_node_id(&self, name: &str) -> String {
+        self.csinodes
+            .get(&ObjectRef::new(name))
+            .and_then(|c| {
+                c.spec.drivers.iter().find(|d| d.name == self.driver).map(|d| d.node_id.clone())
+            })
+            .unwrap_or_else(|| name.to_string())
+    }
+
+    /// The Kubernetes node name of CSI node `node_id`.
+    fn node_name_of(&self, node_id: &str) -> String {
+        self.csinodes
+            .state()
+            .iter()
+            .find(|c| c.spec.drivers.iter().any(|d| d.name == self.driver && d.node_id == node_id))
+            .and_then(|c| c.metadata.name.clone())
+            .unwrap_or_else(|| node_id.to_string())
+    }
+
+    /// The attachments recorded for the PVs of one volume handle.
+    fn record_of(&self, pvs: &[Arc<PersistentVolume>], vas: &[Arc<VolumeAttachment>]) -> Recorded {
+        let infos: Vec<PvInfo> = pvs.iter().map(|p| pv_info(p)).collect();
         let started = self.started.as_second();
+        let mut out = Recorded::default();
         for va in vas {
-            if va.spec.source.persistent_volume_name.as_deref() != Some(info.name.as_str()) {
+            let pv = va.spec.source.persistent_volume_name.as_deref();
+            if !infos.iter().any(|i| Some(i.name.as_str()) == pv) {
                 continue;
             }
+            let name = &va.spec.node_name;
+            let status = va.status.as_ref();
             let holder = Holder {
-                node: va.spec.node_name.clone(),
+                node: self.csi_node_id(name),
                 since: secs(va.metadata.creation_timestamp.as_ref()),
-                node_exists: self.node_exists(&va.spec.node_name),
+                node_exists: self.nodes.get(&ObjectRef::new(name)).is_some(),
+                // The attacher keeps ControllerPublishVolume's answer in attachmentMetadata.
+                readonly: status.filter(|s| s.attached).map(|s| {
+                    s.attachment_metadata
+                        .as_ref()
+                        .and_then(|m| m.get(READONLY))
+                        .is_some_and(|v| v == "true")
+                }),
             };
-            if va.status.as_ref().is_some_and(|s| s.attached) {
+            if status.is_some_and(|s| s.attached) {
                 out.holders.push(holder);
             } else if va.metadata.deletion_timestamp.is_none() && holder.since < started {
                 out.pending_before_start.push(holder);
             }
         }
+        out.pvs = infos;
         out
     }
 
@@ -172,19 +214,28 @@ impl KubeCluster {
         by_pv
     }
 
-    fn pv_of(&self, volume_id: &str) -> Option<Arc<PersistentVolume>> {
-        self.pvs.state().into_iter().find(|pv| {
-            pv.spec
-                .as_ref()
-                .and_then(|s| s.csi.as_ref())
-                .is_some_and(|c| c.driver == self.driver && c.volume_handle == volume_id)
-        })
+    /// Every PV of this driver, by volume handle.
+    fn pvs_by_handle(&self) -> HashMap<String, Vec<Arc<PersistentVolume>>> {
+        let mut out: HashMap<String, Vec<Arc<PersistentVolume>>> = HashMap::new();
+        for pv in self.pvs.state() {
+            if let Some(c) = pv.spec.as_ref().and_then(|s| s.csi.as_ref())
+                && c.driver == self.driver
+            {
+                out.entry(c.volume_handle.clone()).or_default().push(pv.clone());
+            }
+        }
+        for pvs in out.values_mut() {
+            pvs.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        }
+        out
     }
 }
 
 fn pv_info(pv: &PersistentVolume) -> PvInfo {
     let spec = pv.spec.as_ref();
+    let modes = spec.and_then(|s| s.access_modes.as_ref());
     PvInfo {
+        exclusive: !modes.is_some_and(|m| !m.is_empty() && m.iter().all(|m| m == "ReadWriteMany")),
         name: pv.metadata.name.clone().unwrap_or_default(),
         migration_timeout_s: spec
             .and_then(|s| s.csi.as_ref())
@@ -200,16 +251,20 @@ fn pv_info(pv: &PersistentVolume) -> PvInfo {
 #[async_trait::async_trait]
 impl Cluster for KubeCluster {
     async fn recorded(&self, volume_id: &str) -> Result<Recorded, String> {
-        if !self.ready.load(Ordering::SeqCst) {
-            return Err("the Kubernetes caches (VolumeAttachments, PVs, Nodes) are not filled yet; retry shortly".into());
+        if !self.is_ready() {
+            return Err("the Kubernetes caches (VolumeAttachments, PVs, Nodes, CSINodes) are not filled yet; retry shortly".into());
         }
-        let Some(pv) = self.pv_of(volume_id) else {
+        let Some(pvs) = self.pvs_by_handle().remove(volume_id) else {
             // No PV (yet): nothing can be attached through Kubernetes.
             return Ok(Recorded::default());
         };
-        let name = pv.metadata.name.clone().unwrap_or_default();
-        let vas = self.attachments_by_pv().remove(&name).unwrap_or_default();
-        Ok(self.record_of(&pv, &vas))
+        let mut by_pv = self.attachments_by_pv();
+        let vas: Vec<Arc<VolumeAttachment>> = pvs
+            .iter()
+            .filter_map(|p| by_pv.remove(p.metadata.name.as_deref()?))
+            .flatten()
+            .collect();
+        Ok(self.record_of(&pvs, &vas))
     }
 
     fn records_attachments(&self) -> bool {
@@ -217,25 +272,34 @@ impl Cluster for KubeCluster {
     }
 
     fn all_recorded(&self) -> Vec<(String, Recorded)> {
-        if !self.ready.load(Ordering::SeqCst) {
+        if !self.is_ready() {
             return Vec::new();
         }
         // Only PVs with attachments can hold a migration: one pass over the attachments.
         let by_pv = self.attachments_by_pv();
-        self.pvs
-            .state()
-            .iter()
-            .filter_map(|pv| {
-                let c = pv.spec.as_ref()?.csi.as_ref()?;
-                let vas = by_pv.get(pv.metadata.name.as_deref()?)?;
-                (c.driver == self.driver)
-                    .then(|| (c.volume_handle.clone(), self.record_of(pv, vas)))
+        self.pvs_by_handle()
+            .into_iter()
+            .filter_map(|(handle, pvs)| {
+                let vas: Vec<Arc<VolumeAttachment>> = pvs
+                    .iter()
+                    .filter_map(|p| by_pv.get(p.metadata.name.as_deref()?))
+                    .flatten()
+                    .cloned()
+                    .collect();
+                (!vas.is_empty()).then(|| (handle, self.record_of(&pvs, &vas)))
             })
             .collect()
     }
 
     fn node_exists(&self, node: &str) -> bool {
-        self.nodes.get(&ObjectRef::new(node)).is_some()
+        self.nodes.get(&ObjectRef::new(&self.node_name_of(node))).is_some()
+    }
+
+    fn node_known(&self, node_id: &str) -> bool {
+        self.csinodes
+            .state()
+            .iter()
+            .any(|c| c.spec.drivers.iter().any(|d| d.name == self.driver && d.node_id == node_id))
     }
 
     async fn annotate(&self, pv: &str, attached: Option<(&str, &str)>) {
@@ -284,6 +348,9 @@ impl Cluster for KubeCluster {
     }
 
     fn age_s(&self) -> i64 {
-        Timestamp::now().as_second() - self.started.as_second()
+        match self.ready_at.load(Ordering::SeqCst) {
+            0 => 0,
+            at => Timestamp::now().as_second() - at,
+        }
     }
 }

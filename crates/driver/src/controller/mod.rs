@@ -53,6 +53,9 @@ impl ControllerService {
             Cap::CreateDeleteSnapshot,
             Cap::ListSnapshots,
             Cap::CloneVolume,
+            Cap::PublishReadonly,
+            Cap::ListVolumesPublishedNodes,
+            Cap::GetSnapshot,
         ]
         .into_iter()
         .map(|t| ControllerServiceCapability {
@@ -182,7 +185,9 @@ impl Controller for ControllerService {
     }
 
     async fn get_snapshot(&self, r: Request<GetSnapshotRequest>) -> Answer<GetSnapshotResponse> {
-        self.rpc.unimplemented("GetSnapshot", r).await
+        self.rpc
+            .run("GetSnapshot", r, |req| async move { self.backend()?.get_snapshot(req).await })
+            .await
     }
 
     /// CSI "ControllerExpandVolume": `node_expansion_required` for filesystem volumes.
@@ -214,11 +219,12 @@ impl Controller for ControllerService {
     ) -> Answer<ControllerGetVolumeResponse> {
         self.rpc
             .run("ControllerGetVolume", r, |req| async move {
-                let (volume, condition) = self.backend()?.get_volume(&req.volume_id).await?;
+                let (volume, condition, published_node_ids) =
+                    self.backend()?.get_volume(&req.volume_id).await?;
                 Ok(ControllerGetVolumeResponse {
                     volume: Some(volume),
                     status: Some(controller_get_volume_response::VolumeStatus {
-                        published_node_ids: Vec::new(),
+                        published_node_ids,
                         volume_condition: Some(condition),
                     }),
                 })

@@ -41,10 +41,7 @@ const UNRECORDED_TTL: Duration = Duration::from_secs(120);
 /// The allow list of a disk no node may reach (storage fencing with no holder left): an
 /// empty list would mean "any host".
 pub const FENCED_HOST_NQN: &str = "nqn.2000-02.io.srvlab.rds-csi:fenced";
-/// Publish-context key: the host NQN the node must connect with (storage fencing).
-pub const HOST_NQN: &str = "hostNqn";
-/// Publish-context key: the disk's size in bytes when it was published.
-pub const CAPACITY: &str = "capacityBytes";
+pub use crate::core::context::publish::{CAPACITY, HOST_NQN, READONLY};
 
 /// A node's host NQN under storage fencing: derived from its node id, so the controller
 /// knows it without asking the node (`nqn.2014-08.org.nvmexpress:uuid:<uuid v5>`).
@@ -58,7 +55,7 @@ pub struct Fencing {
     pub storage_fencing: bool,
     pub settle_s: i64,
     pub metrics: AttachMetrics,
-    grants: Mutex<HashMap<(String, String), (i64, Instant)>>,
+    grants: Mutex<HashMap<(String, String), Grant>>,
     released: Mutex<HashMap<(String, String), Instant>>,
     /// Expired migration windows already reported: (volume, window end).
     reported: Mutex<std::collections::HashSet<(String, i64)>>,
@@ -68,9 +65,17 @@ pub struct Fencing {
     unrecorded_ttl: Option<Duration>,
 }
 
+/// A grant this process answered: since when, read-only or not, and when (for the TTL).
+#[derive(Debug, Clone, Copy)]
+struct Grant {
+    since: i64,
+    readonly: bool,
+    at: Instant,
+}
+
 impl Default for Fencing {
     fn default() -> Self {
-        Fencing::new(Box::new(MemoryCluster), false, 0, AttachMetrics::default())
+        Fencing::new(Box::new(MemoryCluster::default()), false, 0, AttachMetrics::default())
     }
 }
 
@@ -113,7 +118,7 @@ impl Fencing {
     fn holders(&self, vid: &str, rec: &Recorded) -> Vec<Holder> {
         let mut grants = self.grants.lock().expect("grants");
         let live = |at: &Instant| self.unrecorded_ttl.is_none_or(|ttl| at.elapsed() < ttl);
-        grants.retain(|_, (_, at)| live(at));
+        grants.retain(|_, g| live(&g.at));
         let mut released = self.released.lock().expect("released");
         released.retain(|_, at| live(at));
         let mut out: Vec<Holder> = Vec::new();
@@ -126,16 +131,45 @@ impl Fencing {
                 out.push(h.clone());
             }
         }
-        for ((v, node), (since, _)) in grants.iter() {
+        for ((v, node), g) in grants.iter() {
             if v == vid && !out.iter().any(|o| &o.node == node) {
                 out.push(Holder {
                     node: node.clone(),
-                    since: *since,
+                    since: g.since,
                     node_exists: self.cluster.node_exists(node),
+                    readonly: Some(g.readonly),
                 });
             }
         }
         out
+    }
+
+    /// The nodes a volume is published to now (CSI `published_node_ids`), sorted.
+    pub fn published_nodes(&self, vid: &str, rec: &Recorded) -> Vec<String> {
+        let mut nodes: Vec<String> =
+            self.holders(vid, rec).into_iter().filter(|h| h.node_exists).map(|h| h.node).collect();
+        nodes.sort();
+        nodes
+    }
+
+    /// `published_nodes` of every volume with a record or a grant (for ListVolumes; reads
+    /// only caches and this process's grants).
+    pub fn all_published(&self) -> HashMap<String, Vec<String>> {
+        let mut records: HashMap<String, Recorded> =
+            self.cluster.all_recorded().into_iter().collect();
+        let granted: Vec<String> =
+            self.grants.lock().expect("grants").keys().map(|(v, _)| v.clone()).collect();
+        for v in granted {
+            records.entry(v).or_default();
+        }
+        records
+            .into_iter()
+            .map(|(v, rec)| {
+                let nodes = self.published_nodes(&v, &rec);
+                (v, nodes)
+            })
+            .filter(|(_, n)| !n.is_empty())
+            .collect()
     }
 
     /// The volume's migration window: the PV's `migrationTimeoutSeconds`, else the one the
@@ -145,17 +179,16 @@ impl Fencing {
         if let Some(t) = from_request {
             seen.insert(vid.to_string(), t);
         }
-        rec.pv
-            .as_ref()
-            .and_then(|p| p.migration_timeout_s)
-            .or_else(|| seen.get(vid).copied())
-            .unwrap_or(300)
+        rec.migration_timeout_s().or_else(|| seen.get(vid).copied()).unwrap_or(300)
     }
 
-    fn grant(&self, vid: &str, node: &str, since: i64) {
+    fn grant(&self, vid: &str, node: &str, since: i64, readonly: bool) {
         let k = (vid.to_string(), node.to_string());
         self.released.lock().expect("released").remove(&k);
-        self.grants.lock().expect("grants").insert(k, (since, Instant::now()));
+        self.grants
+            .lock()
+            .expect("grants")
+            .insert(k, Grant { since, readonly, at: Instant::now() });
     }
 
     fn release(&self, vid: &str, node: &str) {
@@ -170,8 +203,7 @@ pub const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Everything an event needs about the volume's claim.
 fn claim(rec: &Recorded, ctx: &HashMap<String, String>) -> Option<(String, String)> {
-    rec.pv
-        .as_ref()
+    rec.pv()
         .and_then(|p| p.claim.clone())
         .or_else(|| Some((ctx.get(key::PVC_NAMESPACE)?.clone(), ctx.get(key::PVC_NAME)?.clone())))
 }
@@ -217,14 +249,16 @@ impl Backend {
     /// CSI "ControllerPublishVolume": makes the volume available to `node_id`, or refuses with
     /// FAILED_PRECONDITION when the fence forbids it (CSI: "volume published to another node
     /// and does not have MULTI_NODE capability"). Publishing again to the same node answers
-    /// the same publish context.
+    /// the same publish context; with the other `readonly` flag it is ALREADY_EXISTS ("Volume
+    /// published but is incompatible"). A volume or node this driver does not know is
+    /// NOT_FOUND. The publish context carries where to connect (the NVMe address the volume
+    /// was created with, from its volume context), the size, `readonly`, and with storage
+    /// fencing the host NQN the node must use.
     pub async fn publish(
         &self,
         req: ControllerPublishVolumeRequest,
     ) -> Result<ControllerPublishVolumeResponse, ServiceError> {
-        if req.volume_id.is_empty() {
-            return Err(invalid("volume_id is required"));
-        }
+        let slot = ids::parse_volume_id(&req.volume_id).map_err(invalid)?;
         if req.node_id.is_empty() {
             return Err(invalid("node_id is required"));
         }
@@ -233,35 +267,31 @@ impl Backend {
             .as_ref()
             .ok_or_else(|| invalid("volume_capability is required"))?;
         access::check(cap).map_err(invalid)?;
-        let slot = ids::parse_volume_id(&req.volume_id).map_err(invalid)?;
+        let slot =
+            slot.ok_or_else(|| ServiceError::NotFound(ids::foreign_volume(&req.volume_id)))?;
         let (vid, node) = (req.volume_id.as_str(), req.node_id.as_str());
         let migratable = access::is_block(cap)
             && cap
                 .access_mode
                 .as_ref()
                 .is_some_and(|m| m.mode == Mode::MultiNodeMultiWriter as i32);
-        let access = if migratable { Access::Migratable } else { Access::Exclusive };
         let _guard = self.locks.try_lock(vid, "volume")?;
         let f = &self.fencing;
         let started = Instant::now();
-        let disk = self
-            .rds
-            .get_disk(&slot)
-            .await
-            .map_err(ServiceError::rds(format!("reading volume {slot}")))?
-            .ok_or_else(|| {
-                ServiceError::NotFound(format!("volume {vid} does not exist on the RDS"))
-            })?;
+        let disk = self.managed_disk(&slot, "reading volume").await?;
         let rec = f.cluster.recorded(vid).await.map_err(|e| {
             f.metrics.attach("unavailable");
             ServiceError::Unavailable(format!("cannot decide the attachment of {vid}: {e}"))
         })?;
+        // The strictest access mode wins: a PV that allows one node keeps the fence closed.
+        let access =
+            if migratable && !rec.exclusive() { Access::Migratable } else { Access::Exclusive };
         let holders = f.holders(vid, &rec);
         let from_request =
             req.volume_context.get(key::MIGRATION_TIMEOUT).and_then(|v| v.parse().ok());
         let timeout = f.window_timeout(vid, &rec, from_request);
         let now = now_s();
-        let outcome = fencing::decide(&holders, node, access, timeout, now);
+        let outcome = fencing::decide(&holders, node, access, req.readonly, timeout, now);
         f.metrics.decision(started.elapsed());
         let claim = claim(&rec, &req.volume_context);
         for stale in &outcome.stale_ignored {
@@ -274,15 +304,35 @@ impl Backend {
             holders.iter().filter(|h| h.node_exists).map(|h| h.node.clone()).collect();
         match outcome.decision {
             Decision::Already => f.metrics.attach("already_attached"),
+            Decision::Incompatible { published_readonly } => {
+                f.metrics.attach("incompatible");
+                return Err(ServiceError::AlreadyExists(format!(
+                    "volume {vid} is already published to node {node} {}; this call asks for {}. Unpublish it first to change it",
+                    if published_readonly { "read-only" } else { "read-write" },
+                    if req.readonly { "read-only" } else { "read-write" }
+                )));
+            }
             Decision::Refuse(r) => return Err(self.refuse(vid, node, timeout, r, &claim).await),
             Decision::Grant { migration } => {
+                if !f.cluster.node_known(node) {
+                    f.metrics.attach("unknown_node");
+                    return Err(ServiceError::NotFound(format!(
+                        "node {node:?} is not a node of this driver: {}",
+                        if f.cluster.records_attachments() {
+                            "no CSINode registers it (is the rds-csi node plugin running there, with --node-id equal to the id the CO uses?)"
+                        } else {
+                            "it is neither served by this process nor given with --known-node-id"
+                        }
+                    )));
+                }
                 if f.storage_fencing {
-                    // One set: the departed (stale) nodes are revoked as the new one is granted.
+                    // One set: the departed nodes (stale holders, and any node Kubernetes
+                    // forgot) are revoked as the new one is granted.
                     let mut nodes = live.clone();
                     nodes.push(node.to_string());
                     self.set_allowed(&slot, &nodes).await?;
                 }
-                f.grant(vid, node, now);
+                f.grant(vid, node, now, req.readonly);
                 if migration {
                     f.metrics.migration_started();
                     let note = format!(
@@ -292,26 +342,47 @@ impl Backend {
                     self.emit(&claim, false, "MigrationStarted", note).await;
                     f.metrics.attach("granted_migration");
                 } else {
-                    if let Some(pv) = rec.pv.as_ref() {
+                    for pv in &rec.pvs {
                         f.cluster.annotate(&pv.name, Some((node, &time(now)))).await;
                     }
                     f.metrics.attach("granted");
                 }
             }
         }
-        let ctx = self.volume(&disk, None).volume_context;
-        let mut publish_context: HashMap<String, String> =
-            [key::NVME_ADDRESS, key::NVME_PORT, key::NQN]
-                .iter()
-                .filter_map(|k| Some((k.to_string(), ctx.get(*k)?.clone())))
-                .collect();
-        if f.storage_fencing {
-            publish_context.insert(HOST_NQN.into(), host_nqn_for(node));
+        Ok(ControllerPublishVolumeResponse {
+            publish_context: self.publish_context(&disk, &req, node),
+        })
+    }
+
+    /// Where and how the node reaches the volume. The NVMe address and port the volume was
+    /// created with (its volume context, from the StorageClass) win over this controller's
+    /// defaults, so a volume never silently moves to the management address.
+    fn publish_context(
+        &self,
+        disk: &routeros::ops::Disk,
+        req: &ControllerPublishVolumeRequest,
+        node: &str,
+    ) -> HashMap<String, String> {
+        let defaults = self.volume(disk, None).volume_context;
+        let mut out: HashMap<String, String> = [key::NVME_ADDRESS, key::NVME_PORT, key::NQN]
+            .iter()
+            .filter_map(|k| Some((k.to_string(), defaults.get(*k)?.clone())))
+            .collect();
+        for k in [key::NVME_ADDRESS, key::NVME_PORT] {
+            if let Some(v) = req.volume_context.get(k).filter(|v| !v.is_empty()) {
+                out.insert(k.to_string(), v.clone());
+            }
+        }
+        if self.fencing.storage_fencing {
+            out.insert(HOST_NQN.into(), host_nqn_for(node));
         }
         // The node checks its device against it (volumes only grow, so an older answer
         // kept by the attacher is still a lower bound).
-        publish_context.insert(CAPACITY.into(), disk.size.to_string());
-        Ok(ControllerPublishVolumeResponse { publish_context })
+        out.insert(CAPACITY.into(), disk.size.to_string());
+        if req.readonly {
+            out.insert(READONLY.into(), "true".into());
+        }
+        out
     }
 
     /// Reports migration windows that expired with both nodes still attached, once each:
@@ -404,20 +475,29 @@ impl Backend {
     }
 
     /// CSI "ControllerUnpublishVolume": the node no longer needs the volume. A node that does
-    /// not hold it, or a volume that no longer exists, is success (CSI: "can be safely
+    /// not hold it, or a volume that does not exist, is success (CSI: "can be safely
     /// regarded as ControllerUnpublished"). Detaching one of two nodes completes a migration.
+    /// With storage fencing, an unreadable attachment record is UNAVAILABLE: the allow list
+    /// is never rewritten from a guess (it could lock out a node still writing, or keep one).
     pub async fn unpublish(
         &self,
         req: ControllerUnpublishVolumeRequest,
     ) -> Result<ControllerUnpublishVolumeResponse, ServiceError> {
-        if req.volume_id.is_empty() {
-            return Err(invalid("volume_id is required"));
-        }
-        let slot = ids::parse_volume_id(&req.volume_id).map_err(invalid)?;
+        let Some(slot) = ids::parse_volume_id(&req.volume_id).map_err(invalid)? else {
+            return Ok(ControllerUnpublishVolumeResponse {});
+        };
         let (vid, node) = (req.volume_id.as_str(), req.node_id.as_str());
         let _guard = self.locks.try_lock(vid, "volume")?;
         let f = &self.fencing;
-        let rec = f.cluster.recorded(vid).await.unwrap_or_default();
+        let rec = match f.cluster.recorded(vid).await {
+            Ok(rec) => rec,
+            Err(e) if f.storage_fencing => {
+                return Err(ServiceError::Unavailable(format!(
+                    "cannot read the attachments of {vid} ({e}); the RDS allow list is left as it is, retry shortly"
+                )));
+            }
+            Err(_) => Recorded::default(),
+        };
         let before: Vec<Holder> =
             f.holders(vid, &rec).into_iter().filter(|h| h.node_exists).collect();
         let held = node.is_empty() || before.iter().any(|h| h.node == node);
@@ -449,10 +529,10 @@ impl Backend {
                 format!("live migration of {vid} done: {node} detached, {} keeps it", remaining[0]);
             self.emit(&claim, false, "MigrationCompleted", note).await;
         }
-        if remaining.is_empty()
-            && let Some(pv) = rec.pv.as_ref()
-        {
-            f.cluster.annotate(&pv.name, None).await;
+        if remaining.is_empty() {
+            for pv in &rec.pvs {
+                f.cluster.annotate(&pv.name, None).await;
+            }
         }
         f.metrics.detach(if held { "detached" } else { "not_attached" });
         Ok(ControllerUnpublishVolumeResponse {})
@@ -467,7 +547,7 @@ mod tests {
     fn without_kubernetes_grants_are_the_record_and_never_expire() {
         let f = Fencing::default();
         assert_eq!(f.unrecorded_ttl, None);
-        f.grant("pvc-1", "n1", 100);
+        f.grant("pvc-1", "n1", 100, false);
         let h = f.holders("pvc-1", &Recorded::default());
         assert_eq!(h.iter().map(|h| h.node.as_str()).collect::<Vec<_>>(), ["n1"]);
         f.release("pvc-1", "n1");
@@ -490,6 +570,9 @@ mod tests {
         fn node_exists(&self, _: &str) -> bool {
             true
         }
+        fn node_known(&self, _: &str) -> bool {
+            true
+        }
         async fn annotate(&self, _: &str, _: Option<(&str, &str)>) {}
         async fn event(&self, _: PvcEvent) {}
         fn age_s(&self) -> i64 {
@@ -500,16 +583,21 @@ mod tests {
     #[test]
     fn with_kubernetes_unrecorded_grants_stand_in_for_two_minutes() {
         let mut f = Fencing::new(Box::new(Recording), false, 0, AttachMetrics::default());
-        f.grant("pvc-1", "n1", 100);
+        f.grant("pvc-1", "n1", 100, false);
         assert_eq!(f.holders("pvc-1", &Recorded::default()).len(), 1);
-        f.grants.lock().unwrap().values_mut().for_each(|(_, at)| *at -= UNRECORDED_TTL);
+        f.grants.lock().unwrap().values_mut().for_each(|g| g.at -= UNRECORDED_TTL);
         assert!(
             f.holders("pvc-1", &Recorded::default()).is_empty(),
             "the VolumeAttachment is the record now"
         );
         // A release hides a recorded holder until the attacher catches up.
         let rec = Recorded {
-            holders: vec![Holder { node: "n2".into(), since: 1, node_exists: true }],
+            holders: vec![Holder {
+                node: "n2".into(),
+                since: 1,
+                node_exists: true,
+                readonly: None,
+            }],
             ..Default::default()
         };
         f.release("pvc-1", "n2");

@@ -6,16 +6,23 @@
 //! chunks: CreateSnapshot answers `ready_to_use=false` until done (the snapshotter polls), and
 //! CreateVolume from a snapshot or volume answers ABORTED until the data is in place (the
 //! provisioner retries). No RPC blocks on a long copy.
+//!
+//! A running copy holds both its source and its destination: deleting either is
+//! FAILED_PRECONDITION until it ends. A copy that fails is reported by the next call that
+//! asks for it (CreateSnapshot or CreateVolume: UNAVAILABLE with the cause), which also
+//! resumes it, so the failure reaches the CO and the VolumeSnapshot's or PVC's events, not
+//! only a log line.
 
 use std::{
-    collections::HashSet,
+    collections::HashMap,
     sync::{Arc, Mutex},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use csi::v1::{
     CreateSnapshotRequest, CreateSnapshotResponse, DeleteSnapshotRequest, DeleteSnapshotResponse,
-    ListSnapshotsRequest, ListSnapshotsResponse, Snapshot, list_snapshots_response,
+    GetSnapshotRequest, GetSnapshotResponse, ListSnapshotsRequest, ListSnapshotsResponse, Snapshot,
+    list_snapshots_response,
 };
 use routeros::{
     ops::{Disk, NewDisk},
@@ -26,6 +33,7 @@ use super::volumes::Backend;
 use crate::{
     core::{
         ids,
+        paging::{self, Listing},
         snapshots::{CopyRecord, Mechanism, parse_params, parse_snapshot_id, snapshot_id},
     },
     error::ServiceError,
@@ -38,10 +46,28 @@ pub const CHUNK: u64 = 1 << 30;
 /// How long an RPC waits for a fresh copy before answering "not ready yet".
 const QUICK_WAIT: Duration = Duration::from_secs(2);
 
-/// Destination disks with a copy task running in this process.
+/// The copies of this process: running ones (destination → source) and the failure of the
+/// last attempt of each destination, until a call reports it.
 #[derive(Debug, Default)]
 pub struct Copies {
-    running: Mutex<HashSet<String>>,
+    running: Mutex<HashMap<String, String>>,
+    failed: Mutex<HashMap<String, String>>,
+}
+
+impl Copies {
+    /// The running copy that reads or writes `slot`, described (`src → dst`).
+    pub fn involving(&self, slot: &str) -> Option<String> {
+        self.running
+            .lock()
+            .expect("copies")
+            .iter()
+            .find(|(dst, src)| *dst == slot || *src == slot)
+            .map(|(dst, src)| format!("{src} → {dst}"))
+    }
+
+    fn is_running(&self, dst: &str) -> bool {
+        self.running.lock().expect("copies").contains_key(dst)
+    }
 }
 
 fn invalid(msg: impl Into<String>) -> ServiceError {
@@ -66,35 +92,58 @@ fn sibling(beside: &FilePath, slot: &Slot) -> Result<FilePath, ServiceError> {
 
 impl Backend {
     /// Starts the chunked copy `src` → `dst` unless one is running here; returns whether it is
-    /// complete (read back from the destination's comment) after a short wait.
+    /// complete (read back from the destination's comment) after a short wait. A failure of
+    /// the previous attempt (or of this one, within the wait) is UNAVAILABLE with its cause;
+    /// the copy has been started again by then.
     async fn ensure_copy(
         self: &Arc<Self>,
         src: Slot,
         dst: Slot,
         total: u64,
         record: CopyRecord,
-    ) -> bool {
-        let started = self.copies.running.lock().expect("copies").insert(dst.to_string());
+    ) -> Result<bool, ServiceError> {
+        let earlier = self.copies.failed.lock().expect("copies").remove(dst.as_str());
+        let started = {
+            let mut running = self.copies.running.lock().expect("copies");
+            !running.contains_key(dst.as_str())
+                && running.insert(dst.to_string(), src.to_string()).is_none()
+        };
         if started {
             let this = self.clone();
             let (src2, dst2) = (src.clone(), dst.clone());
             tokio::spawn(async move {
                 if let Err(e) = this.copy_chunks(&src2, &dst2, total, record).await {
-                    tracing::warn!(src = %src2, dst = %dst2, error = %e, "copy interrupted; the next CreateSnapshot/CreateVolume call resumes it");
+                    tracing::warn!(src = %src2, dst = %dst2, error = %e, "copy failed; the next CreateSnapshot/CreateVolume call reports it and resumes the copy");
+                    this.copies
+                        .failed
+                        .lock()
+                        .expect("copies")
+                        .insert(dst2.to_string(), e.to_string());
                 }
                 this.copies.running.lock().expect("copies").remove(dst2.as_str());
             });
         }
+        let failure = |why: String| {
+            ServiceError::Unavailable(format!(
+                "copying {src} to {dst} failed: {why}; the copy has been restarted, the CO retries"
+            ))
+        };
+        if let Some(why) = earlier {
+            return Err(failure(why));
+        }
         let deadline = tokio::time::Instant::now() + QUICK_WAIT;
         while tokio::time::Instant::now() < deadline {
-            if !self.copies.running.lock().expect("copies").contains(dst.as_str()) {
-                // Finished or failed: the comment says which.
-                return matches!(self.rds.get_disk(&dst).await, Ok(Some(d))
-                    if CopyRecord::from_comment(&d.comment).is_some_and(|r| r.ready()));
+            if !self.copies.is_running(dst.as_str()) {
+                if let Some(why) = self.copies.failed.lock().expect("copies").remove(dst.as_str()) {
+                    return Err(failure(why));
+                }
+                // Finished: the comment says so.
+                return Ok(matches!(self.rds.get_disk(&dst).await, Ok(Some(d))
+                    if CopyRecord::from_comment(&d.comment).is_some_and(|r| r.ready())));
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        false
+        Ok(false)
     }
 
     async fn copy_chunks(
@@ -153,8 +202,16 @@ impl Backend {
             return Err(invalid("name is required"));
         }
         let source = ids::parse_volume_id(&req.source_volume_id)
-            .map_err(|e| invalid(format!("source_volume_id: {e}")))?;
+            .map_err(|e| invalid(format!("source_volume_id: {e}")))?
+            .ok_or_else(|| ServiceError::NotFound(ids::foreign_volume(&req.source_volume_id)))?;
         let mechanism = parse_params(&req.parameters).map_err(invalid)?;
+        if mechanism == Mechanism::CopyFrom && !self.cfg.allow_copy_from {
+            return Err(invalid(
+                "mechanism copy-from is refused: what RouterOS's `/disk add copy-from=` does to a file's data is unverified \
+                 (it may copy only the properties and leave an empty file). Use disk-copy, or start the controller with \
+                 --allow-copy-from after checking it on your firmware (docs/snapshots.md)",
+            ));
+        }
         let snap = snapshot_id(&req.name);
         let _guard = self.locks.try_lock(snap.as_str(), "snapshot")?;
         let context = format!("creating snapshot {snap} of {source}");
@@ -168,8 +225,9 @@ impl Backend {
                     )));
                 }
                 if !r.ready() {
-                    let done =
-                        self.ensure_copy(source.clone(), snap.clone(), disk.size, r.clone()).await;
+                    let done = self
+                        .ensure_copy(source.clone(), snap.clone(), disk.size, r.clone())
+                        .await?;
                     let mut snapshot = self.snapshot_of(&disk, Some(r));
                     snapshot.ready_to_use = done;
                     return Ok(CreateSnapshotResponse { snapshot: Some(snapshot) });
@@ -188,6 +246,9 @@ impl Backend {
                 ServiceError::NotFound(format!("source volume {source} does not exist on the RDS"))
             })?;
         let src_file = file_of(&src)?;
+        if !self.cfg.allowed_base_paths.iter().any(|b| src_file.is_under(b)) {
+            return Err(ServiceError::NotFound(ids::foreign_volume(source.as_str())));
+        }
         let file = sibling(&src_file, &snap)?;
         let mut record = CopyRecord {
             snapshot: true,
@@ -214,7 +275,7 @@ impl Backend {
                     .create_disk(&new_disk(record.to_comment(), None))
                     .await
                     .map_err(ServiceError::rds(&context))?;
-                self.ensure_copy(source.clone(), snap.clone(), disk.size, record.clone()).await
+                self.ensure_copy(source.clone(), snap.clone(), disk.size, record.clone()).await?
             }
             Mechanism::FileCopy => {
                 let version = self.system().await?;
@@ -247,13 +308,23 @@ impl Backend {
         Ok(CreateSnapshotResponse { snapshot: Some(snapshot) })
     }
 
-    /// CSI "DeleteSnapshot": success when already gone; never a file outside the allowed paths.
+    /// CSI "DeleteSnapshot": OK when the snapshot does not exist, whatever the id's form
+    /// ("If a snapshot corresponding to the specified snapshot_id does not exist … the Plugin
+    /// MUST reply 0 OK"); FAILED_PRECONDITION ("Snapshot in use") while a copy into it or
+    /// from it (a restore) runs; never a file outside the allowed paths.
     pub async fn delete_snapshot(
         &self,
         req: DeleteSnapshotRequest,
     ) -> Result<DeleteSnapshotResponse, ServiceError> {
-        let snap = parse_snapshot_id(&req.snapshot_id).map_err(invalid)?;
+        let Some(snap) = parse_snapshot_id(&req.snapshot_id).map_err(invalid)? else {
+            return Ok(DeleteSnapshotResponse {});
+        };
         let _guard = self.locks.try_lock(snap.as_str(), "snapshot")?;
+        if let Some(copy) = self.copies.involving(snap.as_str()) {
+            return Err(ServiceError::FailedPrecondition(format!(
+                "snapshot {snap} is in use by a running copy ({copy}); delete it once the copy finishes"
+            )));
+        }
         let context = format!("deleting snapshot {snap}");
         let Some(disk) = self.rds.get_disk(&snap).await.map_err(ServiceError::rds(&context))?
         else {
@@ -270,36 +341,9 @@ impl Backend {
         Ok(DeleteSnapshotResponse {})
     }
 
-    /// CSI "ListSnapshots": by id (unknown or malformed → empty), by source, paginated with the
-    /// last id of the previous page as token.
-    pub async fn list_snapshots(
-        &self,
-        req: ListSnapshotsRequest,
-    ) -> Result<ListSnapshotsResponse, ServiceError> {
-        if req.max_entries < 0 {
-            return Err(invalid("max_entries must not be negative"));
-        }
-        if !req.starting_token.is_empty() && parse_snapshot_id(&req.starting_token).is_err() {
-            return Err(ServiceError::Aborted(format!(
-                "starting_token {:?} was not issued by this driver; restart the listing without a token",
-                req.starting_token
-            )));
-        }
-        let disks: Vec<Disk> = if !req.snapshot_id.is_empty() {
-            match parse_snapshot_id(&req.snapshot_id) {
-                Ok(id) => self
-                    .rds
-                    .get_disk(&id)
-                    .await
-                    .map_err(ServiceError::rds("reading a snapshot"))?
-                    .into_iter()
-                    .collect(),
-                Err(_) => Vec::new(),
-            }
-        } else {
-            self.rds.list_disks("snap-").await.map_err(ServiceError::rds("listing snapshots"))?
-        };
-        let mut snaps: Vec<Snapshot> = disks
+    /// Snapshots of this driver among `disks`: under the allowed paths, with a snapshot record.
+    fn snapshots_of(&self, disks: &[Disk]) -> Vec<Snapshot> {
+        disks
             .iter()
             .filter(|d| {
                 d.file
@@ -313,46 +357,106 @@ impl Backend {
                     CopyRecord::from_comment(&d.comment).filter(|r| r.snapshot).as_ref(),
                 )
             })
+            .collect()
+    }
+
+    /// CSI "ListSnapshots": by id (an unknown id, whatever its form, lists nothing), by
+    /// source, sorted by id and paginated (`core::paging`: a token this driver did not issue
+    /// is ABORTED).
+    pub async fn list_snapshots(
+        &self,
+        req: ListSnapshotsRequest,
+    ) -> Result<ListSnapshotsResponse, ServiceError> {
+        if req.max_entries < 0 {
+            return Err(invalid("max_entries must not be negative"));
+        }
+        let after = match req.starting_token.as_str() {
+            "" => None,
+            t => Some(paging::parse(Listing::Snapshots, t).map_err(ServiceError::Aborted)?),
+        };
+        let disks: Vec<Disk> = if !req.snapshot_id.is_empty() {
+            match parse_snapshot_id(&req.snapshot_id) {
+                Ok(Some(id)) => self
+                    .rds
+                    .get_disk(&id)
+                    .await
+                    .map_err(ServiceError::rds("reading a snapshot"))?
+                    .into_iter()
+                    .collect(),
+                _ => Vec::new(),
+            }
+        } else {
+            self.rds.list_disks("snap-").await.map_err(ServiceError::rds("listing snapshots"))?
+        };
+        let mut snaps: Vec<Snapshot> = self
+            .snapshots_of(&disks)
+            .into_iter()
             .filter(|s| {
                 req.source_volume_id.is_empty() || s.source_volume_id == req.source_volume_id
             })
-            .filter(|s| req.starting_token.is_empty() || s.snapshot_id > req.starting_token)
             .collect();
         snaps.sort_by(|a, b| a.snapshot_id.cmp(&b.snapshot_id));
-        let take = if req.max_entries == 0 {
-            snaps.len()
-        } else {
-            (req.max_entries as usize).min(snaps.len())
-        };
-        let next_token =
-            if take < snaps.len() { snaps[take - 1].snapshot_id.clone() } else { String::new() };
-        snaps.truncate(take);
-        let entries = snaps
+        let (page, next_token) = paging::page(
+            Listing::Snapshots,
+            snaps,
+            |s| s.snapshot_id.as_str(),
+            after.as_deref(),
+            req.max_entries as usize,
+        );
+        let entries = page
             .into_iter()
             .map(|s| list_snapshots_response::Entry { snapshot: Some(s) })
             .collect();
         Ok(ListSnapshotsResponse { entries, next_token })
     }
 
-    /// For CreateVolume from a snapshot or a volume: the source disk, checked.
+    /// CSI "GetSnapshot": the snapshot's current state (also while it is still being copied);
+    /// NOT_FOUND when it does not exist, whatever the id's form. One round trip.
+    pub async fn get_snapshot(
+        &self,
+        req: GetSnapshotRequest,
+    ) -> Result<GetSnapshotResponse, ServiceError> {
+        let missing =
+            || ServiceError::NotFound(format!("snapshot {:?} does not exist", req.snapshot_id));
+        let snap = parse_snapshot_id(&req.snapshot_id).map_err(invalid)?.ok_or_else(missing)?;
+        let disk = self
+            .rds
+            .get_disk(&snap)
+            .await
+            .map_err(ServiceError::rds(format!("reading snapshot {snap}")))?
+            .ok_or_else(missing)?;
+        let snapshot = self.snapshots_of(&[disk]).into_iter().next().ok_or_else(missing)?;
+        Ok(GetSnapshotResponse { snapshot: Some(snapshot) })
+    }
+
+    /// For CreateVolume from a snapshot or a volume: the source disk, checked. A source that
+    /// does not exist, whatever its id's form, is NOT_FOUND (CSI: "Source does not exist").
     pub async fn content_source(
         &self,
         source: &csi::v1::volume_content_source::Type,
     ) -> Result<Disk, ServiceError> {
         use csi::v1::volume_content_source::Type;
-        let (slot, what) = match source {
-            Type::Snapshot(s) => (parse_snapshot_id(&s.snapshot_id).map_err(invalid)?, "snapshot"),
-            Type::Volume(v) => (ids::parse_volume_id(&v.volume_id).map_err(invalid)?, "volume"),
+        let (id, parsed, what) = match source {
+            Type::Snapshot(s) => (&s.snapshot_id, parse_snapshot_id(&s.snapshot_id), "snapshot"),
+            Type::Volume(v) => (&v.volume_id, ids::parse_volume_id(&v.volume_id), "volume"),
         };
+        let missing = || ServiceError::NotFound(format!("source {what} {id:?} does not exist"));
+        let slot = parsed
+            .map_err(|e| invalid(format!("volume_content_source: {e}")))?
+            .ok_or_else(missing)?;
         let disk = self
             .rds
             .get_disk(&slot)
             .await
             .map_err(ServiceError::rds(format!("reading source {what} {slot}")))?
-            .ok_or_else(|| {
-                ServiceError::NotFound(format!("source {what} {slot} does not exist on the RDS"))
-            })?;
-        if let Some(r) = CopyRecord::from_comment(&disk.comment)
+            .ok_or_else(missing)?;
+        let record = CopyRecord::from_comment(&disk.comment);
+        let managed =
+            file_of(&disk).is_ok_and(|f| self.cfg.allowed_base_paths.iter().any(|b| f.is_under(b)));
+        if !managed || (what == "snapshot" && !record.as_ref().is_some_and(|r| r.snapshot)) {
+            return Err(missing());
+        }
+        if let Some(r) = record
             && !r.ready()
         {
             return Err(ServiceError::Unavailable(format!(
@@ -375,7 +479,7 @@ impl Backend {
         };
         let src = Slot::new(&source.slot).map_err(|e| invalid(e.to_string()))?;
         let dst = Slot::new(&volume.slot).map_err(|e| invalid(e.to_string()))?;
-        if self.ensure_copy(src, dst, source.size, record.clone()).await {
+        if self.ensure_copy(src, dst, source.size, record.clone()).await? {
             return Ok(());
         }
         Err(ServiceError::Aborted(format!(

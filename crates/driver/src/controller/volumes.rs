@@ -19,26 +19,16 @@ use tokio::sync::OnceCell;
 
 use super::config::ControllerConfig;
 use crate::{
-    core::{access, capacity, ids, params},
+    core::{
+        access, capacity, ids,
+        paging::{self, Listing},
+        params,
+    },
     error::ServiceError,
     locks::Locks,
 };
 
-/// Volume-context keys, compatible with the Go driver (its nodes read them).
-pub mod key {
-    pub const RDS_ADDRESS: &str = "rdsAddress";
-    pub const NVME_ADDRESS: &str = "nvmeAddress";
-    pub const NVME_PORT: &str = "nvmePort";
-    pub const NQN: &str = "nqn";
-    pub const VOLUME_PATH: &str = "volumePath";
-    pub const CTRL_LOSS_TMO: &str = "ctrlLossTmo";
-    pub const RECONNECT_DELAY: &str = "reconnectDelay";
-    pub const KEEP_ALIVE_TMO: &str = "keepAliveTmo";
-    pub const MIGRATION_TIMEOUT: &str = "migrationTimeoutSeconds";
-    pub const FS_TYPE: &str = "fsType";
-    pub const PVC_NAME: &str = "csi.storage.k8s.io/pvc/name";
-    pub const PVC_NAMESPACE: &str = "csi.storage.k8s.io/pvc/namespace";
-}
+pub use crate::core::context::key;
 
 /// The controller's RDS-facing half.
 pub struct Backend {
@@ -96,6 +86,33 @@ impl Backend {
 
     fn is_managed(&self, file: &FilePath) -> bool {
         self.cfg.allowed_base_paths.iter().any(|b| file.is_under(b))
+    }
+
+    /// The disk of a managed volume: it exists and its file is under an allowed base path
+    /// (anything else is not a volume of this driver: NOT_FOUND).
+    pub(crate) async fn managed_disk(
+        &self,
+        slot: &Slot,
+        doing: &str,
+    ) -> Result<Disk, ServiceError> {
+        let disk = self
+            .rds
+            .get_disk(slot)
+            .await
+            .map_err(ServiceError::rds(format!("{doing} {slot}")))?
+            .ok_or_else(|| {
+                ServiceError::NotFound(format!("volume {slot} does not exist on the RDS"))
+            })?;
+        match disk.file.as_deref().and_then(|f| FilePath::new(f).ok()) {
+            Some(file) if self.is_managed(&file) => Ok(disk),
+            Some(file) => Err(ServiceError::NotFound(format!(
+                "disk {slot} uses {}, outside the allowed base paths: it is not a volume of this driver (add its directory with --allowed-base-path to manage it)",
+                file.absolute()
+            ))),
+            None => Err(ServiceError::NotFound(format!(
+                "disk {slot} is not a file disk: it is not a volume of this driver"
+            ))),
+        }
     }
 
     /// The volume as CSI sees it, its context rebuilt from the disk (same answer on retries).
@@ -181,6 +198,13 @@ impl Backend {
         let respond = |disk: &Disk| {
             let mut volume = self.volume(disk, Some(&p));
             volume.content_source = req.volume_content_source.clone();
+            if let Some(src) = &source {
+                // The node never formats a filled volume that looks blank (a failed copy).
+                let kind = if src.slot.starts_with("snap-") { "snapshot" } else { "volume" };
+                volume
+                    .volume_context
+                    .insert(key::CONTENT_SOURCE.into(), format!("{kind}:{}", src.slot));
+            }
             CreateVolumeResponse { volume: Some(volume) }
         };
         if let Some(disk) = self.rds.get_disk(&slot).await.map_err(ServiceError::rds(&context))? {
@@ -220,17 +244,28 @@ impl Backend {
         Ok(respond(&disk))
     }
 
-    /// CSI "DeleteVolume": success when the volume is already gone; removes the disk and its
-    /// file, never a file outside the allowed base paths. At most 2 round trips.
+    /// CSI "DeleteVolume": success when the volume is already gone (or the id is not one this
+    /// driver makes); FAILED_PRECONDITION ("Volume in use") while any node holds it or a copy
+    /// reads or writes it, naming them. Removes the disk and its file, never a file outside
+    /// the allowed base paths. With no disk left, a leftover `<id>.img` under the allowed base
+    /// paths (a crash between the two removals) is removed too. 2 round trips.
     pub async fn delete_volume(
         &self,
         req: DeleteVolumeRequest,
     ) -> Result<DeleteVolumeResponse, ServiceError> {
-        let slot = ids::parse_volume_id(&req.volume_id).map_err(invalid)?;
+        let Some(slot) = ids::parse_volume_id(&req.volume_id).map_err(invalid)? else {
+            tracing::info!(volume_id = %req.volume_id, "not a volume id of this driver: nothing to delete");
+            return Ok(DeleteVolumeResponse {});
+        };
         let _guard = self.locks.try_lock(slot.as_str(), "volume")?;
+        self.refuse_if_in_use(&slot).await?;
         let context = format!("deleting volume {slot}");
         let Some(disk) = self.rds.get_disk(&slot).await.map_err(ServiceError::rds(&context))?
         else {
+            self.rds
+                .remove_leftover(&self.cfg.allowed_base_paths, &format!("{slot}.img"))
+                .await
+                .map_err(ServiceError::rds(format!("{context}: removing a leftover {slot}.img")))?;
             return Ok(DeleteVolumeResponse {});
         };
         let file = disk.file.as_deref().and_then(|f| FilePath::new(f).ok()).ok_or_else(|| {
@@ -247,6 +282,31 @@ impl Backend {
         }
         self.rds.delete_disk(&slot, &file).await.map_err(ServiceError::rds(&context))?;
         Ok(DeleteVolumeResponse {})
+    }
+
+    /// FAILED_PRECONDITION when a node holds `slot` (the attachment record or this process's
+    /// grants) or a copy running here reads or writes it. An unreadable record is UNAVAILABLE:
+    /// never delete on a guess.
+    async fn refuse_if_in_use(&self, slot: &Slot) -> Result<(), ServiceError> {
+        let vid = slot.as_str();
+        let rec = self.fencing.cluster.recorded(vid).await.map_err(|e| {
+            ServiceError::Unavailable(format!(
+                "cannot tell whether {vid} is attached ({e}); not deleting it, retry shortly"
+            ))
+        })?;
+        let nodes = self.fencing.published_nodes(vid, &rec);
+        if !nodes.is_empty() {
+            return Err(ServiceError::FailedPrecondition(format!(
+                "volume {vid} is in use: attached to node(s) {}; it is deleted once the pods using it stop and it is detached",
+                nodes.join(", ")
+            )));
+        }
+        if let Some(copy) = self.copies.involving(vid) {
+            return Err(ServiceError::FailedPrecondition(format!(
+                "volume {vid} is in use by a running copy ({copy}); delete it once the copy finishes"
+            )));
+        }
+        Ok(())
     }
 
     /// Volumes of this driver: file disks with a `pvc-` slot under an allowed base path.
@@ -268,8 +328,9 @@ impl Backend {
         Ok(disks)
     }
 
-    /// CSI "ListVolumes": sorted by id; `starting_token` is the last id of the previous page
-    /// (stable across creations and deletions); a token that is not a volume id is ABORTED.
+    /// CSI "ListVolumes": sorted by id, paginated (`core::paging`: a `starting_token` this
+    /// driver did not issue is ABORTED); each entry's `published_node_ids` come from the
+    /// attachment record (LIST_VOLUMES_PUBLISHED_NODES).
     pub async fn list_volumes(
         &self,
         req: ListVolumesRequest,
@@ -277,48 +338,47 @@ impl Backend {
         if req.max_entries < 0 {
             return Err(invalid("max_entries must not be negative"));
         }
-        if !req.starting_token.is_empty() && Slot::new(&req.starting_token).is_err() {
-            return Err(ServiceError::Aborted(format!(
-                "starting_token {:?} was not issued by this driver; restart the listing without a token",
-                req.starting_token
-            )));
-        }
-        let disks = self.managed_volumes().await?;
-        let rest: Vec<&Disk> = disks
-            .iter()
-            .filter(|d| {
-                req.starting_token.is_empty() || d.slot.as_str() > req.starting_token.as_str()
-            })
-            .collect();
-        let take = if req.max_entries == 0 {
-            rest.len()
-        } else {
-            (req.max_entries as usize).min(rest.len())
+        let after = match req.starting_token.as_str() {
+            "" => None,
+            t => Some(paging::parse(Listing::Volumes, t).map_err(ServiceError::Aborted)?),
         };
-        let next_token =
-            if take < rest.len() { rest[take - 1].slot.clone() } else { String::new() };
-        let entries = rest[..take]
+        let disks = self.managed_volumes().await?;
+        let (page, next_token) = paging::page(
+            Listing::Volumes,
+            disks,
+            |d| d.slot.as_str(),
+            after.as_deref(),
+            req.max_entries as usize,
+        );
+        let mut published = self.fencing.all_published();
+        let entries = page
             .iter()
             .map(|d| list_volumes_response::Entry {
                 volume: Some(self.volume(d, None)),
-                status: None,
+                status: Some(list_volumes_response::VolumeStatus {
+                    published_node_ids: published.remove(&d.slot).unwrap_or_default(),
+                    volume_condition: None,
+                }),
             })
             .collect();
         Ok(ListVolumesResponse { entries, next_token })
     }
 
-    /// CSI "ControllerGetVolume" with a VolumeCondition: abnormal when the export or the
-    /// backing file is missing (a missing disk is NOT_FOUND).
+    /// CSI "ControllerGetVolume" with a VolumeCondition (abnormal when the export or the
+    /// backing file is missing; a missing disk is NOT_FOUND) and the nodes it is published to.
     pub async fn get_volume(
         &self,
         volume_id: &str,
-    ) -> Result<(Volume, VolumeCondition), ServiceError> {
-        let slot = ids::parse_volume_id(volume_id).map_err(invalid)?;
+    ) -> Result<(Volume, VolumeCondition, Vec<String>), ServiceError> {
+        let slot = ids::parse_volume_id(volume_id)
+            .map_err(invalid)?
+            .ok_or_else(|| ServiceError::NotFound(ids::foreign_volume(volume_id)))?;
         let context = format!("reading volume {slot}");
-        let disk =
-            self.rds.get_disk(&slot).await.map_err(ServiceError::rds(&context))?.ok_or_else(
-                || ServiceError::NotFound(format!("volume {slot} does not exist on the RDS")),
-            )?;
+        let disk = self.managed_disk(&slot, "reading volume").await?;
+        let rec = self.fencing.cluster.recorded(slot.as_str()).await.map_err(|e| {
+            ServiceError::Unavailable(format!("cannot read the attachments of {slot}: {e}"))
+        })?;
+        let published = self.fencing.published_nodes(slot.as_str(), &rec);
         let mut problems = Vec::new();
         if !disk.export {
             problems.push("the disk is not exported over NVMe/TCP".to_string());
@@ -352,7 +412,7 @@ impl Backend {
                 format!("volume {slot}: {}", problems.join("; "))
             },
         };
-        Ok((self.volume(&disk, None), condition))
+        Ok((self.volume(&disk, None), condition, published))
     }
 
     /// CSI "GetCapacity": free space of the pool holding the volume path; 0 for capabilities
@@ -397,15 +457,9 @@ impl Backend {
         if req.volume_capabilities.is_empty() {
             return Err(invalid("volume_capabilities are required"));
         }
-        if self
-            .rds
-            .get_disk(&slot)
-            .await
-            .map_err(ServiceError::rds(format!("reading volume {slot}")))?
-            .is_none()
-        {
-            return Err(ServiceError::NotFound(format!("volume {slot} does not exist on the RDS")));
-        }
+        let slot =
+            slot.ok_or_else(|| ServiceError::NotFound(ids::foreign_volume(&req.volume_id)))?;
+        self.managed_disk(&slot, "reading volume").await?;
         Ok(match access::check_all(&req.volume_capabilities) {
             Ok(()) => ValidateVolumeCapabilitiesResponse {
                 confirmed: Some(Confirmed {
@@ -433,6 +487,7 @@ impl Backend {
         if required <= 0 {
             return Err(invalid("capacity_range.required_bytes is required to expand a volume"));
         }
+        let slot = slot.ok_or_else(|| ServiceError::NotFound(ids::foreign_volume(volume_id)))?;
         let size = capacity::provision_size(required, limit, self.cfg.min_size, self.cfg.max_size)
             .map_err(|e| match e {
                 capacity::SizeError::Invalid(m) => invalid(m),
@@ -440,10 +495,7 @@ impl Backend {
             })?;
         let _guard = self.locks.try_lock(slot.as_str(), "volume")?;
         let context = format!("expanding volume {slot}");
-        let disk =
-            self.rds.get_disk(&slot).await.map_err(ServiceError::rds(&context))?.ok_or_else(
-                || ServiceError::NotFound(format!("volume {slot} does not exist on the RDS")),
-            )?;
+        let disk = self.managed_disk(&slot, "expanding volume").await?;
         let node_expansion = !block;
         if disk.size >= size {
             return Ok((disk.size, node_expansion));

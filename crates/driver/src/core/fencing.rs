@@ -20,13 +20,16 @@ pub enum Access {
 }
 
 /// A node that holds (or was granted) the volume.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Holder {
+    /// The CSI node id (Kubernetes node names are mapped through CSINode).
     pub node: String,
     /// When it attached (unix seconds): the VolumeAttachment's creation, or the grant.
     pub since: i64,
     /// Whether its Node object still exists.
     pub node_exists: bool,
+    /// Whether it was published read-only (`None`: not recorded).
+    pub readonly: Option<bool>,
 }
 
 /// Why a publish is refused.
@@ -44,6 +47,11 @@ pub enum Refusal {
 pub enum Decision {
     /// The node already holds the volume: same answer again (idempotent).
     Already,
+    /// The node holds the volume with the other `readonly` flag (CSI: "Volume published but
+    /// is incompatible", ALREADY_EXISTS).
+    Incompatible {
+        published_readonly: bool,
+    },
     /// Attach; `migration` when this opens a migration window (second holder).
     Grant {
         migration: bool,
@@ -63,8 +71,16 @@ pub fn window_end(holders: &[&Holder], timeout_s: i64) -> i64 {
     holders.iter().map(|h| h.since).max().unwrap_or(0).saturating_add(timeout_s)
 }
 
-/// Decides whether `node` may attach a volume held by `holders`, at `now`.
-pub fn decide(holders: &[Holder], node: &str, access: Access, timeout_s: i64, now: i64) -> Outcome {
+/// Decides whether `node` may attach (read-only when `readonly`) a volume held by
+/// `holders`, at `now`.
+pub fn decide(
+    holders: &[Holder],
+    node: &str,
+    access: Access,
+    readonly: bool,
+    timeout_s: i64,
+    now: i64,
+) -> Outcome {
     // Ordered by attach time then name: the answer must not depend on listing order (a
     // restarted controller lists the same holders in another order).
     let mut sorted: Vec<&Holder> = holders.iter().collect();
@@ -72,8 +88,13 @@ pub fn decide(holders: &[Holder], node: &str, access: Access, timeout_s: i64, no
     let (live, stale): (Vec<&Holder>, Vec<&Holder>) =
         sorted.into_iter().partition(|h| h.node_exists);
     let stale_ignored = stale.iter().filter(|h| h.node != node).map(|h| h.node.clone()).collect();
-    let decision = if live.iter().any(|h| h.node == node) {
-        Decision::Already
+    let decision = if let Some(h) = live.iter().find(|h| h.node == node) {
+        match h.readonly {
+            Some(published_readonly) if published_readonly != readonly => {
+                Decision::Incompatible { published_readonly }
+            }
+            _ => Decision::Already,
+        }
     } else {
         match (access, live.as_slice()) {
             (_, []) => Decision::Grant { migration: false },
@@ -102,47 +123,60 @@ mod tests {
     use super::*;
 
     fn h(node: &str, since: i64) -> Holder {
-        Holder { node: node.into(), since, node_exists: true }
+        Holder { node: node.into(), since, node_exists: true, readonly: None }
     }
 
     #[test]
     fn exclusive_volumes_have_one_holder() {
         assert_eq!(
-            decide(&[], "a", Access::Exclusive, 300, 0).decision,
+            decide(&[], "a", Access::Exclusive, false, 300, 0).decision,
             Decision::Grant { migration: false }
         );
         assert_eq!(
-            decide(&[h("a", 0)], "a", Access::Exclusive, 300, 5).decision,
+            decide(&[h("a", 0)], "a", Access::Exclusive, false, 300, 5).decision,
             Decision::Already
         );
         assert_eq!(
-            decide(&[h("a", 0)], "b", Access::Exclusive, 300, 5).decision,
+            decide(&[h("a", 0)], "b", Access::Exclusive, false, 300, 5).decision,
             Decision::Refuse(Refusal::HeldElsewhere { holder: "a".into() })
         );
         // The holder's Node object is gone: it does not block, and it is reported.
         let gone = Holder { node_exists: false, ..h("a", 0) };
-        let o = decide(&[gone], "b", Access::Exclusive, 300, 5);
+        let o = decide(&[gone], "b", Access::Exclusive, false, 300, 5);
         assert_eq!(o.decision, Decision::Grant { migration: false });
         assert_eq!(o.stale_ignored, ["a"]);
+        // Published read-write: a read-only publish to the same node is incompatible.
+        let rw = Holder { readonly: Some(false), ..h("a", 0) };
+        assert_eq!(
+            decide(std::slice::from_ref(&rw), "a", Access::Exclusive, true, 300, 5).decision,
+            Decision::Incompatible { published_readonly: false }
+        );
+        assert_eq!(
+            decide(&[rw], "a", Access::Exclusive, false, 300, 5).decision,
+            Decision::Already
+        );
     }
 
     #[test]
     fn migratable_volumes_have_two_holders_and_a_window() {
         assert_eq!(
-            decide(&[h("a", 0)], "b", Access::Migratable, 300, 10).decision,
+            decide(&[h("a", 0)], "b", Access::Migratable, false, 300, 10).decision,
             Decision::Grant { migration: true }
         );
         let two = [h("a", 0), h("b", 100)];
-        assert_eq!(decide(&two, "b", Access::Migratable, 300, 500).decision, Decision::Already);
         assert_eq!(
-            decide(&two, "c", Access::Migratable, 300, 399).decision,
+            decide(&two, "b", Access::Migratable, false, 300, 500).decision,
+            Decision::Already
+        );
+        assert_eq!(
+            decide(&two, "c", Access::Migratable, false, 300, 399).decision,
             Decision::Refuse(Refusal::TwoHolders {
                 holders: ["a".into(), "b".into()],
                 window_ends: 400
             })
         );
         assert_eq!(
-            decide(&two, "c", Access::Migratable, 300, 400).decision,
+            decide(&two, "c", Access::Migratable, false, 300, 400).decision,
             Decision::Refuse(Refusal::WindowExpired {
                 holders: ["a".into(), "b".into()],
                 expired_at: 400
@@ -208,17 +242,17 @@ mod tests {
                             continue;
                         }
                         let holders = c.holders();
-                        let out = decide(&holders, &node, access, timeout, now);
+                        let out = decide(&holders, &node, access, false, timeout, now);
                         // A fresh controller (rebuilt from the same holders) decides the same.
                         let rebuilt: Vec<Holder> = holders.iter().rev().cloned().collect();
-                        prop_assert_eq!(&decide(&rebuilt, &node, access, timeout, now).decision, &out.decision);
+                        prop_assert_eq!(&decide(&rebuilt, &node, access, false, timeout, now).decision, &out.decision);
                         let live: Vec<&Holder> = holders.iter().filter(|x| x.node_exists).collect();
                         if let Decision::Grant { migration } = out.decision {
                             prop_assert_eq!(migration, live.len() == 1);
                             if live.len() == 2 {
                                 prop_assert!(false, "granted a third holder");
                             }
-                            c.unrecorded.push(Holder { node: node.clone(), since: now, node_exists: true });
+                            c.unrecorded.push(Holder { node: node.clone(), since: now, node_exists: true, readonly: None });
                         }
                         if let Decision::Refuse(Refusal::TwoHolders { window_ends, .. }) = out.decision {
                             prop_assert!(now < window_ends);

@@ -34,12 +34,28 @@ pub fn slot_for_name(name: &str) -> (Slot, bool) {
     }
 }
 
-/// Parses a volume id from a request: a slot this driver could have made.
-pub fn parse_volume_id(id: &str) -> Result<Slot, String> {
+/// Whether `id` is a volume id this driver manages: `pvc-` and a canonical lower-case UUID
+/// (provisioner names and derived ids alike; the Go driver's volumes have the same form).
+pub fn is_managed_volume_id(id: &str) -> bool {
+    is_pvc_uuid(id)
+}
+
+/// Parses the volume id of a request. Empty is an error (CSI: the field is REQUIRED, so
+/// INVALID_ARGUMENT); an id this driver never makes is `Ok(None)`: such a volume does not
+/// exist here (DeleteVolume answers OK, the other RPCs NOT_FOUND), and no RouterOS command
+/// is ever built from it.
+pub fn parse_volume_id(id: &str) -> Result<Option<Slot>, String> {
     if id.is_empty() {
         return Err("volume_id is required".into());
     }
-    Slot::new(id).map_err(|e| format!("volume_id {id:?} is not a volume of this driver: {}", e.why))
+    Ok(is_managed_volume_id(id).then(|| Slot::new(id).expect("pvc-<uuid> is a valid slot")))
+}
+
+/// The NOT_FOUND message for an id [`parse_volume_id`] does not accept.
+pub fn foreign_volume(id: &str) -> String {
+    format!(
+        "volume {id:?} does not exist: this driver's volume ids are pvc-<uuid> (lower case); check the PV's volumeHandle"
+    )
 }
 
 pub fn nqn(prefix: &str, slot: &Slot) -> Result<Nqn, String> {
@@ -98,7 +114,10 @@ mod tests {
             "/storage-pool/metal-csi/pvc-0f8e4b1c-2a3d-4e5f-9a8b-7c6d5e4f3a2b.img"
         );
         assert_eq!(comment("x", true, Some(("ns", "data"))), "rds-csi name=x pvc=ns/data");
-        assert!(parse_volume_id("a/b").is_err());
+        assert_eq!(parse_volume_id("a/b"), Ok(None));
+        assert_eq!(parse_volume_id("some-vol-id"), Ok(None));
+        assert_eq!(parse_volume_id("PVC-0F8E4B1C-2A3D-4E5F-9A8B-7C6D5E4F3A2B"), Ok(None));
+        assert_eq!(parse_volume_id("pvc-0f8e4b1c-2a3d-4e5f-9a8b-7c6d5e4f3a2b"), Ok(Some(slot)));
         assert!(parse_volume_id("").unwrap_err().contains("required"));
     }
 }

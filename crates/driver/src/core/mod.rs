@@ -5,10 +5,12 @@
 pub mod access;
 pub mod blank;
 pub mod capacity;
+pub mod context;
 pub mod fabrics;
 pub mod fencing;
 pub mod ids;
 pub mod mount_options;
 pub mod mountinfo;
+pub mod paging;
 pub mod params;
 pub mod snapshots;

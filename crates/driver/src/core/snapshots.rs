@@ -14,17 +14,29 @@ pub fn snapshot_id(name: &str) -> Slot {
     Slot::new(&format!("snap-{}-at-{h}", u.hyphenated())).expect("a valid slot")
 }
 
-pub fn parse_snapshot_id(id: &str) -> Result<Slot, String> {
+/// Whether `id` has the form of this driver's (and the Go driver's) snapshot ids:
+/// `snap-<uuid>-at-<hex>`, or the Go driver's legacy `snap-<uuid>`.
+pub fn is_managed_snapshot_id(id: &str) -> bool {
+    let Some(rest) = id.strip_prefix("snap-") else { return false };
+    let (uuid, tail) = match rest.split_once("-at-") {
+        Some((u, t)) => (u, Some(t)),
+        None => (rest, None),
+    };
+    let canonical = Uuid::parse_str(uuid).is_ok_and(|u| u.hyphenated().to_string() == uuid);
+    canonical
+        && tail.is_none_or(|t| {
+            !t.is_empty() && t.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+        })
+}
+
+/// Parses the snapshot id of a request: empty is an error (INVALID_ARGUMENT); an id of
+/// another form is `Ok(None)`, a snapshot that does not exist here (DeleteSnapshot answers
+/// OK, GetSnapshot NOT_FOUND, ListSnapshots an empty list).
+pub fn parse_snapshot_id(id: &str) -> Result<Option<Slot>, String> {
     if id.is_empty() {
         return Err("snapshot_id is required".into());
     }
-    if !id.starts_with("snap-") {
-        return Err(format!(
-            "snapshot_id {id:?} is not a snapshot of this driver (they start with snap-)"
-        ));
-    }
-    Slot::new(id)
-        .map_err(|e| format!("snapshot_id {id:?} is not a snapshot of this driver: {}", e.why))
+    Ok(is_managed_snapshot_id(id).then(|| Slot::new(id).expect("snap-<uuid> is a valid slot")))
 }
 
 /// How a snapshot's data is copied (VolumeSnapshotClass parameter `mechanism`).
@@ -149,8 +161,23 @@ mod tests {
         let u = Uuid::new_v5(&Uuid::NAMESPACE_DNS, b"snapshot-1");
         assert_eq!(id.as_str(), format!("snap-{u}-at-{}", &u.simple().to_string()[..10]));
         assert_eq!(snapshot_id("snapshot-1"), id, "deterministic");
-        assert!(parse_snapshot_id(id.as_str()).is_ok());
-        assert!(parse_snapshot_id("pvc-1").unwrap_err().contains("snap-"));
+        assert_eq!(parse_snapshot_id(id.as_str()), Ok(Some(id.clone())));
+        assert_eq!(
+            parse_snapshot_id(&format!("snap-{u}")),
+            Ok(Some(Slot::new(&format!("snap-{u}")).unwrap())),
+            "Go legacy form"
+        );
+        for foreign in [
+            "pvc-1",
+            "reallyfakesnapshotid",
+            "snap-1",
+            "snap-x-at-1",
+            &format!("snap-{u}-at-"),
+            &format!("snap-{u}-at-XY"),
+        ] {
+            assert_eq!(parse_snapshot_id(foreign), Ok(None), "{foreign}");
+        }
+        assert!(parse_snapshot_id("").unwrap_err().contains("required"));
     }
 
     #[test]

@@ -64,6 +64,8 @@ pub struct NodeConfig {
     pub data_plane: DataPlaneKind,
     pub loop_root: Option<PathBuf>,
     pub managed_nqn_prefix: String,
+    /// The controller's `--nqn-prefix`: a volume's NQN is exactly this plus its id.
+    pub nqn_prefix: String,
     pub host_nqn_file: PathBuf,
     pub max_volumes_per_node: i64,
     pub allow_exec: bool,
@@ -78,10 +80,22 @@ pub struct NodeConfig {
 }
 
 impl NodeArgs {
-    /// `embedded_loop_root`: the files of `--emulated-rds`, when that runs in this process.
-    pub fn validate(&self, embedded_loop_root: Option<PathBuf>) -> Result<NodeConfig, String> {
+    /// `embedded_loop_root`: the files of `--emulated-rds`, when that runs in this process;
+    /// `nqn_prefix`: the (validated) `--nqn-prefix`.
+    pub fn validate(
+        &self,
+        embedded_loop_root: Option<PathBuf>,
+        nqn_prefix: &str,
+    ) -> Result<NodeConfig, String> {
         fabrics::validate_prefix(&self.managed_nqn_prefix)
             .map_err(|e| format!("--managed-nqn-prefix: {e}"))?;
+        if !self.managed_nqn_prefix.starts_with(nqn_prefix) {
+            return Err(format!(
+                "--managed-nqn-prefix {:?} must start with --nqn-prefix {nqn_prefix:?}: volumes' NQNs are the NQN prefix plus the volume id \
+                 (give the node the same --nqn-prefix as the controller)",
+                self.managed_nqn_prefix
+            ));
+        }
         let loop_root = self.loop_root.clone().or(embedded_loop_root);
         if self.data_plane == DataPlaneKind::Loop && loop_root.is_none() {
             return Err("--data-plane loop needs --loop-root (the directory holding the RDS files) or --emulated-rds".into());
@@ -96,6 +110,7 @@ impl NodeArgs {
             data_plane: self.data_plane,
             loop_root,
             managed_nqn_prefix: self.managed_nqn_prefix.clone(),
+            nqn_prefix: nqn_prefix.to_string(),
             host_nqn_file: self.host_nqn_file.clone(),
             max_volumes_per_node: self.max_volumes_per_node,
             allow_exec: self.allow_exec,

@@ -10,7 +10,7 @@ use std::{
 };
 
 use super::host::{BlockDevice, Host};
-use crate::{controller::volumes::key, error::ServiceError, exec};
+use crate::{core::context::key, error::ServiceError, exec};
 
 #[derive(Debug, Clone)]
 pub struct LoopPlane {
@@ -65,6 +65,13 @@ impl LoopPlane {
             .into_iter()
             .find(|(_, f)| f.file_name().is_some_and(|n| n.to_string_lossy() == want))
             .map(|(d, _)| d)
+    }
+
+    /// The volume whose file the loop device `mm` is attached to (`<volume id>.img`).
+    pub fn owner(&self, host: &Host, mm: (u32, u32)) -> Option<String> {
+        let (_, file) = self.attached(host).into_iter().find(|(d, _)| d.major_minor == mm)?;
+        let name = file.file_name()?.to_string_lossy().into_owned();
+        name.strip_suffix(".img").map(String::from)
     }
 
     /// Attaches the volume's file (looking first: an attached file is reused).

@@ -57,6 +57,7 @@ impl NodeState {
         let plane = match cfg.data_plane {
             DataPlaneKind::NvmeTcp => DataPlane::Nvme(nvme::NvmePlane {
                 managed_prefix: cfg.managed_nqn_prefix.clone(),
+                nqn_prefix: cfg.nqn_prefix.clone(),
                 host_nqn: nvme::host_nqn(&cfg.host_nqn_file)?,
                 fabrics: "/dev/nvme-fabrics".into(),
                 device_wait: cfg.device_wait,

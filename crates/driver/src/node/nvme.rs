@@ -15,7 +15,7 @@ use routeros::types::Nqn;
 
 use super::host::{BlockDevice, Host};
 use crate::{
-    controller::volumes::key,
+    core::context::key,
     core::fabrics::{self, Connect},
     error::ServiceError,
     nvme_sysfs::{Controller, Sysfs},
@@ -27,6 +27,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 pub struct NvmePlane {
     pub managed_prefix: String,
+    /// A volume's NQN is exactly this plus its id (the second guard, `fabrics::is_volume_nqn`).
+    pub nqn_prefix: String,
     pub host_nqn: Nqn,
     /// `/dev/nvme-fabrics`.
     pub fabrics: PathBuf,
@@ -144,20 +146,46 @@ impl NvmePlane {
         }
     }
 
-    /// The managed NQN of `volume_id` among the connected controllers (`...:<volume_id>`).
+    /// Whether `nqn` is the NQN of `volume_id`: exactly the NQN prefix plus a managed volume
+    /// id, inside the managed prefix.
+    pub fn is_volume_nqn(&self, volume_id: &str, nqn: &str) -> bool {
+        fabrics::is_volume_nqn(&self.nqn_prefix, &self.managed_prefix, volume_id, nqn)
+    }
+
+    /// The NQN of `volume_id` when a controller for it is connected.
     pub fn nqn_of(&self, host: &Host, volume_id: &str) -> Option<String> {
         let class = host.sysfs.join("class/nvme");
-        let entries = std::fs::read_dir(class).ok()?;
-        let suffix = format!(":{volume_id}");
-        let mut found: Vec<String> = entries
+        let want = format!("{}{volume_id}", self.nqn_prefix);
+        if !self.is_volume_nqn(volume_id, &want) {
+            return None;
+        }
+        std::fs::read_dir(class)
+            .ok()?
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join("subsysnqn")).ok())
+            .any(|s| s.trim() == want)
+            .then_some(want)
+    }
+
+    /// The volume whose namespace is the device `mm` (among connected managed subsystems).
+    pub fn owner(&self, host: &Host, mm: (u32, u32)) -> Option<String> {
+        let class = host.sysfs.join("class/nvme");
+        let mut nqns: Vec<String> = std::fs::read_dir(class)
+            .ok()?
             .flatten()
             .filter_map(|e| std::fs::read_to_string(e.path().join("subsysnqn")).ok())
             .map(|s| s.trim().to_string())
-            .filter(|n| n.ends_with(&suffix) && fabrics::managed(&self.managed_prefix, n))
+            .filter(|n| fabrics::managed(&self.managed_prefix, n))
             .collect();
-        found.sort();
-        found.dedup();
-        found.into_iter().next()
+        nqns.dedup();
+        nqns.into_iter().find_map(|nqn| {
+            let hit = Self::sysfs(host)
+                .namespaces(&nqn)
+                .ok()?
+                .iter()
+                .any(|ns| ns.major_minor == Some(mm));
+            hit.then(|| nqn.strip_prefix(&self.nqn_prefix).map(String::from)).flatten()
+        })
     }
 
     /// The namespace device of `nqn`, if any.

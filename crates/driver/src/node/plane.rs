@@ -10,7 +10,7 @@ use super::{
     loopdev::LoopPlane,
     nvme::{self, NvmePlane},
 };
-use crate::{controller::volumes::key, error::ServiceError};
+use crate::{core::context::key, error::ServiceError};
 
 #[derive(Debug, Clone)]
 pub enum DataPlane {
@@ -38,7 +38,7 @@ impl DataPlane {
     ) -> Result<BlockDevice, ServiceError> {
         match self {
             DataPlane::Nvme(p) => {
-                let host_nqn = match publish.get(crate::controller::publish::HOST_NQN) {
+                let host_nqn = match publish.get(crate::core::context::publish::HOST_NQN) {
                     Some(n) => Nqn::new(n).map_err(|e| {
                         ServiceError::InvalidArgument(format!("publish_context hostNqn: {e}"))
                     })?,
@@ -52,10 +52,10 @@ impl DataPlane {
                     }
                 }
                 let c = nvme::connect_params(&merged, &p.managed_prefix, &host_nqn)?;
-                if !c.nqn.as_str().ends_with(&format!(":{volume_id}")) {
+                if !p.is_volume_nqn(volume_id, c.nqn.as_str()) {
                     return Err(ServiceError::InvalidArgument(format!(
-                        "volume_context nqn {} does not belong to volume {volume_id}",
-                        c.nqn
+                        "volume_context nqn {} is not the NQN of volume {volume_id} (it must be exactly {}{volume_id}, and the id a pvc-<uuid>); this node never connects to it",
+                        c.nqn, p.nqn_prefix
                     )));
                 }
                 p.attach(host, &c).await
@@ -69,6 +69,14 @@ impl DataPlane {
         match self {
             DataPlane::Nvme(p) => p.find(host, volume_id).and_then(|(_, d)| d),
             DataPlane::Loop(p) => p.find(host, volume_id),
+        }
+    }
+
+    /// The volume the attached device `mm` belongs to, when it is one of this plane's.
+    pub fn owner(&self, host: &Host, mm: (u32, u32)) -> Option<String> {
+        match self {
+            DataPlane::Nvme(p) => p.owner(host, mm),
+            DataPlane::Loop(p) => p.owner(host, mm),
         }
     }
 

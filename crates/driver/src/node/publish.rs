@@ -1,13 +1,25 @@
 //! NodePublishVolume and NodeUnpublishVolume.
+//!
+//! CSI's second-publish table: the same target again with the same arguments is OK; with
+//! other arguments (the `readonly` flag) ALREADY_EXISTS; another target path of a
+//! SINGLE_NODE_SINGLE_WRITER volume already published on this node is FAILED_PRECONDITION.
+//! SINGLE_NODE_MULTI_WRITER, MULTI_NODE_* and the legacy SINGLE_NODE_WRITER /
+//! SINGLE_NODE_READER_ONLY publish to several targets: Kubernetes sends ReadWriteOnce as one
+//! of those and lets several pods of one node share the volume (docs/node.md).
+//!
+//! Mounted volumes find their other targets in mountinfo (bind mounts of the staging
+//! device). Block volumes' targets are device nodes, invisible in mountinfo: their paths are
+//! kept in a small list in the staging directory (`BLOCK_TARGETS`), checked against what is
+//! really there at each read and removed at NodeUnstageVolume.
 
 use std::{
     os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt},
-    path::Path,
+    path::{Path, PathBuf},
 };
 
 use csi::v1::{
     NodePublishVolumeRequest, NodePublishVolumeResponse, NodeUnpublishVolumeRequest,
-    NodeUnpublishVolumeResponse,
+    NodeUnpublishVolumeResponse, volume_capability::access_mode::Mode,
 };
 
 use super::{
@@ -16,7 +28,50 @@ use super::{
     path, required,
     stage::{Kind, kind},
 };
-use crate::{core::mount_options, error::ServiceError};
+use crate::{
+    core::{context::publish::READONLY, mount_options, mountinfo},
+    error::ServiceError,
+};
+
+/// The list of a block volume's published device nodes, in its staging directory.
+pub(super) const BLOCK_TARGETS: &str = "rds-csi-block-targets";
+
+/// Whether the controller published the volume read-only (PUBLISH_READONLY).
+pub(super) fn published_readonly(publish: &std::collections::HashMap<String, String>) -> bool {
+    publish.get(READONLY).is_some_and(|v| v == "true")
+}
+
+/// The device nodes at the listed targets that are still this device's.
+fn block_targets(staging: &Path, mm: (u32, u32)) -> Vec<PathBuf> {
+    std::fs::read_to_string(staging.join(BLOCK_TARGETS))
+        .unwrap_or_default()
+        .lines()
+        .map(PathBuf::from)
+        .filter(|t| block_node(t) == Some(mm))
+        .collect()
+}
+
+fn remember_block_target(
+    staging: &Path,
+    mm: (u32, u32),
+    target: &Path,
+) -> Result<(), ServiceError> {
+    let mut all = block_targets(staging, mm);
+    if !all.iter().any(|t| t == target) {
+        all.push(target.to_path_buf());
+    }
+    let text: String = all.iter().map(|t| format!("{}\n", t.display())).collect();
+    let file = staging.join(BLOCK_TARGETS);
+    std::fs::write(&file, text).map_err(|e| internal("cannot write", &file, e))
+}
+
+fn single_writer_elsewhere(target: &Path, others: &[String]) -> ServiceError {
+    ServiceError::FailedPrecondition(format!(
+        "the volume is SINGLE_NODE_SINGLE_WRITER and already published on this node at {}; it cannot be published at {} too (one pod only: ReadWriteOncePod)",
+        others.join(", "),
+        target.display()
+    ))
+}
 
 fn internal(what: &str, p: &Path, e: std::io::Error) -> ServiceError {
     ServiceError::Internal(format!("{what} {}: {e}", p.display()))
@@ -33,22 +88,43 @@ impl NodeService {
     ) -> Result<NodePublishVolumeResponse, ServiceError> {
         let vid = required(&req.volume_id, "volume_id")?;
         let target = path(&req.target_path, "target_path")?;
-        let staging = path(&req.staging_target_path, "staging_target_path")?;
         let kind = kind(req.volume_capability.as_ref(), &req.volume_context)?;
+        if req.staging_target_path.is_empty() {
+            // CSI "NodePublishVolume Errors": STAGE_UNSTAGE_VOLUME is set but no
+            // staging_target_path → FAILED_PRECONDITION.
+            return Err(ServiceError::FailedPrecondition(
+                "staging_target_path is not set, but this node stages volumes (STAGE_UNSTAGE_VOLUME): call NodeStageVolume and pass its path".into(),
+            ));
+        }
+        let staging = path(&req.staging_target_path, "staging_target_path")?;
+        let single_writer = req
+            .volume_capability
+            .as_ref()
+            .and_then(|c| c.access_mode.as_ref())
+            .is_some_and(|m| m.mode == Mode::SingleNodeSingleWriter as i32);
+        let read_only = req.readonly || published_readonly(&req.publish_context);
         let _guard = self.state.locks.try_lock(vid, "volume")?;
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent).map_err(|e| internal("cannot create", parent, e))?;
         }
         match kind {
-            Kind::Block => self.publish_block(vid, &target, req.readonly),
-            Kind::Mount { flags, read_only, .. } => {
-                self.publish_mount(&target, &staging, &flags, req.readonly || read_only).await
+            Kind::Block => self.publish_block(vid, &target, &staging, read_only, single_writer),
+            Kind::Mount { flags, read_only: ro_mode, .. } => {
+                self.publish_mount(&target, &staging, &flags, read_only || ro_mode, single_writer)
+                    .await
             }
         }
         .map(|()| NodePublishVolumeResponse {})
     }
 
-    fn publish_block(&self, vid: &str, target: &Path, read_only: bool) -> Result<(), ServiceError> {
+    fn publish_block(
+        &self,
+        vid: &str,
+        target: &Path,
+        staging: &Path,
+        read_only: bool,
+        single_writer: bool,
+    ) -> Result<(), ServiceError> {
         let st = &self.state;
         let dev = st.plane.find(&st.host, vid).ok_or_else(|| {
             ServiceError::FailedPrecondition(format!(
@@ -56,19 +132,31 @@ impl NodeService {
             ))
         })?;
         let want_mode = if read_only { 0o440 } else { 0o660 };
+        if single_writer {
+            let others: Vec<String> = block_targets(staging, dev.major_minor)
+                .into_iter()
+                .filter(|t| t != target)
+                .map(|t| t.display().to_string())
+                .collect();
+            if !others.is_empty() {
+                return Err(single_writer_elsewhere(target, &others));
+            }
+        }
         match std::fs::symlink_metadata(target) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(internal("cannot inspect", target, e)),
             Ok(meta) if meta.file_type().is_block_device() => {
                 if block_node(target) == Some(dev.major_minor) {
-                    if meta.permissions().mode() & 0o777 != want_mode {
-                        std::fs::set_permissions(
-                            target,
-                            std::fs::Permissions::from_mode(want_mode),
-                        )
-                        .map_err(|e| internal("cannot chmod", target, e))?;
+                    let mode = meta.permissions().mode() & 0o777;
+                    if mode != want_mode {
+                        return Err(ServiceError::AlreadyExists(format!(
+                            "{} is already published {} but this call asks for {}",
+                            target.display(),
+                            if mode & 0o200 == 0 { "read-only" } else { "read-write" },
+                            if read_only { "read-only" } else { "read-write" }
+                        )));
                     }
-                    return Ok(());
+                    return remember_block_target(staging, dev.major_minor, target);
                 }
                 // A node for an old device number (the device was re-created): replace it.
                 tracing::warn!(target = %target.display(), rdev = meta.rdev(), device = %dev.name, "replacing a stale device node");
@@ -91,7 +179,8 @@ impl NodeService {
                 )));
             }
         }
-        host::mknod_block(target, dev.major_minor, read_only)
+        host::mknod_block(target, dev.major_minor, read_only)?;
+        remember_block_target(staging, dev.major_minor, target)
     }
 
     async fn publish_mount(
@@ -100,6 +189,7 @@ impl NodeService {
         staging: &Path,
         flags: &[String],
         read_only: bool,
+        single_writer: bool,
     ) -> Result<(), ServiceError> {
         let st = &self.state;
         let staged = st.host.mounts_at(staging).await?;
@@ -115,6 +205,20 @@ impl NodeService {
                 staging.display(),
                 stage.source
             )));
+        }
+        if single_writer {
+            let mounts = st.host.mounts().await?;
+            let (t, s) = (target.to_string_lossy(), staging.to_string_lossy());
+            let others: Vec<String> = mountinfo::of_device(&mounts, stage.major_minor)
+                .into_iter()
+                .filter(|m| {
+                    m.target != t.trim_end_matches('/') && m.target != s.trim_end_matches('/')
+                })
+                .map(|m| m.target.clone())
+                .collect();
+            if !others.is_empty() {
+                return Err(single_writer_elsewhere(target, &others));
+            }
         }
         let published = st.host.mounts_at(target).await?;
         if let Some(top) = published.last() {

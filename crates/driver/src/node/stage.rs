@@ -10,7 +10,7 @@ use csi::v1::{
 
 use super::{NodeService, format, holders, host::BlockDevice, invalid, path, required};
 use crate::{
-    controller::volumes::key,
+    core::context::key,
     core::{access, blank::Verdict, mount_options, mountinfo},
     error::ServiceError,
 };
@@ -52,10 +52,19 @@ pub(super) fn kind(
     }
 }
 
+/// How a filesystem volume is staged.
+struct Filesystem<'a> {
+    fs_type: &'a str,
+    flags: &'a [String],
+    read_only: bool,
+    /// `snapshot:<id>` / `volume:<id>`: the volume was filled from a source.
+    filled_from: Option<&'a str>,
+}
+
 /// The device must be at least as large as the disk was when ControllerPublishVolume
 /// answered: a smaller one is the wrong namespace or a size the RDS has not applied.
 fn check_size(dev: &BlockDevice, publish: &HashMap<String, String>) -> Result<(), ServiceError> {
-    let Some(want) = publish.get(crate::controller::publish::CAPACITY) else { return Ok(()) };
+    let Some(want) = publish.get(crate::core::context::publish::CAPACITY) else { return Ok(()) };
     let want: u64 = want.parse().map_err(|_| {
         invalid(format!("publish_context capacityBytes={want:?} is not a number of bytes"))
     })?;
@@ -72,15 +81,42 @@ impl NodeService {
     /// CSI "NodeStageVolume": idempotent. Block volumes are attached and nothing is put at the
     /// staging path (kubelet never reads it for block). Filesystem volumes are formatted only
     /// when proven blank, then mounted at the staging path; a staging path already mounted
-    /// from the volume's device is success without remounting.
+    /// from the volume's device is success without remounting. A volume published read-only
+    /// (publish context `readonly`) or with a read-only access mode is mounted read-only and
+    /// never formatted; nor is a volume filled from a snapshot or clone source.
+    ///
+    /// The work runs in its own task holding the volume's guard: if the CO gives up on the
+    /// call (its deadline, a restart), the stage still runs to its end, so mkfs is never
+    /// killed half-way (a half-formatted device would be refused ever after); the CO's
+    /// retry is ABORTED until then and then finds the volume staged.
     pub(super) async fn stage(
         &self,
         req: NodeStageVolumeRequest,
     ) -> Result<NodeStageVolumeResponse, ServiceError> {
         let vid = required(&req.volume_id, "volume_id")?;
+        path(&req.staging_target_path, "staging_target_path")?;
+        kind(req.volume_capability.as_ref(), &req.volume_context)?;
+        let guard = self.state.locks.try_lock(vid, "volume")?;
+        let this = self.clone();
+        tokio::spawn(async move {
+            let _guard = guard;
+            this.stage_locked(req).await
+        })
+        .await
+        .map_err(|e| ServiceError::Internal(format!("the stage task failed: {e}")))?
+    }
+
+    async fn stage_locked(
+        &self,
+        req: NodeStageVolumeRequest,
+    ) -> Result<NodeStageVolumeResponse, ServiceError> {
+        let vid = req.volume_id.as_str();
         let staging = path(&req.staging_target_path, "staging_target_path")?;
-        let kind = kind(req.volume_capability.as_ref(), &req.volume_context)?;
-        let _guard = self.state.locks.try_lock(vid, "volume")?;
+        let mut kind = kind(req.volume_capability.as_ref(), &req.volume_context)?;
+        if let Kind::Mount { read_only, .. } = &mut kind {
+            *read_only |= super::publish::published_readonly(&req.publish_context);
+        }
+        let filled_from = req.volume_context.get(key::CONTENT_SOURCE).cloned();
         let st = &self.state;
         if !staging.exists() {
             std::fs::create_dir_all(&staging).map_err(|e| {
@@ -95,7 +131,7 @@ impl NodeService {
         let dev = st.plane.attach(&st.host, vid, &req.volume_context, &req.publish_context).await?;
         let result = match check_size(&dev, &req.publish_context) {
             Err(e) => Err(e),
-            Ok(()) => self.stage_kind(kind, &dev, &staging, &mounted).await,
+            Ok(()) => self.stage_kind(kind, &dev, &staging, &mounted, filled_from.as_deref()).await,
         };
         if let Err(e) = &result {
             if !was_attached && let Err(d) = st.plane.detach(&st.host, vid).await {
@@ -112,6 +148,7 @@ impl NodeService {
         dev: &BlockDevice,
         staging: &Path,
         mounted: &[mountinfo::Mount],
+        filled_from: Option<&str>,
     ) -> Result<(), ServiceError> {
         match kind {
             Kind::Block => match mounted.last() {
@@ -123,7 +160,8 @@ impl NodeService {
                 ))),
             },
             Kind::Mount { fs_type, flags, read_only } => {
-                self.stage_filesystem(dev, staging, mounted, &fs_type, &flags, read_only).await
+                let f = Filesystem { fs_type: &fs_type, flags: &flags, read_only, filled_from };
+                self.stage_filesystem(dev, staging, mounted, f).await
             }
         }
     }
@@ -133,10 +171,9 @@ impl NodeService {
         dev: &BlockDevice,
         staging: &Path,
         mounted: &[mountinfo::Mount],
-        fs_type: &str,
-        flags: &[String],
-        read_only: bool,
+        f: Filesystem<'_>,
     ) -> Result<(), ServiceError> {
+        let Filesystem { fs_type, flags, read_only, filled_from } = f;
         let st = &self.state;
         if let Some(top) = mounted.last() {
             if top.major_minor == dev.major_minor {
@@ -173,6 +210,20 @@ impl NodeService {
         )
         .await?;
         match verdict {
+            Verdict::Blank if read_only => {
+                return Err(ServiceError::FailedPrecondition(format!(
+                    "/dev/{} is blank and the volume is staged read-only: a read-only volume is never formatted. Publish it read-write once to create its {fs_type} filesystem",
+                    dev.name
+                )));
+            }
+            Verdict::Blank if filled_from.is_some() => {
+                return Err(ServiceError::FailedPrecondition(format!(
+                    "/dev/{} is blank although the volume was filled from {}: the copy did not arrive, and formatting would hide that. \
+                     Not formatting it; check the source and the RDS copy, then restore again",
+                    dev.name,
+                    filled_from.unwrap_or_default()
+                )));
+            }
             Verdict::Blank => {
                 tracing::info!(device = %dev.name, fs_type, "device proven blank; formatting");
                 format::mkfs(&dev.path(), fs_type, st.cfg.command_timeout).await?;
@@ -262,6 +313,12 @@ impl NodeService {
             }
         }
         st.plane.detach(&st.host, vid).await?;
+        match std::fs::remove_file(staging.join(super::publish::BLOCK_TARGETS)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!(error = %e, "cannot remove the block targets list");
+            }
+            _ => {}
+        }
         Ok(NodeUnstageVolumeResponse {})
     }
 }

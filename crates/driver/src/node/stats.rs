@@ -1,6 +1,6 @@
 //! NodeGetVolumeStats (usage and VolumeCondition) and NodeExpandVolume.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use csi::v1::{
     NodeExpandVolumeRequest, NodeExpandVolumeResponse, NodeGetVolumeStatsRequest,
@@ -11,7 +11,7 @@ use csi::v1::{
 use super::{
     NodeService,
     host::{self, BlockDevice, block_node},
-    path, required,
+    required,
 };
 use crate::{error::ServiceError, exec};
 
@@ -22,9 +22,25 @@ fn condition(problem: Option<String>) -> VolumeCondition {
     }
 }
 
+/// The `volume_path` of NodeGetVolumeStats / NodeExpandVolume: required (INVALID_ARGUMENT);
+/// a path that cannot hold the volume (relative, with `..`) is NOT_FOUND like any path that
+/// does not exist (CSI: "Volume does not exist … on specified volume_path").
+fn volume_path(value: &str) -> Result<PathBuf, ServiceError> {
+    let p = PathBuf::from(required(value, "volume_path")?);
+    if !p.is_absolute() || p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+        return Err(ServiceError::NotFound(format!(
+            "volume_path {value:?} is not where a volume is staged or published (those are absolute paths without \"..\")"
+        )));
+    }
+    Ok(p)
+}
+
 impl NodeService {
-    /// Where `volume_path` (a mount or a published device node) gets its device from.
-    async fn device_at(&self, p: &Path) -> Result<Source, ServiceError> {
+    /// Where `volume_path` (a mount or a published device node) gets its device from; NOT_FOUND
+    /// when it is missing, holds no volume, or holds another volume's device. (A device that
+    /// is gone, or that `vid` no longer resolves to, is still reported: a stale mount of the
+    /// volume, abnormal.)
+    async fn device_at(&self, vid: &str, p: &Path) -> Result<Source, ServiceError> {
         let st = &self.state;
         let meta = std::fs::symlink_metadata(p).map_err(|_| {
             ServiceError::NotFound(format!(
@@ -32,18 +48,31 @@ impl NodeService {
                 p.display()
             ))
         })?;
-        if let Some(mm) = block_node(p) {
-            return Ok(Source::Block(mm));
+        let source = match block_node(p) {
+            Some(mm) => Source::Block(mm),
+            None => match st.host.mounts_at(p).await?.pop() {
+                Some(top) if meta.is_dir() => Source::Mount(top),
+                _ => {
+                    return Err(ServiceError::NotFound(format!(
+                        "volume_path {} is neither a mount nor a device node of a volume",
+                        p.display()
+                    )));
+                }
+            },
+        };
+        let mm = match &source {
+            Source::Block(mm) => *mm,
+            Source::Mount(m) => m.major_minor,
+        };
+        if let Some(other) = st.plane.owner(&st.host, mm).filter(|o| o != vid) {
+            return Err(ServiceError::NotFound(format!(
+                "volume {vid} is not at {}: that path holds volume {other} (device {}:{})",
+                p.display(),
+                mm.0,
+                mm.1
+            )));
         }
-        if meta.is_dir()
-            && let Some(top) = st.host.mounts_at(p).await?.pop()
-        {
-            return Ok(Source::Mount(top));
-        }
-        Err(ServiceError::NotFound(format!(
-            "volume_path {} is neither a mount nor a device node of a volume",
-            p.display()
-        )))
+        Ok(source)
     }
 
     /// Why the volume is not healthy: its device is gone, it is no longer the volume's current
@@ -72,9 +101,9 @@ impl NodeService {
         req: NodeGetVolumeStatsRequest,
     ) -> Result<NodeGetVolumeStatsResponse, ServiceError> {
         let vid = required(&req.volume_id, "volume_id")?;
-        let p = path(&req.volume_path, "volume_path")?;
+        let p = volume_path(&req.volume_path)?;
         let st = &self.state;
-        match self.device_at(&p).await? {
+        match self.device_at(vid, &p).await? {
             Source::Block(mm) => {
                 let problem = self.problem(vid, mm);
                 let usage = st
@@ -123,7 +152,7 @@ impl NodeService {
         req: NodeExpandVolumeRequest,
     ) -> Result<NodeExpandVolumeResponse, ServiceError> {
         let vid = required(&req.volume_id, "volume_id")?;
-        let p = path(&req.volume_path, "volume_path")?;
+        let p = volume_path(&req.volume_path)?;
         let _guard = self.state.locks.try_lock(vid, "volume")?;
         let st = &self.state;
         let required_bytes =
@@ -132,7 +161,7 @@ impl NodeService {
             req.volume_capability.as_ref().and_then(|c| c.access_type.as_ref()),
             Some(AccessType::Block(_))
         );
-        let source = self.device_at(&p).await?;
+        let source = self.device_at(vid, &p).await?;
         let mm = match &source {
             Source::Block(mm) => *mm,
             Source::Mount(m) => m.major_minor,

@@ -27,8 +27,26 @@ fn list(kind: &str, api_version: &str, items: &[Value]) -> Value {
     json!({ "apiVersion": api_version, "kind": format!("{kind}List"), "metadata": { "resourceVersion": "1" }, "items": items })
 }
 
-/// Serves `vas`, `pvs` and `nodes` (JSON objects) to a kube client.
+/// Serves `vas`, `pvs` and `nodes` (JSON objects) to a kube client, with a CSINode of driver
+/// `rds.csi.srvlab.io` for every Node (its CSI node id = the node name).
 pub fn serve(vas: Vec<Value>, pvs: Vec<Value>, nodes: Vec<Value>) -> ApiServer {
+    let csinodes = nodes
+        .iter()
+        .map(|n| {
+            let name = n["metadata"]["name"].as_str().unwrap();
+            csinode(name, "rds.csi.srvlab.io", name)
+        })
+        .collect();
+    serve_with(vas, pvs, nodes, csinodes)
+}
+
+/// [`serve`] with explicit CSINodes.
+pub fn serve_with(
+    vas: Vec<Value>,
+    pvs: Vec<Value>,
+    nodes: Vec<Value>,
+    csinodes: Vec<Value>,
+) -> ApiServer {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let lines = Arc::new(Mutex::new(Vec::new()));
@@ -56,6 +74,9 @@ pub fn serve(vas: Vec<Value>, pvs: Vec<Value>, nodes: Vec<Value>) -> ApiServer {
                 }
                 ("GET", "/api/v1/persistentvolumes") => list("PersistentVolume", "v1", &pvs),
                 ("GET", "/api/v1/nodes") => list("Node", "v1", &nodes),
+                ("GET", "/apis/storage.k8s.io/v1/csinodes") => {
+                    list("CSINode", "storage.k8s.io/v1", &csinodes)
+                }
                 ("PATCH", p) if p.starts_with("/api/v1/persistentvolumes/") => {
                     seen2.lock().unwrap().push(Seen {
                         method,
@@ -115,9 +136,19 @@ pub fn pv(driver: &str, name: &str, handle: &str, ns: &str, claim: &str, attrs: 
         "apiVersion": "v1", "kind": "PersistentVolume",
         "metadata": { "name": name, "resourceVersion": "1" },
         "spec": {
+            "accessModes": ["ReadWriteMany"],
             "csi": { "driver": driver, "volumeHandle": handle, "volumeAttributes": attrs },
             "claimRef": { "namespace": ns, "name": claim, "kind": "PersistentVolumeClaim", "apiVersion": "v1" }
         }
+    })
+}
+
+/// A CSINode `name` on which `driver` registered `node_id`.
+pub fn csinode(name: &str, driver: &str, node_id: &str) -> Value {
+    json!({
+        "apiVersion": "storage.k8s.io/v1", "kind": "CSINode",
+        "metadata": { "name": name, "resourceVersion": "1" },
+        "spec": { "drivers": [ { "name": driver, "nodeID": node_id } ] }
     })
 }
 
