@@ -325,6 +325,63 @@ mod tests {
     }
 
     #[test]
+    fn storage_fencing_is_on_by_default() {
+        assert!(parse(&["--controller"]).unwrap().controller.storage_fencing);
+        assert!(parse(&["--controller", "--storage-fencing"]).unwrap().controller.storage_fencing);
+        assert!(
+            !parse(&["--controller", "--storage-fencing=false"])
+                .unwrap()
+                .controller
+                .storage_fencing
+        );
+    }
+
+    #[test]
+    fn nqn_prefixes_follow_the_nqn_rules_and_agree() {
+        let err =
+            parse(&["--controller", "--nqn-prefix", "nqn.2000-13.com.mikrotik:"]).unwrap_err();
+        assert!(err.contains("--nqn-prefix") && err.contains("YYYY-MM"), "{err}");
+        let err = parse(&["--controller", "--nqn-prefix", "nqn.2000-02.com.mikrotik"]).unwrap_err();
+        assert!(err.contains("end with ':'"), "{err}");
+        let err = parse(&["--node", "--node-id", "n", "--nqn-prefix", "nqn.2026-09.com.example:"])
+            .unwrap_err();
+        assert!(err.contains("must start with --nqn-prefix"), "{err}");
+        let ok = parse(&[
+            "--node",
+            "--node-id",
+            "n",
+            "--nqn-prefix",
+            "nqn.2026-09.com.example:",
+            "--managed-nqn-prefix",
+            "nqn.2026-09.com.example:pvc-",
+        ])
+        .unwrap();
+        assert_eq!(ok.node.unwrap().nqn_prefix, "nqn.2026-09.com.example:");
+    }
+
+    #[test]
+    fn rest_over_plain_http_needs_the_insecure_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "secret\n").unwrap();
+        let pw = pw.display().to_string();
+        let base = ["--controller", "--rds-transport", "rest", "--rds-password-file", &pw];
+        let err = parse(&[&base[..], &["--rds-rest-url", "http://10.0.0.1"]].concat()).unwrap_err();
+        assert!(
+            err.contains("clear text") && err.contains("--rds-insecure-skip-host-key-check"),
+            "{err}"
+        );
+        let ok = parse(
+            &[
+                &base[..],
+                &["--rds-rest-url", "http://10.0.0.1", "--rds-insecure-skip-host-key-check"],
+            ]
+            .concat(),
+        );
+        assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    #[test]
     fn rejects_bad_values_naming_the_flag_value() {
         assert!(
             parse(&["--controller", "--driver-name", "bad_name"]).unwrap_err().contains("bad_name")

@@ -13,9 +13,10 @@ use csi::v1::{
 };
 use driver::{
     controller::{
+        cluster::Cluster,
         config::ControllerArgs,
         kube_cluster::{ANNOTATION_AT, ANNOTATION_NODE, KubeCluster},
-        publish::Fencing,
+        publish::{Fencing, host_nqn_for},
         volumes::Backend,
     },
     metrics::AttachMetrics,
@@ -36,7 +37,7 @@ struct World {
     backend: Arc<Backend>,
     api: ApiServer,
     volume: String,
-    _rds: support::rds::Rds,
+    rds: support::rds::Rds,
     _conn: driver::rds::RdsConnection,
 }
 
@@ -62,6 +63,21 @@ fn ago(seconds: i64) -> String {
 /// The emulator with one 1 GiB volume, the controller's backend on it, and the mock API
 /// server with `vas` (for the volume's PV `pv-1`) and `nodes`.
 async fn world(vas: impl Fn(&str) -> Vec<Value>, nodes: &[&str], settle_s: i64) -> World {
+    world_with(Setup { settle_s, ..Setup::default() }, vas, nodes).await
+}
+
+/// What else a world has: storage fencing, more PVs of the volume (made from its handle),
+/// explicit CSINodes (default: one per Node, CSI node id = node name).
+#[derive(Default)]
+struct Setup {
+    settle_s: i64,
+    storage_fencing: bool,
+    extra_pvs: Option<fn(&str) -> Vec<Value>>,
+    csinodes: Option<Vec<Value>>,
+}
+
+async fn world_with(setup: Setup, vas: impl Fn(&str) -> Vec<Value>, nodes: &[&str]) -> World {
+    let settle_s = setup.settle_s;
     let rds = support::rds::rds().await;
     let mut opts = SshOptions::new(
         &rds.address,
@@ -91,16 +107,19 @@ async fn world(vas: impl Fn(&str) -> Vec<Value>, nodes: &[&str], settle_s: i64) 
     // Provisioner names are used as they are when they look like `pvc-<uuid>`.
     let volume = "pvc-0a1b2c3d-0000-4000-8000-000000000001".to_string();
     let attrs = json!({ "migrationTimeoutSeconds": "300" });
-    let api = k8s::serve(
-        vas(&volume),
-        vec![k8s::pv(DRIVER, "pv-1", &volume, "apps", "vm-disk", attrs)],
-        nodes.iter().map(|n| k8s::node(n)).collect(),
-    );
+    let mut pvs = vec![k8s::pv(DRIVER, "pv-1", &volume, "apps", "vm-disk", attrs)];
+    pvs.extend(setup.extra_pvs.map(|f| f(&volume)).unwrap_or_default());
+    let nodes: Vec<Value> = nodes.iter().map(|n| k8s::node(n)).collect();
+    let api = match setup.csinodes {
+        Some(csinodes) => k8s::serve_with(vas(&volume), pvs, nodes, csinodes),
+        None => k8s::serve(vas(&volume), pvs, nodes),
+    };
     let cluster = KubeCluster::start(api.client.clone(), DRIVER, Some("controller-0".into()));
     cluster.wait_ready(Duration::from_secs(5)).await.unwrap();
     let mut backend =
         Backend::new(client, args.validate().unwrap(), "127.0.0.1".into(), HashMap::new());
-    backend.fencing = Fencing::new(Box::new(cluster), false, settle_s, AttachMetrics::default());
+    backend.fencing =
+        Fencing::new(Box::new(cluster), setup.storage_fencing, settle_s, AttachMetrics::default());
     let backend = Arc::new(backend);
     let v = backend
         .create_volume(CreateVolumeRequest {
@@ -114,7 +133,7 @@ async fn world(vas: impl Fn(&str) -> Vec<Value>, nodes: &[&str], settle_s: i64) 
         .volume
         .unwrap();
     assert_eq!(v.volume_id, volume);
-    World { backend, api, volume, _rds: rds, _conn: conn }
+    World { backend, api, volume, rds, _conn: conn }
 }
 
 impl World {
@@ -355,4 +374,167 @@ async fn grants_not_yet_recorded_fence_too() {
     assert_eq!(w.publish("n2", false).await.unwrap_err().code(), tonic::Code::FailedPrecondition);
     w.unpublish("n1").await;
     w.publish("n2", false).await.unwrap();
+}
+
+impl World {
+    /// The disk's allow list on the emulated RDS.
+    fn allowed(&self) -> String {
+        let v = self.volume.clone();
+        self.rds
+            .emu
+            .with_store(|s| {
+                s.disks().iter().find(|d| d.slot == v).map(|d| d.nvme.allow_host_name.clone())
+            })
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn a_node_kubernetes_forgot_is_revoked_on_the_rds_when_another_is_granted() {
+    // n1 held the volume, then Kubernetes forgot it (its Node deleted; its VolumeAttachment
+    // still listed). With storage fencing the grant to n2 sets the allow list to n2 alone, so
+    // n1 cannot write when it comes back (its connection reconnects on its own).
+    let vas = |_: &str| vec![k8s::va(DRIVER, "csi-a", "pv-1", "n1", true, &ago(600))];
+    let w = world_with(Setup { storage_fencing: true, ..Setup::default() }, vas, &["n2"]).await;
+    let ctx = w.publish("n2", false).await.unwrap();
+    assert_eq!(w.allowed(), host_nqn_for("n2"), "only n2 may connect");
+    assert_eq!(ctx["hostNqn"], host_nqn_for("n2"));
+    assert!(!w.allowed().contains(&host_nqn_for("n1")));
+    // Forgotten entirely (its VolumeAttachment removed by hand, so no ControllerUnpublish ever
+    // came): the list still names n1, and the grant to n3 replaces the whole list.
+    let w =
+        world_with(Setup { storage_fencing: true, ..Setup::default() }, |_| Vec::new(), &["n3"])
+            .await;
+    w.rds.ros(&format!(
+        "/disk set \"{}\" nvme-tcp-server-allow-host-name=\"{}\"",
+        w.volume,
+        host_nqn_for("n1")
+    ));
+    w.publish("n3", false).await.unwrap();
+    assert_eq!(w.allowed(), host_nqn_for("n3"));
+}
+
+#[tokio::test]
+async fn an_unreadable_record_never_rewrites_the_allow_list() {
+    // A cluster whose caches never fill (the API server does not answer).
+    let rds = support::rds::rds().await;
+    let mut opts = SshOptions::new(
+        &rds.address,
+        "admin",
+        rds.key_file.clone(),
+        HostKeyPolicy::Fingerprint(rds.fingerprint.clone()),
+    );
+    opts.probe_interval = Duration::from_secs(1);
+    let conn = RdsConfig::Ssh(opts)
+        .start(Readiness::new(ReadyState::NotReady("starting".into())), Duration::from_secs(1))
+        .unwrap();
+    let client = RdsClient::new(conn.transport.clone(), RetryPolicy::default());
+    let (service, _silent) = tower_test::mock::pair::<
+        http::Request<kube::client::Body>,
+        http::Response<kube::client::Body>,
+    >();
+    let cluster = KubeCluster::start(kube::Client::new(service, "default"), DRIVER, None);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(cluster.age_s(), 0, "the settle period has not started: the caches are not ready");
+    let args = ControllerArgs {
+        volume_path: "/storage-pool/metal-csi".into(),
+        allowed_base_paths: Vec::new(),
+        nvme_address: None,
+        nvme_port: 4420,
+        nqn_prefix: "nqn.2000-02.com.mikrotik:".into(),
+        min_volume_size: 1 << 30,
+        max_volume_size: 16 << 40,
+        attachment_state: None,
+        storage_fencing: true,
+        attach_settle_seconds: 15,
+        known_node_ids: Vec::new(),
+        allow_copy_from: false,
+    };
+    let mut backend =
+        Backend::new(client, args.validate().unwrap(), "127.0.0.1".into(), HashMap::new());
+    backend.fencing = Fencing::new(Box::new(cluster), true, 15, AttachMetrics::default());
+    let backend = Arc::new(backend);
+    let volume = "pvc-0a1b2c3d-0000-4000-8000-000000000002";
+    backend
+        .create_volume(CreateVolumeRequest {
+            name: volume.into(),
+            capacity_range: Some(CapacityRange { required_bytes: GIB, limit_bytes: 0 }),
+            volume_capabilities: vec![cap(false)],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let holder = host_nqn_for("n1");
+    rds.ros(&format!("/disk set \"{volume}\" nvme-tcp-server-allow-host-name=\"{holder}\""));
+    let err = backend
+        .unpublish(ControllerUnpublishVolumeRequest {
+            volume_id: volume.into(),
+            node_id: "n1".into(),
+            ..Default::default()
+        })
+        .await
+        .map_err(tonic::Status::from)
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{}", err.message());
+    assert!(err.message().contains("left as it is"), "{}", err.message());
+    let now = rds
+        .emu
+        .with_store(|s| {
+            s.disks().iter().find(|d| d.slot == volume).map(|d| d.nvme.allow_host_name.clone())
+        })
+        .unwrap();
+    assert_eq!(now, holder, "the allow list is untouched");
+    // DeleteVolume cannot tell who holds it either: refused, nothing deleted.
+    let err = backend
+        .delete_volume(DeleteVolumeRequest { volume_id: volume.into(), ..Default::default() })
+        .await
+        .map_err(tonic::Status::from)
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{}", err.message());
+}
+
+#[tokio::test]
+async fn the_strictest_access_mode_among_the_pvs_wins() {
+    // pv-1 (ReadWriteMany) is held by n1; a second PV of the same handle says ReadWriteOnce:
+    // a ReadWriteMany block publish to n2 is refused as for a single-node volume.
+    fn rwo_copy(handle: &str) -> Vec<Value> {
+        let mut pv = k8s::pv(DRIVER, "pv-2", handle, "apps", "copy", json!({}));
+        pv["spec"]["accessModes"] = json!(["ReadWriteOnce"]);
+        vec![pv]
+    }
+    let vas = |_: &str| vec![k8s::va(DRIVER, "csi-a", "pv-1", "n1", true, &ago(60))];
+    let w = world_with(Setup { extra_pvs: Some(rwo_copy), ..Setup::default() }, vas, &["n1", "n2"])
+        .await;
+    let err = w.publish("n2", true).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert!(err.message().contains("allows one node"), "{}", err.message());
+    // Holders come from every PV of the handle: an attachment of pv-2 fences too.
+    let vas = |_: &str| vec![k8s::va(DRIVER, "csi-b", "pv-2", "n1", true, &ago(60))];
+    let w = world_with(Setup { extra_pvs: Some(rwo_copy), ..Setup::default() }, vas, &["n1", "n2"])
+        .await;
+    assert_eq!(w.publish("n2", false).await.unwrap_err().code(), tonic::Code::FailedPrecondition);
+}
+
+#[tokio::test]
+async fn kubernetes_node_names_map_to_csi_node_ids_through_csinode() {
+    // The node plugin on Kubernetes node host-1 registered CSI node id csi-1.
+    let csinodes = vec![
+        k8s::csinode("host-1", DRIVER, "csi-1"),
+        k8s::csinode("host-2", DRIVER, "csi-2"),
+        k8s::csinode("host-3", "other.csi.example", "csi-3"),
+    ];
+    let vas = |_: &str| vec![k8s::va(DRIVER, "csi-a", "pv-1", "host-1", true, &ago(60))];
+    let setup = Setup { csinodes: Some(csinodes), ..Setup::default() };
+    let w = world_with(setup, vas, &["host-1", "host-2", "host-3"]).await;
+    w.publish("csi-1", false).await.expect("the holder, by its CSI node id");
+    let err = w.publish("csi-2", false).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert!(err.message().contains("attached to node csi-1"), "{}", err.message());
+    // A node id no CSINode of this driver registers: NOT_FOUND (once nothing holds it).
+    w.unpublish("csi-1").await;
+    for unknown in ["csi-3", "host-1", "nowhere"] {
+        let err = w.publish(unknown, false).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::NotFound, "{unknown}: {}", err.message());
+    }
+    w.publish("csi-2", false).await.expect("a registered node");
 }

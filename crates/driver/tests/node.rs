@@ -381,3 +381,67 @@ async fn a_device_smaller_than_the_published_size_is_refused() {
     node.stage_with(&v, cap(false, "ext4", &[]), exact).await.unwrap();
     node.unstage(&v).await.unwrap();
 }
+
+/// A CO that gives up on NodeStageVolume (its deadline, a restart) never kills mkfs half-way:
+/// the stage runs to its end, the retry is ABORTED meanwhile and then finds the volume staged
+/// with a whole filesystem. mkfs.xfs is wrapped so that it first leaves the device half
+/// written (junk at its start), waits a second, then formats: a stage cut during that second
+/// and killed would leave a device that is never blank again, refused for ever.
+#[tokio::test]
+async fn a_cancelled_stage_still_formats_and_mounts_whole() {
+    if !root_available() {
+        return;
+    }
+    let bin = tempfile::tempdir().unwrap();
+    let real = String::from_utf8(
+        Command::new("sh").args(["-c", "command -v mkfs.xfs"]).output().unwrap().stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_string();
+    let wrapper = bin.path().join("mkfs.xfs");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nfor dev; do :; done\nprintf 'half-formatted' | dd of=\"$dev\" bs=512 conv=notrunc status=none\nsleep 1\nexec {real} \"$@\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .unwrap();
+    let mut node = start_with_path(&[], Some(bin.path())).await;
+    let v = node.create("pvc-cancel", false).await;
+    let staging = node.staging(&v);
+    let req = NodeStageVolumeRequest {
+        volume_id: v.id.clone(),
+        staging_target_path: staging.display().to_string(),
+        volume_capability: Some(cap(false, "xfs", &[])),
+        volume_context: v.ctx.clone(),
+        ..Default::default()
+    };
+    let mut cut = tonic::Request::new(req.clone());
+    cut.set_timeout(std::time::Duration::from_millis(500));
+    let status = node.n.node_stage_volume(cut).await.unwrap_err();
+    assert!(matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled), "{status:?}");
+    let mut answers = Vec::new();
+    for _ in 0..100 {
+        match node.n.node_stage_volume(req.clone()).await {
+            Ok(_) => {
+                answers.push(Code::Ok);
+                break;
+            }
+            Err(s) => {
+                assert_eq!(s.code(), Code::Aborted, "the retry waits for the stage: {s:?}");
+                answers.push(s.code());
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+    assert_eq!(answers.last(), Some(&Code::Ok), "{answers:?}");
+    let m = mounts_at(&staging);
+    assert_eq!(m.len(), 1);
+    assert_eq!(m[0].fs_type, "xfs");
+    std::fs::write(staging.join("ok"), b"whole").unwrap();
+    node.unstage(&v).await.unwrap();
+    assert_eq!(blkid(&v.file, "TYPE"), "xfs");
+}

@@ -380,3 +380,55 @@ async fn many_commands_reuse_one_connection_beyond_the_channel_limit() {
         lab.emu.command_log().iter().map(|e| e.conn).collect();
     assert_eq!(conns.len(), 1, "one connection for all 25 commands");
 }
+
+/// Copies look before they are sent again: a block copy whose answer was lost is re-sent only
+/// after both disks are seen (the same range again gives the same bytes); a file copy whose
+/// answer was lost is done when the destination has the source's size, and sent again when
+/// the destination is missing.
+#[tokio::test]
+async fn copies_whose_answer_is_lost_look_before_they_are_sent_again() {
+    let behaviour = rds_emulator::exec::Behaviour {
+        version: "7.23".parse().unwrap(),
+        ..rds_emulator::exec::Behaviour::default()
+    };
+    for when in [DropWhen::Before, DropWhen::After] {
+        let lab = Lab::start_with(behaviour.clone()).await;
+        let (rds, _) = lab.rds();
+        rds.create_disk(&new_disk("pvc-src", 1 << 20)).await.unwrap();
+        rds.create_disk(&new_disk("pvc-dst", 1 << 20)).await.unwrap();
+        lab.faults(Faults {
+            drop: vec![DropRule { pattern: "^/disk copy".into(), nth: 1, when }],
+            ..Faults::default()
+        });
+        rds.copy_disk(&slot("pvc-src"), &slot("pvc-dst"), Some((0, 1 << 20))).await.unwrap();
+        let cmds: Vec<String> = lab.commands().into_iter().map(|(c, _)| c).collect();
+        let copies = cmds.iter().filter(|c| c.starts_with("/disk copy")).count();
+        assert_eq!(copies, 2, "{when:?}: sent again: {cmds:?}");
+        let resend = cmds.iter().rposition(|c| c.starts_with("/disk copy")).unwrap();
+        let looked: Vec<&String> = cmds[..resend].iter().rev().take(2).collect();
+        assert!(
+            looked.iter().all(|c| c.contains("print")),
+            "{when:?}: looked at both disks first: {cmds:?}"
+        );
+
+        // /file/copy of a 1 MiB file.
+        lab.faults(Faults {
+            drop: vec![DropRule { pattern: "^/file/copy".into(), nth: 1, when }],
+            ..Faults::default()
+        });
+        let src = FilePath::new("storage-pool/metal-csi/pvc-src.img").unwrap();
+        let dst = FilePath::new("storage-pool/metal-csi/copy.img").unwrap();
+        rds.copy_file(&src, &dst).await.unwrap();
+        let copies = lab.commands().iter().filter(|(c, _)| c.starts_with("/file/copy")).count();
+        match when {
+            DropWhen::Before => assert_eq!(copies, 2, "nothing arrived: copied again"),
+            DropWhen::After => {
+                assert_eq!(copies, 1, "the copy is there, with the source's size: done")
+            }
+        }
+        let files =
+            rds.list_files(&FilePath::new("storage-pool/metal-csi").unwrap()).await.unwrap();
+        let size = |n: &str| files.iter().find(|f| f.name == n).and_then(|f| f.size);
+        assert_eq!(size(dst.as_str()), size(src.as_str()));
+    }
+}

@@ -132,3 +132,48 @@ impl DataPlane {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// The second NQN guard refuses, before anything is written to /dev/nvme-fabrics, a volume
+    /// context naming a subsystem that is not exactly `<nqn prefix><volume id>`.
+    #[tokio::test]
+    async fn only_the_volumes_own_nqn_is_ever_connected() {
+        let dir = tempfile::tempdir().unwrap();
+        let fabrics = dir.path().join("nvme-fabrics");
+        std::fs::write(&fabrics, "").unwrap();
+        let plane = DataPlane::Nvme(NvmePlane {
+            managed_prefix: "nqn.2000-02.com.mikrotik:pvc-".into(),
+            nqn_prefix: "nqn.2000-02.com.mikrotik:".into(),
+            host_nqn: Nqn::new("nqn.2014-08.org.nvmexpress:uuid:h").unwrap(),
+            fabrics: fabrics.clone(),
+            device_wait: Duration::from_millis(10),
+        });
+        let host = Host {
+            sysfs: dir.path().join("sys"),
+            procfs: dir.path().join("proc"),
+            command_timeout: Duration::from_secs(1),
+        };
+        let id = "pvc-0f8e4b1c-2a3d-4e5f-9a8b-7c6d5e4f3a2b";
+        let other = "pvc-11111111-2a3d-4e5f-9a8b-7c6d5e4f3a2b";
+        let ctx = |nqn: &str| {
+            HashMap::from([
+                ("nqn".to_string(), nqn.to_string()),
+                ("nvmeAddress".to_string(), "10.0.0.5".to_string()),
+            ])
+        };
+        for (vid, nqn) in [
+            (id, format!("nqn.2000-02.com.mikrotik:{other}")),
+            (id, format!("nqn.2000-02.com.mikrotik:{id}-x")),
+            ("pvc-not-a-uuid", "nqn.2000-02.com.mikrotik:pvc-not-a-uuid".to_string()),
+        ] {
+            let err = plane.attach(&host, vid, &ctx(&nqn), &HashMap::new()).await.unwrap_err();
+            assert!(matches!(err, ServiceError::InvalidArgument(_)), "{vid} {nqn}: {err}");
+        }
+        assert_eq!(std::fs::read_to_string(&fabrics).unwrap(), "", "nothing was connected");
+    }
+}

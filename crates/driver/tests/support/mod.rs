@@ -2,6 +2,7 @@
 //! stderr, and talks to it with a tonic client over its unix socket.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod controller;
 pub mod kube;
 pub mod node;
 pub mod rds;

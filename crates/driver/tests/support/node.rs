@@ -60,6 +60,11 @@ pub struct Node {
 }
 
 pub async fn start(extra: &[&str]) -> Node {
+    start_with_path(extra, None).await
+}
+
+/// [`start`] with `bin` first on the driver's PATH (stand-ins for the tools it runs).
+pub async fn start_with_path(extra: &[&str], bin: Option<&Path>) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let rds = dir.path().join("rds");
     let mut args = vec![
@@ -79,7 +84,18 @@ pub async fn start(extra: &[&str]) -> Node {
         "50".into(),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
-    let daemon = Daemon::start_owned(&args);
+    let daemon = match bin {
+        None => Daemon::start_owned(&args),
+        Some(bin) => {
+            let home = tempfile::tempdir().unwrap();
+            let socket = home.path().join("plugin").join("csi.sock");
+            args.push(format!("--host-nqn-file={}", home.path().join("hostnqn").display()));
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+            let child = super::serve_command(&socket, &refs).env("PATH", path).spawn().unwrap();
+            Daemon::follow(child, socket, home)
+        }
+    };
     let ch = daemon.ready_channel().await;
     Node { _daemon: daemon, c: ControllerClient::new(ch.clone()), n: NodeClient::new(ch), dir }
 }
