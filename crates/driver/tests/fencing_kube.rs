@@ -76,9 +76,13 @@ struct Setup {
     csinodes: Option<Vec<Value>>,
 }
 
-async fn world_with(setup: Setup, vas: impl Fn(&str) -> Vec<Value>, nodes: &[&str]) -> World {
-    let settle_s = setup.settle_s;
-    let rds = support::rds::rds().await;
+/// A controller backend on `rds` (over SSH) with its fencing state in `cluster`.
+fn backend_on(
+    rds: &support::rds::Rds,
+    cluster: KubeCluster,
+    storage_fencing: bool,
+    settle_s: i64,
+) -> (Arc<Backend>, driver::rds::RdsConnection) {
     let mut opts = SshOptions::new(
         &rds.address,
         "admin",
@@ -99,11 +103,20 @@ async fn world_with(setup: Setup, vas: impl Fn(&str) -> Vec<Value>, nodes: &[&st
         min_volume_size: 1 << 30,
         max_volume_size: 16 << 40,
         attachment_state: None,
-        storage_fencing: false,
-        attach_settle_seconds: 0,
+        storage_fencing,
+        attach_settle_seconds: settle_s as u64,
         known_node_ids: Vec::new(),
         allow_copy_from: false,
     };
+    let mut backend =
+        Backend::new(client, args.validate().unwrap(), "127.0.0.1".into(), HashMap::new());
+    backend.fencing =
+        Fencing::new(Box::new(cluster), storage_fencing, settle_s, AttachMetrics::default());
+    (Arc::new(backend), conn)
+}
+
+async fn world_with(setup: Setup, vas: impl Fn(&str) -> Vec<Value>, nodes: &[&str]) -> World {
+    let rds = support::rds::rds().await;
     // Provisioner names are used as they are when they look like `pvc-<uuid>`.
     let volume = "pvc-0a1b2c3d-0000-4000-8000-000000000001".to_string();
     let attrs = json!({ "migrationTimeoutSeconds": "300" });
@@ -116,11 +129,7 @@ async fn world_with(setup: Setup, vas: impl Fn(&str) -> Vec<Value>, nodes: &[&st
     };
     let cluster = KubeCluster::start(api.client.clone(), DRIVER, Some("controller-0".into()));
     cluster.wait_ready(Duration::from_secs(5)).await.unwrap();
-    let mut backend =
-        Backend::new(client, args.validate().unwrap(), "127.0.0.1".into(), HashMap::new());
-    backend.fencing =
-        Fencing::new(Box::new(cluster), setup.storage_fencing, settle_s, AttachMetrics::default());
-    let backend = Arc::new(backend);
+    let (backend, conn) = backend_on(&rds, cluster, setup.storage_fencing, setup.settle_s);
     let v = backend
         .create_volume(CreateVolumeRequest {
             name: volume.clone(),
@@ -418,17 +427,6 @@ async fn a_node_kubernetes_forgot_is_revoked_on_the_rds_when_another_is_granted(
 async fn an_unreadable_record_never_rewrites_the_allow_list() {
     // A cluster whose caches never fill (the API server does not answer).
     let rds = support::rds::rds().await;
-    let mut opts = SshOptions::new(
-        &rds.address,
-        "admin",
-        rds.key_file.clone(),
-        HostKeyPolicy::Fingerprint(rds.fingerprint.clone()),
-    );
-    opts.probe_interval = Duration::from_secs(1);
-    let conn = RdsConfig::Ssh(opts)
-        .start(Readiness::new(ReadyState::NotReady("starting".into())), Duration::from_secs(1))
-        .unwrap();
-    let client = RdsClient::new(conn.transport.clone(), RetryPolicy::default());
     let (service, _silent) = tower_test::mock::pair::<
         http::Request<kube::client::Body>,
         http::Response<kube::client::Body>,
@@ -436,24 +434,7 @@ async fn an_unreadable_record_never_rewrites_the_allow_list() {
     let cluster = KubeCluster::start(kube::Client::new(service, "default"), DRIVER, None);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(cluster.age_s(), 0, "the settle period has not started: the caches are not ready");
-    let args = ControllerArgs {
-        volume_path: "/storage-pool/metal-csi".into(),
-        allowed_base_paths: Vec::new(),
-        nvme_address: None,
-        nvme_port: 4420,
-        nqn_prefix: "nqn.2000-02.com.mikrotik:".into(),
-        min_volume_size: 1 << 30,
-        max_volume_size: 16 << 40,
-        attachment_state: None,
-        storage_fencing: true,
-        attach_settle_seconds: 15,
-        known_node_ids: Vec::new(),
-        allow_copy_from: false,
-    };
-    let mut backend =
-        Backend::new(client, args.validate().unwrap(), "127.0.0.1".into(), HashMap::new());
-    backend.fencing = Fencing::new(Box::new(cluster), true, 15, AttachMetrics::default());
-    let backend = Arc::new(backend);
+    let (backend, _conn) = backend_on(&rds, cluster, true, 15);
     let volume = "pvc-0a1b2c3d-0000-4000-8000-000000000002";
     backend
         .create_volume(CreateVolumeRequest {
@@ -537,4 +518,27 @@ async fn kubernetes_node_names_map_to_csi_node_ids_through_csinode() {
         assert_eq!(err.code(), tonic::Code::NotFound, "{unknown}: {}", err.message());
     }
     w.publish("csi-2", false).await.expect("a registered node");
+}
+
+#[tokio::test]
+async fn a_volume_with_an_attachment_is_never_deleted() {
+    // The VolumeAttachment is the record: DeleteVolume refuses, naming the node, and the disk
+    // stays; detached (no attachment left), it is deleted.
+    let vas = |_: &str| vec![k8s::va(DRIVER, "csi-a", "pv-1", "n1", true, &ago(60))];
+    let w = world(vas, &["n1"], 0).await;
+    let err = w
+        .backend
+        .delete_volume(DeleteVolumeRequest { volume_id: w.volume.clone(), ..Default::default() })
+        .await
+        .map_err(tonic::Status::from)
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{}", err.message());
+    assert!(err.message().contains("n1"), "{}", err.message());
+    assert!(w.rds.file_exists(&format!("storage-pool/metal-csi/{}.img", w.volume)));
+    let free = world(|_| Vec::new(), &["n1"], 0).await;
+    free.backend
+        .delete_volume(DeleteVolumeRequest { volume_id: free.volume.clone(), ..Default::default() })
+        .await
+        .unwrap();
+    assert!(!free.rds.file_exists(&format!("storage-pool/metal-csi/{}.img", free.volume)));
 }

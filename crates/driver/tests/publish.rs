@@ -239,3 +239,32 @@ async fn outside_kubernetes_the_default_state_source_fails_clearly() {
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("Kubernetes API") && err.contains("--attachment-state memory"), "{err}");
 }
+
+/// The publish context sends the node to the NVMe address the volume was created with (the
+/// StorageClass's `nvmeAddress`, kept in the volume context), not to this controller's
+/// default (the management host).
+#[tokio::test]
+async fn the_publish_context_keeps_the_volumes_nvme_address() {
+    let (_rds, _daemon, mut c) = start(&["--storage-fencing=false"]).await;
+    let rwo = cap(false, Mode::SingleNodeWriter);
+    let v = c
+        .create_volume(CreateVolumeRequest {
+            name: "pvc-00000000-0000-4000-8000-0000000000d1".into(),
+            capacity_range: Some(CapacityRange { required_bytes: GIB, limit_bytes: 0 }),
+            volume_capabilities: vec![rwo.clone()],
+            parameters: HashMap::from([
+                ("nvmeAddress".to_string(), "10.9.9.9".to_string()),
+                ("nvmePort".to_string(), "4421".to_string()),
+            ]),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    assert_eq!(v.volume_context["nvmeAddress"], "10.9.9.9");
+    let ctx = publish(&mut c, &v, "node-a", &rwo, &[]).await.unwrap();
+    assert_eq!(ctx["nvmeAddress"], "10.9.9.9", "{ctx:?}");
+    assert_eq!(ctx["nvmePort"], "4421", "{ctx:?}");
+}

@@ -103,10 +103,12 @@ impl Backend {
         record: CopyRecord,
     ) -> Result<bool, ServiceError> {
         let earlier = self.copies.failed.lock().expect("copies").remove(dst.as_str());
-        let started = {
-            let mut running = self.copies.running.lock().expect("copies");
-            !running.contains_key(dst.as_str())
-                && running.insert(dst.to_string(), src.to_string()).is_none()
+        let started = match self.copies.running.lock().expect("copies").entry(dst.to_string()) {
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(src.to_string());
+                true
+            }
+            std::collections::hash_map::Entry::Occupied(_) => false,
         };
         if started {
             let this = self.clone();
