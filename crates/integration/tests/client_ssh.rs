@@ -432,3 +432,27 @@ async fn copies_whose_answer_is_lost_look_before_they_are_sent_again() {
         assert_eq!(size(dst.as_str()), size(src.as_str()));
     }
 }
+
+/// A copy runs under its own deadline, not the command deadline: with every command taking
+/// 400 ms and a 200 ms command deadline, a read times out while a block copy completes.
+#[tokio::test]
+async fn copies_have_their_own_deadline() {
+    let lab = Lab::start().await;
+    let mut o = lab.ssh_options();
+    o.command_timeout = Duration::from_millis(200);
+    o.copy_timeout = Duration::from_secs(10);
+    let (quick, _) = lab.rds();
+    quick.create_disk(&new_disk("pvc-src", 1 << 20)).await.unwrap();
+    quick.create_disk(&new_disk("pvc-dst", 1 << 20)).await.unwrap();
+    let t = routeros::ssh::SshTransport::new(o).unwrap();
+    let rds = routeros::client::Rds::new(
+        Arc::new(t),
+        routeros::client::RetryPolicy { deadline: Duration::from_millis(100), ..lab::fast_retry() },
+    );
+    lab.faults(Faults { latency_ms: 400, ..Faults::default() });
+    let read = rds.get_disk(&slot("pvc-src")).await.unwrap_err();
+    assert!(matches!(read, routeros::error::RosError::Timeout(_)), "{read:?}");
+    rds.copy_disk(&slot("pvc-src"), &slot("pvc-dst"), None)
+        .await
+        .expect("the copy has its own deadline");
+}
