@@ -275,24 +275,30 @@ impl Rds {
     pub async fn copy_file(&self, src: &FilePath, dst: &FilePath) -> Result<(), RosError> {
         let op = Op::CopyFile { src: src.clone(), dst: dst.clone() };
         let look = || async {
-            let size_of = |f: &FilePath| {
-                let f = f.clone();
-                async move {
-                    let dir = f.as_str().rsplit_once('/').map_or(f.as_str(), |(d, _)| d);
-                    let under =
-                        FilePath::new(dir).map_err(|e| RosError::InvalidArgument(e.to_string()))?;
-                    match self.transport.call(&Op::ListFiles { under }).await? {
-                        Answer::Files(files) => {
-                            Ok(files.into_iter().find(|e| e.name == f.as_str()).map(|e| e.size))
-                        }
-                        other => Err(unexpected(&Op::ListFiles { under: f.clone() }, other)),
-                    }
+            // One listing when both files share a directory (a snapshot beside its volume).
+            let list = |dir: Option<FilePath>| async move {
+                let under = dir.ok_or_else(|| {
+                    RosError::InvalidArgument("a file copy needs files inside a directory".into())
+                })?;
+                let op = Op::ListFiles { under };
+                match self.transport.call(&op).await? {
+                    Answer::Files(files) => Ok(files),
+                    other => Err(unexpected(&op, other)),
                 }
             };
-            let Some(want) = size_of(src).await? else {
+            let src_dir = list(src.parent()).await?;
+            let dst_dir = if dst.parent() == src.parent() {
+                src_dir.clone()
+            } else {
+                list(dst.parent()).await?
+            };
+            let size_of = |files: &[FileEntry], f: &FilePath| {
+                files.iter().find(|e| e.name == f.as_str()).map(|e| e.size)
+            };
+            let Some(want) = size_of(&src_dir, src) else {
                 return Err(RosError::NotFound(format!("file {src} vanished during the copy")));
             };
-            match size_of(dst).await? {
+            match size_of(&dst_dir, dst) {
                 Some(got) if got.is_some() && got == want => Ok(Some(Answer::Done)),
                 Some(_) => {
                     self.transport.call(&Op::RemoveFile(dst.clone())).await?;

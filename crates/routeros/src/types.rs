@@ -114,6 +114,10 @@ impl FilePath {
         self.0.split('/').next().unwrap_or(&self.0)
     }
     /// Whether `self` lies strictly inside `dir`.
+    /// The directory holding this path (`None` for a top-level name).
+    pub fn parent(&self) -> Option<FilePath> {
+        self.0.rsplit_once('/').map(|(dir, _)| FilePath(dir.to_string()))
+    }
     pub fn is_under(&self, dir: &FilePath) -> bool {
         self.0.len() > dir.0.len()
             && self.0.starts_with(&dir.0)

@@ -1,8 +1,9 @@
 //! Attachment state from Kubernetes: watch caches (kube-rs reflectors) of VolumeAttachments,
 //! PersistentVolumes, Nodes and CSINodes, the informational PV annotations, and PVC events
 //! through one recorder per process. VolumeAttachments name Kubernetes nodes; the CSINode of
-//! each maps it to this driver's CSI node id, which is what ControllerPublishVolume receives. Decisions never read the annotations (they went stale in the Go
-//! driver, incident 6); they read the VolumeAttachments.
+//! each maps it to this driver's CSI node id, which is what ControllerPublishVolume receives.
+//! Decisions never read the annotations (they went stale in the Go driver, incident 6); they
+//! read the VolumeAttachments.
 //!
 //! RBAC: volumeattachments, persistentvolumes, nodes, csinodes: get, list, watch;
 //! persistentvolumes: patch; events (events.k8s.io): create, patch (docs/kubevirt.md).
@@ -214,14 +215,18 @@ impl KubeCluster {
         by_pv
     }
 
-    /// Every PV of this driver, by volume handle.
+    /// The volume handle of a PV of this driver.
+    fn handle_of<'a>(&self, pv: &'a PersistentVolume) -> Option<&'a str> {
+        let c = pv.spec.as_ref()?.csi.as_ref()?;
+        (c.driver == self.driver).then_some(c.volume_handle.as_str())
+    }
+
+    /// Every PV of this driver, by volume handle (each list sorted by name).
     fn pvs_by_handle(&self) -> HashMap<String, Vec<Arc<PersistentVolume>>> {
         let mut out: HashMap<String, Vec<Arc<PersistentVolume>>> = HashMap::new();
         for pv in self.pvs.state() {
-            if let Some(c) = pv.spec.as_ref().and_then(|s| s.csi.as_ref())
-                && c.driver == self.driver
-            {
-                out.entry(c.volume_handle.clone()).or_default().push(pv.clone());
+            if let Some(h) = self.handle_of(&pv) {
+                out.entry(h.to_string()).or_default().push(pv.clone());
             }
         }
         for pvs in out.values_mut() {
@@ -254,15 +259,32 @@ impl Cluster for KubeCluster {
         if !self.is_ready() {
             return Err("the Kubernetes caches (VolumeAttachments, PVs, Nodes, CSINodes) are not filled yet; retry shortly".into());
         }
-        let Some(pvs) = self.pvs_by_handle().remove(volume_id) else {
+        // One pass over each cache, keeping only this volume's PVs and their attachments.
+        let mut pvs: Vec<Arc<PersistentVolume>> = self
+            .pvs
+            .state()
+            .into_iter()
+            .filter(|pv| self.handle_of(pv) == Some(volume_id))
+            .collect();
+        if pvs.is_empty() {
             // No PV (yet): nothing can be attached through Kubernetes.
             return Ok(Recorded::default());
-        };
-        let mut by_pv = self.attachments_by_pv();
-        let vas: Vec<Arc<VolumeAttachment>> = pvs
-            .iter()
-            .filter_map(|p| by_pv.remove(p.metadata.name.as_deref()?))
-            .flatten()
+        }
+        pvs.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        let names: Vec<&str> = pvs.iter().filter_map(|p| p.metadata.name.as_deref()).collect();
+        let vas: Vec<Arc<VolumeAttachment>> = self
+            .vas
+            .state()
+            .into_iter()
+            .filter(|va| {
+                va.spec.attacher == self.driver
+                    && va
+                        .spec
+                        .source
+                        .persistent_volume_name
+                        .as_deref()
+                        .is_some_and(|n| names.contains(&n))
+            })
             .collect();
         Ok(self.record_of(&pvs, &vas))
     }

@@ -152,9 +152,9 @@ impl Fencing {
         nodes
     }
 
-    /// `published_nodes` of every volume with a record or a grant (for ListVolumes; reads
-    /// only caches and this process's grants).
-    pub fn all_published(&self) -> HashMap<String, Vec<String>> {
+    /// The record of every volume with an attachment or a grant of this process (reads only
+    /// caches and the grants).
+    fn all_records(&self) -> HashMap<String, Recorded> {
         let mut records: HashMap<String, Recorded> =
             self.cluster.all_recorded().into_iter().collect();
         let granted: Vec<String> =
@@ -163,6 +163,11 @@ impl Fencing {
             records.entry(v).or_default();
         }
         records
+    }
+
+    /// `published_nodes` of every volume that has any (for ListVolumes).
+    pub fn all_published(&self) -> HashMap<String, Vec<String>> {
+        self.all_records()
             .into_iter()
             .map(|(v, rec)| {
                 let nodes = self.published_nodes(&v, &rec);
@@ -278,7 +283,7 @@ impl Backend {
         let _guard = self.locks.try_lock(vid, "volume")?;
         let f = &self.fencing;
         let started = Instant::now();
-        let disk = self.managed_disk(&slot, "reading volume").await?;
+        let (disk, _) = self.managed_disk(&slot, "reading volume").await?;
         let rec = f.cluster.recorded(vid).await.map_err(|e| {
             f.metrics.attach("unavailable");
             ServiceError::Unavailable(format!("cannot decide the attachment of {vid}: {e}"))
@@ -390,12 +395,7 @@ impl Backend {
     /// tries to attach a third node. Returns the volumes reported.
     pub async fn sweep_migrations(&self) -> Vec<String> {
         let f = &self.fencing;
-        let mut records: HashMap<String, Recorded> = f.cluster.all_recorded().into_iter().collect();
-        let granted: Vec<String> =
-            f.grants.lock().expect("grants").keys().map(|(v, _)| v.clone()).collect();
-        for v in granted {
-            records.entry(v).or_default();
-        }
+        let records = f.all_records();
         let now = now_s();
         let mut out = Vec::new();
         let mut active = 0;

@@ -86,8 +86,8 @@ fn file_of(disk: &Disk) -> Result<FilePath, ServiceError> {
 
 /// The file of `slot` in the same directory as `beside`.
 fn sibling(beside: &FilePath, slot: &Slot) -> Result<FilePath, ServiceError> {
-    let dir = beside.as_str().rsplit_once('/').map_or(beside.as_str(), |(d, _)| d);
-    FilePath::new(&format!("{dir}/{slot}.img")).map_err(|e| invalid(e.to_string()))
+    let dir = beside.parent().ok_or_else(|| invalid(format!("{beside} is not in a directory")))?;
+    dir.join(&format!("{slot}.img")).map_err(|e| invalid(e.to_string()))
 }
 
 impl Backend {
@@ -239,18 +239,7 @@ impl Backend {
                 snapshot: Some(self.snapshot_of(&disk, record.as_ref())),
             });
         }
-        let src = self
-            .rds
-            .get_disk(&source)
-            .await
-            .map_err(ServiceError::rds(&context))?
-            .ok_or_else(|| {
-                ServiceError::NotFound(format!("source volume {source} does not exist on the RDS"))
-            })?;
-        let src_file = file_of(&src)?;
-        if !self.cfg.allowed_base_paths.iter().any(|b| src_file.is_under(b)) {
-            return Err(ServiceError::NotFound(ids::foreign_volume(source.as_str())));
-        }
+        let (src, src_file) = self.managed_disk(&source, "reading source volume").await?;
         let file = sibling(&src_file, &snap)?;
         let mut record = CopyRecord {
             snapshot: true,
@@ -333,7 +322,7 @@ impl Backend {
             return Ok(DeleteSnapshotResponse {});
         };
         let file = file_of(&disk)?;
-        if !self.cfg.allowed_base_paths.iter().any(|b| file.is_under(b)) {
+        if !self.is_managed(&file) {
             return Err(ServiceError::FailedPrecondition(format!(
                 "snapshot {snap} uses {}, outside the allowed base paths; refusing to delete it",
                 file.absolute()
@@ -351,7 +340,7 @@ impl Backend {
                 d.file
                     .as_deref()
                     .and_then(|f| FilePath::new(f).ok())
-                    .is_some_and(|f| self.cfg.allowed_base_paths.iter().any(|b| f.is_under(b)))
+                    .is_some_and(|f| self.is_managed(&f))
             })
             .map(|d| {
                 self.snapshot_of(
@@ -372,10 +361,8 @@ impl Backend {
         if req.max_entries < 0 {
             return Err(invalid("max_entries must not be negative"));
         }
-        let after = match req.starting_token.as_str() {
-            "" => None,
-            t => Some(paging::parse(Listing::Snapshots, t).map_err(ServiceError::Aborted)?),
-        };
+        let after = paging::after(Listing::Snapshots, &req.starting_token)
+            .map_err(ServiceError::Aborted)?;
         let disks: Vec<Disk> = if !req.snapshot_id.is_empty() {
             match parse_snapshot_id(&req.snapshot_id) {
                 Ok(Some(id)) => self
@@ -453,8 +440,7 @@ impl Backend {
             .map_err(ServiceError::rds(format!("reading source {what} {slot}")))?
             .ok_or_else(missing)?;
         let record = CopyRecord::from_comment(&disk.comment);
-        let managed =
-            file_of(&disk).is_ok_and(|f| self.cfg.allowed_base_paths.iter().any(|b| f.is_under(b)));
+        let managed = file_of(&disk).is_ok_and(|f| self.is_managed(&f));
         if !managed || (what == "snapshot" && !record.as_ref().is_some_and(|r| r.snapshot)) {
             return Err(missing());
         }

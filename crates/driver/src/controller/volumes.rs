@@ -84,17 +84,18 @@ impl Backend {
         Ok(self.system().await?.version_number().is_some_and(|v| v >= (7, 21)))
     }
 
-    fn is_managed(&self, file: &FilePath) -> bool {
+    /// Whether `file` lies under an allowed base path (the only files this driver touches).
+    pub(crate) fn is_managed(&self, file: &FilePath) -> bool {
         self.cfg.allowed_base_paths.iter().any(|b| file.is_under(b))
     }
 
-    /// The disk of a managed volume: it exists and its file is under an allowed base path
-    /// (anything else is not a volume of this driver: NOT_FOUND).
+    /// The disk of a managed volume and its file: it exists, is a file disk, and its file is
+    /// under an allowed base path (anything else is not a volume of this driver: NOT_FOUND).
     pub(crate) async fn managed_disk(
         &self,
         slot: &Slot,
         doing: &str,
-    ) -> Result<Disk, ServiceError> {
+    ) -> Result<(Disk, FilePath), ServiceError> {
         let disk = self
             .rds
             .get_disk(slot)
@@ -104,7 +105,7 @@ impl Backend {
                 ServiceError::NotFound(format!("volume {slot} does not exist on the RDS"))
             })?;
         match disk.file.as_deref().and_then(|f| FilePath::new(f).ok()) {
-            Some(file) if self.is_managed(&file) => Ok(disk),
+            Some(file) if self.is_managed(&file) => Ok((disk, file)),
             Some(file) => Err(ServiceError::NotFound(format!(
                 "disk {slot} uses {}, outside the allowed base paths: it is not a volume of this driver (add its directory with --allowed-base-path to manage it)",
                 file.absolute()
@@ -338,10 +339,8 @@ impl Backend {
         if req.max_entries < 0 {
             return Err(invalid("max_entries must not be negative"));
         }
-        let after = match req.starting_token.as_str() {
-            "" => None,
-            t => Some(paging::parse(Listing::Volumes, t).map_err(ServiceError::Aborted)?),
-        };
+        let after =
+            paging::after(Listing::Volumes, &req.starting_token).map_err(ServiceError::Aborted)?;
         let disks = self.managed_volumes().await?;
         let (page, next_token) = paging::page(
             Listing::Volumes,
@@ -374,7 +373,7 @@ impl Backend {
             .map_err(invalid)?
             .ok_or_else(|| ServiceError::NotFound(ids::foreign_volume(volume_id)))?;
         let context = format!("reading volume {slot}");
-        let disk = self.managed_disk(&slot, "reading volume").await?;
+        let (disk, file) = self.managed_disk(&slot, "reading volume").await?;
         let rec = self.fencing.cluster.recorded(slot.as_str()).await.map_err(|e| {
             ServiceError::Unavailable(format!("cannot read the attachments of {slot}: {e}"))
         })?;
@@ -383,26 +382,11 @@ impl Backend {
         if !disk.export {
             problems.push("the disk is not exported over NVMe/TCP".to_string());
         }
-        match disk.file.as_deref().and_then(|f| FilePath::new(f).ok()) {
-            Some(file) => {
-                let dir =
-                    FilePath::new(file.as_str().rsplit_once('/').map_or(file.as_str(), |(d, _)| d))
-                        .ok();
-                let present = match dir {
-                    Some(dir) => self
-                        .rds
-                        .list_files(&dir)
-                        .await
-                        .map_err(ServiceError::rds(&context))?
-                        .iter()
-                        .any(|f| f.name == file.as_str()),
-                    None => false,
-                };
-                if !present {
-                    problems.push(format!("its backing file {} is missing", file.absolute()));
-                }
-            }
-            None => problems.push("it is not a file disk".to_string()),
+        // A managed file lies under a base path, so it has a directory.
+        let dir = file.parent().expect("a file under an allowed base path");
+        let listed = self.rds.list_files(&dir).await.map_err(ServiceError::rds(&context))?;
+        if !listed.iter().any(|f| f.name == file.as_str()) {
+            problems.push(format!("its backing file {} is missing", file.absolute()));
         }
         let condition = VolumeCondition {
             abnormal: !problems.is_empty(),
@@ -495,7 +479,7 @@ impl Backend {
             })?;
         let _guard = self.locks.try_lock(slot.as_str(), "volume")?;
         let context = format!("expanding volume {slot}");
-        let disk = self.managed_disk(&slot, "expanding volume").await?;
+        let (disk, _) = self.managed_disk(&slot, "expanding volume").await?;
         let node_expansion = !block;
         if disk.size >= size {
             return Ok((disk.size, node_expansion));

@@ -17,10 +17,10 @@ pub enum Listing {
 }
 
 impl Listing {
-    fn name(self) -> &'static str {
+    fn rpc(self) -> &'static str {
         match self {
-            Listing::Volumes => "volumes",
-            Listing::Snapshots => "snapshots",
+            Listing::Volumes => "ListVolumes",
+            Listing::Snapshots => "ListSnapshots",
         }
     }
 }
@@ -29,7 +29,7 @@ const VERSION: &str = "v1";
 
 fn tag(listing: Listing, last: &str) -> String {
     let ns = Uuid::new_v5(&Uuid::NAMESPACE_DNS, b"paging.rds.csi.srvlab.io");
-    let u = Uuid::new_v5(&ns, format!("{}/{last}", listing.name()).as_bytes());
+    let u = Uuid::new_v5(&ns, format!("{}/{last}", listing.rpc()).as_bytes());
     u.simple().to_string()[..12].to_string()
 }
 
@@ -38,12 +38,22 @@ pub fn issue(listing: Listing, last: &str) -> String {
     format!("{VERSION}.{}.{last}", tag(listing, last))
 }
 
+/// Where a listing starts: `None` for an empty `starting_token` (the first page), else the
+/// last id of the previous page; `Err` (ABORTED for the caller) says why a token was not
+/// issued by this listing.
+pub fn after(listing: Listing, starting_token: &str) -> Result<Option<String>, String> {
+    match starting_token {
+        "" => Ok(None),
+        token => parse(listing, token).map(Some),
+    }
+}
+
 /// The last id of the previous page, or why the token was not issued by this listing.
 pub fn parse(listing: Listing, token: &str) -> Result<String, String> {
     let refuse = || {
         format!(
-            "starting_token {token:?} was not issued by this driver's List{}; restart the listing without a token",
-            if listing == Listing::Volumes { "Volumes" } else { "Snapshots" }
+            "starting_token {token:?} was not issued by this driver's {}; restart the listing without a token",
+            listing.rpc()
         )
     };
     let rest = token.strip_prefix(VERSION).and_then(|r| r.strip_prefix('.')).ok_or_else(refuse)?;
@@ -83,6 +93,8 @@ mod tests {
         let t = issue(Listing::Volumes, "pvc-1");
         assert_eq!(parse(Listing::Volumes, &t), Ok("pvc-1".to_string()));
         assert!(parse(Listing::Snapshots, &t).unwrap_err().contains("ListSnapshots"));
+        assert_eq!(after(Listing::Volumes, ""), Ok(None));
+        assert_eq!(after(Listing::Volumes, &t), Ok(Some("pvc-1".to_string())));
         for bad in ["", "invalid-token", "5", "pvc-1", "v1.pvc-1", "v1..pvc-1", &t[..t.len() - 1]] {
             assert!(parse(Listing::Volumes, bad).is_err(), "{bad}");
         }

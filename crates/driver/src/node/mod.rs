@@ -91,10 +91,15 @@ fn required<'a>(value: &'a str, field: &str) -> Result<&'a str, ServiceError> {
     Ok(value)
 }
 
+/// Whether `p` is absolute and without `..` (the only paths a CO gives a node plugin).
+fn is_clean_absolute(p: &std::path::Path) -> bool {
+    p.is_absolute() && !p.components().any(|c| matches!(c, std::path::Component::ParentDir))
+}
+
 /// A required absolute path field.
 fn path(value: &str, field: &str) -> Result<PathBuf, ServiceError> {
     let p = PathBuf::from(required(value, field)?);
-    if !p.is_absolute() || p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+    if !is_clean_absolute(&p) {
         return Err(invalid(format!("{field} {value:?} must be an absolute path without \"..\"")));
     }
     Ok(p)

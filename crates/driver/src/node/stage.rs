@@ -94,13 +94,16 @@ impl NodeService {
         req: NodeStageVolumeRequest,
     ) -> Result<NodeStageVolumeResponse, ServiceError> {
         let vid = required(&req.volume_id, "volume_id")?;
-        path(&req.staging_target_path, "staging_target_path")?;
-        kind(req.volume_capability.as_ref(), &req.volume_context)?;
+        let staging = path(&req.staging_target_path, "staging_target_path")?;
+        let mut kind = kind(req.volume_capability.as_ref(), &req.volume_context)?;
+        if let Kind::Mount { read_only, .. } = &mut kind {
+            *read_only |= super::publish::published_readonly(&req.publish_context);
+        }
         let guard = self.state.locks.try_lock(vid, "volume")?;
         let this = self.clone();
         tokio::spawn(async move {
             let _guard = guard;
-            this.stage_locked(req).await
+            this.stage_locked(req, staging, kind).await
         })
         .await
         .map_err(|e| ServiceError::Internal(format!("the stage task failed: {e}")))?
@@ -109,13 +112,10 @@ impl NodeService {
     async fn stage_locked(
         &self,
         req: NodeStageVolumeRequest,
+        staging: std::path::PathBuf,
+        kind: Kind,
     ) -> Result<NodeStageVolumeResponse, ServiceError> {
         let vid = req.volume_id.as_str();
-        let staging = path(&req.staging_target_path, "staging_target_path")?;
-        let mut kind = kind(req.volume_capability.as_ref(), &req.volume_context)?;
-        if let Kind::Mount { read_only, .. } = &mut kind {
-            *read_only |= super::publish::published_readonly(&req.publish_context);
-        }
         let filled_from = req.volume_context.get(key::CONTENT_SOURCE).cloned();
         let st = &self.state;
         if !staging.exists() {

@@ -11,7 +11,7 @@ use csi::v1::{
 use super::{
     NodeService,
     host::{self, BlockDevice, block_node},
-    required,
+    is_clean_absolute, required,
 };
 use crate::{error::ServiceError, exec};
 
@@ -27,7 +27,7 @@ fn condition(problem: Option<String>) -> VolumeCondition {
 /// does not exist (CSI: "Volume does not exist … on specified volume_path").
 fn volume_path(value: &str) -> Result<PathBuf, ServiceError> {
     let p = PathBuf::from(required(value, "volume_path")?);
-    if !p.is_absolute() || p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+    if !is_clean_absolute(&p) {
         return Err(ServiceError::NotFound(format!(
             "volume_path {value:?} is not where a volume is staged or published (those are absolute paths without \"..\")"
         )));
