@@ -187,6 +187,9 @@ pub async fn run(fs: String, storage_fencing: bool) -> Result<(), String> {
         // The controller-only walk (no node in this process) still publishes to NODE.
         known_node_ids: vec![NODE.to_string()],
         allow_copy_from: false,
+        leader_election: false,
+        leader_election_namespace: None,
+        leader_election_lease_seconds: 15,
     };
     let node = plane.map(|kind| NodeConfig {
         data_plane: kind,

@@ -4,7 +4,7 @@
 //! Shutdown order: stop accepting connections, let in-flight RPCs finish (bounded by
 //! `--shutdown-timeout-seconds`), remove our socket file, stop the HTTP server, return.
 
-use std::{future::Future, sync::Arc};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use csi::v1::{
     controller_server::ControllerServer, identity_server::IdentityServer, node_server::NodeServer,
@@ -69,11 +69,12 @@ pub fn termination_signal() -> Result<impl Future<Output = ()>, ServeError> {
 async fn fencing(
     config: &ServeConfig,
     metrics: crate::metrics::AttachMetrics,
-) -> Result<crate::controller::publish::Fencing, ServeError> {
+) -> Result<(crate::controller::publish::Fencing, Election), ServeError> {
     use crate::controller::{
         cluster::{Cluster, MemoryCluster},
         config::AttachmentState,
         kube_cluster::KubeCluster,
+        leader::{Elector, Leadership, lease_name},
     };
     let c = &config.controller;
     let state = c.attachment_state.unwrap_or(if config.emulated_rds.is_some() {
@@ -81,6 +82,7 @@ async fn fencing(
     } else {
         AttachmentState::Kubernetes
     });
+    let mut election = Election { leadership: Leadership::always(), elector: None };
     let cluster: Box<dyn Cluster> = match state {
         AttachmentState::Memory => {
             tracing::warn!(
@@ -98,18 +100,44 @@ async fn fencing(
                 ))
             })?;
             let instance = std::env::var("POD_NAME").ok();
+            if let Some(le) = &c.leader_election {
+                let namespace = le
+                    .namespace
+                    .clone()
+                    .or_else(|| std::env::var("POD_NAMESPACE").ok().filter(|n| !n.is_empty()))
+                    .ok_or_else(|| {
+                        ServeError::Kubernetes(
+                            "leader election needs the Lease's namespace: set POD_NAMESPACE (downward API) or --leader-election-namespace, or turn it off with --leader-election=false (one replica only)".into(),
+                        )
+                    })?;
+                let identity = instance
+                    .clone()
+                    .unwrap_or_else(|| format!("rds-csi-{}", uuid::Uuid::new_v4().simple()));
+                let name = lease_name(&config.driver_name);
+                tracing::info!(lease = %name, %namespace, %identity, "leader election for the background loops");
+                let (elector, leadership) =
+                    Elector::new(client.clone(), &namespace, &name, &identity, le.timing);
+                election = Election { leadership, elector: Some(elector) };
+            }
             Box::new(KubeCluster::start(client, &config.driver_name, instance))
         }
     };
     if c.storage_fencing {
         tracing::warn!("storage fencing on: disks allow only the attached nodes' host NQNs");
     }
-    Ok(crate::controller::publish::Fencing::new(
+    let fencing = crate::controller::publish::Fencing::new(
         cluster,
         c.storage_fencing,
         c.attach_settle_s,
         metrics,
-    ))
+    );
+    Ok((fencing, election))
+}
+
+/// Who runs the controller's background loops: always this process, or the Lease holder.
+struct Election {
+    leadership: crate::controller::leader::Leadership,
+    elector: Option<crate::controller::leader::Elector>,
 }
 
 /// Runs the driver until `shutdown` resolves.
@@ -145,6 +173,8 @@ pub async fn run(
         ),
     });
     let mut backend = None;
+    let mut background: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+    let mut release = None;
     let _rds = match config.rds.clone() {
         Some(rds) if config.roles.controller => {
             let host = rds.host();
@@ -154,24 +184,27 @@ pub async fn run(
             let client = Rds::new(conn.transport.clone(), RetryPolicy::default());
             let mut backend_value =
                 Backend::new(client, config.controller.clone(), host, config.topology.clone());
-            backend_value.fencing = fencing(&config, metrics.attach.clone()).await?;
+            let (fenced, election) = fencing(&config, metrics.attach.clone()).await?;
+            backend_value.fencing = fenced;
             let b = Arc::new(backend_value);
             // Learn the RouterOS version early so CreateVolume does not pay for it.
             let prefetch = b.clone();
             tokio::spawn(async move {
                 while prefetch.server_nqn_supported().await.is_err() {
-                    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                    tokio::time::sleep(Duration::from_secs(5)).await;
                 }
             });
-            // Expired migration windows are reported even when nothing else happens.
-            let sweeper = Arc::downgrade(&b);
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(crate::controller::publish::SWEEP_INTERVAL).await;
-                    let Some(b) = sweeper.upgrade() else { break };
-                    b.sweep_migrations().await;
-                }
-            });
+            // Expired migration windows are reported even when nothing else happens (by the
+            // leader only, with several replicas).
+            if let Some(elector) = election.elector {
+                release = Some(elector.release_handle());
+                background.push(tokio::spawn(elector.run()));
+            }
+            background.push(tokio::spawn(crate::controller::sweep::run(
+                Arc::downgrade(&b),
+                election.leadership,
+                crate::controller::sweep::SWEEP_INTERVAL,
+            )));
             backend = Some(b);
             Some(conn)
         }
@@ -280,6 +313,14 @@ pub async fn run(
         }
     };
 
+    // The background loops stop, and the Lease goes at once to another replica.
+    for task in background {
+        task.abort();
+    }
+    if let Some((api, name, identity)) = release {
+        crate::controller::leader::Elector::release(&api, &name, &identity, Duration::from_secs(5))
+            .await;
+    }
     if let Some((path, inode)) = unix_socket {
         match BoundUnixSocket::remove_file(&path, inode) {
             Ok(true) => tracing::info!(path = %path.display(), "socket removed"),

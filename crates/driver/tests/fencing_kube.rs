@@ -11,21 +11,11 @@ use csi::v1::{
     volume_capability::{AccessMode, AccessType, BlockVolume, MountVolume, access_mode::Mode},
     *,
 };
-use driver::{
-    controller::{
-        cluster::Cluster,
-        config::ControllerArgs,
-        kube_cluster::{ANNOTATION_AT, ANNOTATION_NODE, KubeCluster},
-        publish::{Fencing, host_nqn_for},
-        volumes::Backend,
-    },
-    metrics::AttachMetrics,
-    rds::RdsConfig,
-    readiness::{Readiness, ReadyState},
-};
-use routeros::{
-    client::{Rds as RdsClient, RetryPolicy},
-    ssh::{HostKeyPolicy, SshOptions},
+use driver::controller::{
+    cluster::Cluster,
+    kube_cluster::{ANNOTATION_AT, ANNOTATION_NODE, KubeCluster},
+    publish::host_nqn_for,
+    volumes::Backend,
 };
 use serde_json::{Value, json};
 use support::kube::{self as k8s, ApiServer};
@@ -76,45 +66,6 @@ struct Setup {
     csinodes: Option<Vec<Value>>,
 }
 
-/// A controller backend on `rds` (over SSH) with its fencing state in `cluster`.
-fn backend_on(
-    rds: &support::rds::Rds,
-    cluster: KubeCluster,
-    storage_fencing: bool,
-    settle_s: i64,
-) -> (Arc<Backend>, driver::rds::RdsConnection) {
-    let mut opts = SshOptions::new(
-        &rds.address,
-        "admin",
-        rds.key_file.clone(),
-        HostKeyPolicy::Fingerprint(rds.fingerprint.clone()),
-    );
-    opts.probe_interval = Duration::from_secs(1);
-    let conn = RdsConfig::Ssh(opts)
-        .start(Readiness::new(ReadyState::NotReady("starting".into())), Duration::from_secs(1))
-        .unwrap();
-    let client = RdsClient::new(conn.transport.clone(), RetryPolicy::default());
-    let args = ControllerArgs {
-        volume_path: "/storage-pool/metal-csi".into(),
-        allowed_base_paths: Vec::new(),
-        nvme_address: Some("10.0.0.5".into()),
-        nvme_port: 4420,
-        nqn_prefix: "nqn.2000-02.com.mikrotik:".into(),
-        min_volume_size: 1 << 30,
-        max_volume_size: 16 << 40,
-        attachment_state: None,
-        storage_fencing,
-        attach_settle_seconds: settle_s as u64,
-        known_node_ids: Vec::new(),
-        allow_copy_from: false,
-    };
-    let mut backend =
-        Backend::new(client, args.validate().unwrap(), "127.0.0.1".into(), HashMap::new());
-    backend.fencing =
-        Fencing::new(Box::new(cluster), storage_fencing, settle_s, AttachMetrics::default());
-    (Arc::new(backend), conn)
-}
-
 async fn world_with(setup: Setup, vas: impl Fn(&str) -> Vec<Value>, nodes: &[&str]) -> World {
     let rds = support::rds::rds().await;
     // Provisioner names are used as they are when they look like `pvc-<uuid>`.
@@ -129,7 +80,7 @@ async fn world_with(setup: Setup, vas: impl Fn(&str) -> Vec<Value>, nodes: &[&st
     };
     let cluster = KubeCluster::start(api.client.clone(), DRIVER, Some("controller-0".into()));
     cluster.wait_ready(Duration::from_secs(5)).await.unwrap();
-    let (backend, conn) = backend_on(&rds, cluster, setup.storage_fencing, setup.settle_s);
+    let (backend, conn) = k8s::backend_on(&rds, cluster, setup.storage_fencing, setup.settle_s);
     let v = backend
         .create_volume(CreateVolumeRequest {
             name: volume.clone(),
@@ -434,7 +385,7 @@ async fn an_unreadable_record_never_rewrites_the_allow_list() {
     let cluster = KubeCluster::start(kube::Client::new(service, "default"), DRIVER, None);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(cluster.age_s(), 0, "the settle period has not started: the caches are not ready");
-    let (backend, _conn) = backend_on(&rds, cluster, true, 15);
+    let (backend, _conn) = k8s::backend_on(&rds, cluster, true, 15);
     let volume = "pvc-0a1b2c3d-0000-4000-8000-000000000002";
     backend
         .create_volume(CreateVolumeRequest {

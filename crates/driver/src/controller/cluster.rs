@@ -52,6 +52,17 @@ impl Recorded {
     }
 }
 
+/// The answer to [`Cluster::claim_report`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportClaim {
+    /// This instance reports it.
+    Claimed,
+    /// Reported before (by this instance or another): never again.
+    AlreadyReported,
+    /// Not decided now (a conflicting write, an unreachable API server): ask again later.
+    Retry,
+}
+
 /// An event on a PVC.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PvcEvent {
@@ -79,6 +90,10 @@ pub trait Cluster: Send + Sync {
     /// Writes (or with `None` removes) the informational PV annotations; never read back.
     async fn annotate(&self, pv: &str, attached: Option<(&str, &str)>);
     async fn event(&self, event: PvcEvent);
+    /// Claims the one report of `key` (an expired migration window) for the volume whose
+    /// PV is `pv`, so that of several controller instances, and of a leader and its
+    /// successor, exactly one reports it.
+    async fn claim_report(&self, pv: Option<&str>, key: &str) -> ReportClaim;
     /// Seconds since this controller's view became usable (for the settle period).
     fn age_s(&self) -> i64;
 }
@@ -116,6 +131,11 @@ impl Cluster for MemoryCluster {
 
     async fn event(&self, e: PvcEvent) {
         tracing::info!(namespace = %e.claim.0, pvc = %e.claim.1, reason = e.reason, note = %e.note, "event (no Kubernetes: logged only)");
+    }
+
+    /// One process, one record: [`super::publish::Fencing`] remembers what it reported.
+    async fn claim_report(&self, _pv: Option<&str>, _key: &str) -> ReportClaim {
+        ReportClaim::Claimed
     }
 
     fn age_s(&self) -> i64 {

@@ -58,6 +58,24 @@ pub struct ControllerArgs {
     /// the attacher has not recorded yet also block other nodes.
     #[arg(long, env = "RDS_CSI_ATTACH_SETTLE_SECONDS", default_value_t = 15)]
     pub attach_settle_seconds: u64,
+    /// With `--attachment-state kubernetes`: run the background loops (the migration-window
+    /// sweep) only on the holder of a Lease, so that several replicas are safe. On by
+    /// default; `--leader-election=false` for a single replica that must never wait.
+    #[arg(
+        long,
+        env = "RDS_CSI_LEADER_ELECTION",
+        num_args = 0..=1,
+        default_value_t = true,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub leader_election: bool,
+    /// Namespace of the Lease (default: `POD_NAMESPACE`, from the downward API).
+    #[arg(long, env = "RDS_CSI_LEADER_ELECTION_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+    /// Lease duration: a replica takes over this long after the leader stopped renewing.
+    #[arg(long, env = "RDS_CSI_LEADER_ELECTION_LEASE_SECONDS", default_value_t = 15)]
+    pub leader_election_lease_seconds: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -82,6 +100,16 @@ pub struct ControllerConfig {
     pub attach_settle_s: i64,
     pub known_node_ids: Vec<String>,
     pub allow_copy_from: bool,
+    /// `None`: no leader election (this process always runs the background loops).
+    pub leader_election: Option<LeaderElection>,
+}
+
+/// Where and how the controller's instances elect the one that runs the background loops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderElection {
+    /// `None`: from `POD_NAMESPACE` at start.
+    pub namespace: Option<String>,
+    pub timing: crate::core::lease::Timing,
 }
 
 impl ControllerArgs {
@@ -106,6 +134,16 @@ impl ControllerArgs {
         if self.min_volume_size == 0 || self.min_volume_size > self.max_volume_size {
             return Err("--min-volume-size must be positive and at most --max-volume-size".into());
         }
+        let leader_election = if self.leader_election {
+            let timing = crate::core::lease::Timing::for_lease(std::time::Duration::from_secs(
+                self.leader_election_lease_seconds.min(3600),
+            ))
+            .map_err(|e| format!("--leader-election-lease-seconds: {e}"))?;
+            let namespace = self.leader_election_namespace.clone().filter(|n| !n.is_empty());
+            Some(LeaderElection { namespace, timing })
+        } else {
+            None
+        };
         if self.nvme_port == 0 {
             return Err("--nvme-port must be 1-65535".into());
         }
@@ -122,6 +160,7 @@ impl ControllerArgs {
             attach_settle_s: self.attach_settle_seconds.min(3600) as i64,
             known_node_ids: self.known_node_ids.iter().filter(|n| !n.is_empty()).cloned().collect(),
             allow_copy_from: self.allow_copy_from,
+            leader_election,
         })
     }
 }

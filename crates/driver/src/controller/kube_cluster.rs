@@ -7,6 +7,7 @@
 //!
 //! RBAC: volumeattachments, persistentvolumes, nodes, csinodes: get, list, watch;
 //! persistentvolumes: patch; events (events.k8s.io): create, patch (docs/kubevirt.md).
+//! (Leases: [`super::leader`].)
 
 use std::{
     collections::HashMap,
@@ -33,7 +34,7 @@ use kube::{
     },
 };
 
-use super::cluster::{Cluster, PvInfo, PvcEvent, Recorded};
+use super::cluster::{Cluster, PvInfo, PvcEvent, Recorded, ReportClaim};
 use crate::core::{
     context::{key, publish::READONLY},
     fencing::Holder,
@@ -45,6 +46,9 @@ const API_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub const ANNOTATION_NODE: &str = "rds.csi.srvlab.io/attached-node";
 pub const ANNOTATION_AT: &str = "rds.csi.srvlab.io/attached-at";
+/// The last expired migration window reported for the PV's volume (the claim of
+/// [`Cluster::claim_report`]).
+pub const ANNOTATION_REPORTED: &str = "rds.csi.srvlab.io/reported";
 
 pub struct KubeCluster {
     client: Client,
@@ -366,6 +370,35 @@ impl Cluster for KubeCluster {
                 tracing::warn!(error = %err, reason = e.reason, "cannot publish an event")
             }
             Err(_) => tracing::warn!(reason = e.reason, "publishing an event timed out"),
+        }
+    }
+
+    /// The claim is a write of the key into the PV's annotation, conditional on the
+    /// resourceVersion the cache holds: of two instances racing, the second gets 409 (and
+    /// sees the key in its cache later); a successor reads the key and never reports again.
+    async fn claim_report(&self, pv: Option<&str>, key: &str) -> ReportClaim {
+        let Some(pv) = pv else { return ReportClaim::Claimed };
+        let Some(cached) = self.pvs.get(&ObjectRef::new(pv)) else { return ReportClaim::Retry };
+        if cached.metadata.annotations.as_ref().and_then(|a| a.get(ANNOTATION_REPORTED))
+            == Some(&key.to_string())
+        {
+            return ReportClaim::AlreadyReported;
+        }
+        let Some(version) = cached.metadata.resource_version.clone() else {
+            return ReportClaim::Retry;
+        };
+        let value = serde_json::json!({ "metadata": {
+            "resourceVersion": version, "annotations": { ANNOTATION_REPORTED: key } } });
+        let api: Api<PersistentVolume> = Api::all(self.client.clone());
+        let (params, merge) = (PatchParams::default(), Patch::Merge(&value));
+        match tokio::time::timeout(API_TIMEOUT, api.patch(pv, &params, &merge)).await {
+            Ok(Ok(_)) => ReportClaim::Claimed,
+            Ok(Err(kube::Error::Api(e))) if e.code == 409 => ReportClaim::Retry,
+            Ok(Err(e)) => {
+                tracing::warn!(pv, error = %e, "cannot claim a report on the PV (next sweep)");
+                ReportClaim::Retry
+            }
+            Err(_) => ReportClaim::Retry,
         }
     }
 

@@ -6,8 +6,10 @@
 pub mod cluster;
 pub mod config;
 pub mod kube_cluster;
+pub mod leader;
 pub mod publish;
 pub mod snapshots;
+pub mod sweep;
 pub mod volumes;
 
 use std::sync::Arc;

@@ -58,7 +58,7 @@ pub struct Fencing {
     grants: Mutex<HashMap<(String, String), Grant>>,
     released: Mutex<HashMap<(String, String), Instant>>,
     /// Expired migration windows already reported: (volume, window end).
-    reported: Mutex<std::collections::HashSet<(String, i64)>>,
+    pub(super) reported: Mutex<std::collections::HashSet<(String, i64)>>,
     /// `migrationTimeoutSeconds` seen in publishes, for volumes without a PV record.
     timeouts: Mutex<HashMap<String, i64>>,
     /// How long unrecorded grants and releases count; `None`: for ever (no other record).
@@ -79,7 +79,7 @@ impl Default for Fencing {
     }
 }
 
-fn now_s() -> i64 {
+pub(super) fn now_s() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
@@ -89,7 +89,7 @@ fn invalid(msg: impl Into<String>) -> ServiceError {
     ServiceError::InvalidArgument(msg.into())
 }
 
-fn time(s: i64) -> String {
+pub(super) fn time(s: i64) -> String {
     k8s_openapi::jiff::Timestamp::from_second(s).map_or_else(|_| s.to_string(), |t| t.to_string())
 }
 
@@ -115,7 +115,7 @@ impl Fencing {
     }
 
     /// The holders the decision sees (see the module comment).
-    fn holders(&self, vid: &str, rec: &Recorded) -> Vec<Holder> {
+    pub(super) fn holders(&self, vid: &str, rec: &Recorded) -> Vec<Holder> {
         let mut grants = self.grants.lock().expect("grants");
         let live = |at: &Instant| self.unrecorded_ttl.is_none_or(|ttl| at.elapsed() < ttl);
         grants.retain(|_, g| live(&g.at));
@@ -154,7 +154,7 @@ impl Fencing {
 
     /// The record of every volume with an attachment or a grant of this process (reads only
     /// caches and the grants).
-    fn all_records(&self) -> HashMap<String, Recorded> {
+    pub(super) fn all_records(&self) -> HashMap<String, Recorded> {
         let mut records: HashMap<String, Recorded> =
             self.cluster.all_recorded().into_iter().collect();
         let granted: Vec<String> =
@@ -179,7 +179,12 @@ impl Fencing {
 
     /// The volume's migration window: the PV's `migrationTimeoutSeconds`, else the one the
     /// last publish of it carried (remembered for the sweep), else 300 s.
-    fn window_timeout(&self, vid: &str, rec: &Recorded, from_request: Option<i64>) -> i64 {
+    pub(super) fn window_timeout(
+        &self,
+        vid: &str,
+        rec: &Recorded,
+        from_request: Option<i64>,
+    ) -> i64 {
         let mut seen = self.timeouts.lock().expect("timeouts");
         if let Some(t) = from_request {
             seen.insert(vid.to_string(), t);
@@ -203,18 +208,15 @@ impl Fencing {
     }
 }
 
-/// How often expired migration windows are looked for.
-pub const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
-
 /// Everything an event needs about the volume's claim.
-fn claim(rec: &Recorded, ctx: &HashMap<String, String>) -> Option<(String, String)> {
+pub(super) fn claim(rec: &Recorded, ctx: &HashMap<String, String>) -> Option<(String, String)> {
     rec.pv()
         .and_then(|p| p.claim.clone())
         .or_else(|| Some((ctx.get(key::PVC_NAMESPACE)?.clone(), ctx.get(key::PVC_NAME)?.clone())))
 }
 
 impl Backend {
-    async fn emit(
+    pub(super) async fn emit(
         &self,
         claim: &Option<(String, String)>,
         warning: bool,
@@ -390,42 +392,6 @@ impl Backend {
         out
     }
 
-    /// Reports migration windows that expired with both nodes still attached, once each:
-    /// a `MigrationFailed` event and `rds_csi_migration_timeouts_total`, even if nothing
-    /// tries to attach a third node. Returns the volumes reported.
-    pub async fn sweep_migrations(&self) -> Vec<String> {
-        let f = &self.fencing;
-        let records = f.all_records();
-        let now = now_s();
-        let mut out = Vec::new();
-        let mut active = 0;
-        for (vid, rec) in records {
-            let live: Vec<Holder> =
-                f.holders(&vid, &rec).into_iter().filter(|h| h.node_exists).collect();
-            if live.len() != 2 {
-                continue;
-            }
-            active += 1;
-            let timeout = f.window_timeout(&vid, &rec, None);
-            let end = fencing::window_end(&live.iter().collect::<Vec<_>>(), timeout);
-            if now < end || !f.reported.lock().expect("reported").insert((vid.clone(), end)) {
-                continue;
-            }
-            f.metrics.migration_timed_out();
-            let note = format!(
-                "live migration of {vid} between {} and {} did not finish within {timeout}s (window ended {}); detach one of the two nodes",
-                live[0].node,
-                live[1].node,
-                time(end)
-            );
-            self.emit(&claim(&rec, &HashMap::new()), true, "MigrationFailed", note).await;
-            out.push(vid);
-        }
-        // The cluster's record is the truth after a restart; inc/dec keep it current between.
-        f.metrics.set_migrations_active(active);
-        out
-    }
-
     async fn refuse(
         &self,
         vid: &str,
@@ -575,6 +541,13 @@ mod tests {
         }
         async fn annotate(&self, _: &str, _: Option<(&str, &str)>) {}
         async fn event(&self, _: PvcEvent) {}
+        async fn claim_report(
+            &self,
+            _: Option<&str>,
+            _: &str,
+        ) -> super::super::cluster::ReportClaim {
+            super::super::cluster::ReportClaim::Claimed
+        }
         fn age_s(&self) -> i64 {
             i64::MAX
         }

@@ -9,6 +9,7 @@ pub mod context;
 pub mod fabrics;
 pub mod fencing;
 pub mod ids;
+pub mod lease;
 pub mod mount_options;
 pub mod mountinfo;
 pub mod paging;
