@@ -5,8 +5,10 @@
 //! Decisions never read the annotations (they went stale in the Go driver, incident 6); they
 //! read the VolumeAttachments.
 //!
-//! RBAC: volumeattachments, persistentvolumes, nodes, csinodes: get, list, watch;
-//! persistentvolumes: patch; events (events.k8s.io): create, patch (docs/kubevirt.md).
+//! RBAC: volumeattachments, persistentvolumes, nodes, csinodes: list, watch (never a
+//! single get: decisions read the caches); persistentvolumes: patch; events
+//! (events.k8s.io): create, patch (docs/kubevirt.md; crates/deploy/tests/rbac.rs checks the
+//! manifests grant exactly these).
 //! (Leases: [`super::leader`].)
 
 use std::{
