@@ -204,6 +204,7 @@ fn the_objects_say_what_the_driver_needs() {
     assert_eq!(node["automountServiceAccountToken"], false, "the node makes no API calls");
     let plugin = &node["containers"][0];
     assert_eq!(plugin["securityContext"]["privileged"], true);
+    assert_eq!(plugin["securityContext"]["runAsUser"], 0, "the image's default user is 65532");
     let kubelet = plugin["volumeMounts"]
         .as_array()
         .unwrap()
@@ -237,4 +238,30 @@ fn the_objects_say_what_the_driver_needs() {
     });
     assert_eq!(ip, None, "an IP address in the default manifests");
     assert!(!o.iter().any(|x| id(x).contains("Secret")), "no Secret unless asked for");
+}
+
+#[test]
+fn the_go_driver_replacement_values_of_the_install_doc_render() {
+    // docs/install.md, "Replacing the Go driver", step 4: keep the Go StorageClasses, and no
+    // node plugin until a node is labelled.
+    let o = helm(&json!({
+        "storageClasses": null,
+        "node": { "nodeSelector": { "rds-csi.srvlab.io/driver": "rds-csi" } }
+    }))
+    .unwrap();
+    assert!(!o.iter().any(|x| x["kind"] == "StorageClass"));
+    let node = &find(&o, "DaemonSet", "rds-csi-node")["spec"]["template"]["spec"];
+    assert_eq!(node["nodeSelector"], json!({ "rds-csi.srvlab.io/driver": "rds-csi" }));
+    // The Go driver's Secret is read as it is: same name, same keys.
+    let ctl = &find(&o, "Deployment", "rds-csi-controller")["spec"]["template"]["spec"];
+    assert_eq!(ctl["volumes"][1]["secret"]["secretName"], "rds-csi-secret");
+    let host_key = ctl["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "RDS_CSI_RDS_HOST_KEY")
+        .unwrap();
+    assert_eq!(host_key["valueFrom"]["secretKeyRef"]["key"], "rds-host-key");
+    let cm = &find(&o, "ConfigMap", "rds-csi-controller")["data"];
+    assert_eq!(cm["RDS_CSI_RDS_SSH_KEY_FILE"], "/etc/rds-csi/rds-private-key");
 }

@@ -7,6 +7,12 @@ use std::{process::Stdio, time::Duration};
 
 use tokio::process::Command;
 
+/// Every program the driver runs, by name through `PATH`; [`run`] refuses any other. The
+/// container image holds exactly these (deploy/image/assemble-rootfs; a test keeps the two
+/// lists equal), so a new call here without a new tool in the image cannot pass CI.
+pub const TOOLS: &[&str] =
+    &["blkid", "losetup", "mkfs.ext4", "mkfs.xfs", "mount", "resize2fs", "umount", "xfs_growfs"];
+
 /// What a finished command printed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Output {
@@ -45,6 +51,8 @@ impl Output {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
+    #[error("`{program}` is not one of the tools the node image holds ({})", TOOLS.join(", "))]
+    NotATool { program: String },
     #[error("cannot run `{command}`: {source} (is it installed in the node image?)")]
     Spawn { command: String, source: std::io::Error },
     #[error("`{command}` did not finish within {}s and was killed", timeout.as_secs_f64())]
@@ -65,6 +73,13 @@ fn display(program: &str, args: &[&str]) -> String {
 /// Runs `program args` and returns its output whatever the exit code; errors only when it
 /// cannot start or passes `timeout` (then it is killed).
 pub async fn run(program: &str, args: &[&str], timeout: Duration) -> Result<Output, ExecError> {
+    if !TOOLS.contains(&program) {
+        return Err(ExecError::NotATool { program: program.to_string() });
+    }
+    run_any(program, args, timeout).await
+}
+
+async fn run_any(program: &str, args: &[&str], timeout: Duration) -> Result<Output, ExecError> {
     let command = display(program, args);
     tracing::debug!(%command, "exec");
     let child = Command::new(program)
@@ -89,7 +104,10 @@ pub async fn run(program: &str, args: &[&str], timeout: Duration) -> Result<Outp
 
 /// Like [`run`], but a non-zero exit is an error carrying the output.
 pub async fn run_ok(program: &str, args: &[&str], timeout: Duration) -> Result<Output, ExecError> {
-    let out = run(program, args, timeout).await?;
+    ok(program, args, run(program, args, timeout).await?)
+}
+
+fn ok(program: &str, args: &[&str], out: Output) -> Result<Output, ExecError> {
     if out.success() {
         Ok(out)
     } else {
@@ -109,7 +127,7 @@ mod tests {
 
     #[tokio::test]
     async fn captures_output_and_exit_code() {
-        let out = run("sh", &["-c", "echo out; echo err >&2; exit 3"], Duration::from_secs(5))
+        let out = run_any("sh", &["-c", "echo out; echo err >&2; exit 3"], Duration::from_secs(5))
             .await
             .unwrap();
         assert_eq!(
@@ -117,9 +135,9 @@ mod tests {
             (Some(3), "out\n", "err\n")
         );
         assert_eq!(out.text(), "err | out");
-        let err = run_ok("sh", &["-c", "echo boom >&2; exit 1"], Duration::from_secs(5))
-            .await
-            .unwrap_err();
+        let script = ["-c", "echo boom >&2; exit 1"];
+        let out = run_any("sh", &script, Duration::from_secs(5)).await.unwrap();
+        let err = ok("sh", &script, out).unwrap_err();
         assert_eq!(err.to_string(), "`sh -c echo boom >&2; exit 1` failed (exit 1): boom");
     }
 
@@ -129,7 +147,7 @@ mod tests {
         let marker = dir.path().join("survived");
         let script = format!("sleep 2; touch {}", marker.display());
         let started = Instant::now();
-        let err = run("sh", &["-c", &script], Duration::from_millis(200)).await.unwrap_err();
+        let err = run_any("sh", &["-c", &script], Duration::from_millis(200)).await.unwrap_err();
         assert!(matches!(err, ExecError::Timeout { .. }), "{err}");
         assert!(started.elapsed() < Duration::from_secs(2));
         tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -139,7 +157,7 @@ mod tests {
     #[tokio::test]
     async fn stdin_is_closed_so_questions_get_eof() {
         let out =
-            run("sh", &["-c", "read answer; echo \"got:$answer:$?\""], Duration::from_secs(5))
+            run_any("sh", &["-c", "read answer; echo \"got:$answer:$?\""], Duration::from_secs(5))
                 .await
                 .unwrap();
         assert_eq!(out.stdout, "got::1\n");
@@ -147,7 +165,17 @@ mod tests {
 
     #[tokio::test]
     async fn missing_program_says_so() {
-        let err = run("no-such-tool-rds", &[], Duration::from_secs(1)).await.unwrap_err();
+        let err = run_any("no-such-tool-rds", &[], Duration::from_secs(1)).await.unwrap_err();
         assert!(err.to_string().contains("is it installed"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn only_the_image_tools_run() {
+        let err = run("sh", &["-c", "true"], Duration::from_secs(1)).await.unwrap_err();
+        assert!(matches!(err, ExecError::NotATool { .. }), "{err}");
+        assert!(err.to_string().contains("blkid, losetup"), "{err}");
+        let mut sorted = TOOLS.to_vec();
+        sorted.sort_unstable();
+        assert_eq!(sorted, TOOLS, "kept sorted, as the image script lists them");
     }
 }
