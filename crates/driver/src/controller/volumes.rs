@@ -170,6 +170,7 @@ impl Backend {
             return Err(invalid("name is required"));
         }
         access::check_all(&req.volume_capabilities).map_err(invalid)?;
+        access::check_new_filesystem(&req.volume_capabilities).map_err(invalid)?;
         let p = params::parse(&req.parameters, &self.cfg.volume_path, &self.cfg.allowed_base_paths)
             .map_err(invalid)?;
         let (required, limit) =

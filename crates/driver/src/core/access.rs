@@ -47,6 +47,31 @@ pub fn check_all(caps: &[VolumeCapability]) -> Result<(), String> {
     caps.iter().try_for_each(check)
 }
 
+/// Filesystems rds-csi creates on a new volume.
+pub const NEW_FS_TYPES: &[&str] = &["ext4", "xfs"];
+
+/// Checks the filesystem a new volume is asked for (CreateVolume): ext4, xfs, or unset (ext4).
+/// ext3 (which the Go driver accepted) is refused with its replacement; the node still mounts
+/// the ext3 filesystems of the Go driver's existing volumes.
+pub fn check_new_filesystem(caps: &[VolumeCapability]) -> Result<(), String> {
+    for cap in caps {
+        if let Some(AccessType::Mount(m)) = &cap.access_type {
+            match m.fs_type.as_str() {
+                "" | "ext4" | "xfs" => {}
+                "ext3" | "ext2" => {
+                    return Err(format!(
+                        "fsType {} is not created by rds-csi: use ext4 (csi.storage.k8s.io/fstype: ext4 in the StorageClass). \
+                         Existing {} volumes of the Go driver are still mounted",
+                        m.fs_type, m.fs_type
+                    ));
+                }
+                other => return Err(format!("fsType {other:?} is not supported: use ext4 or xfs")),
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Whether a capability is a raw block one.
 pub fn is_block(cap: &VolumeCapability) -> bool {
     matches!(cap.access_type, Some(AccessType::Block(_)))
@@ -92,5 +117,21 @@ mod tests {
         assert!(check(&cap(false, Mode::Unknown)).is_err());
         assert!(check(&VolumeCapability::default()).unwrap_err().contains("access_type"));
         assert!(check_all(&[]).unwrap_err().contains("required"));
+    }
+
+    #[test]
+    fn new_volumes_get_ext4_or_xfs() {
+        let fs = |t: &str| {
+            let mut c = cap(false, Mode::SingleNodeWriter);
+            c.access_type =
+                Some(AccessType::Mount(MountVolume { fs_type: t.into(), ..Default::default() }));
+            c
+        };
+        for ok in ["", "ext4", "xfs"] {
+            assert!(check_new_filesystem(&[fs(ok)]).is_ok(), "{ok}");
+        }
+        assert!(check_new_filesystem(&[fs("ext3")]).unwrap_err().contains("use ext4"));
+        assert!(check_new_filesystem(&[fs("btrfs")]).unwrap_err().contains("use ext4 or xfs"));
+        assert!(check_new_filesystem(&[cap(true, Mode::MultiNodeMultiWriter)]).is_ok());
     }
 }

@@ -111,6 +111,23 @@ pub fn parse(
             "csi.storage.k8s.io/pvc/name" => pvc_name = Some(value.clone()),
             "csi.storage.k8s.io/pvc/namespace" => pvc_ns = Some(value.clone()),
             "csi.storage.k8s.io/pv/name" => {}
+            // The Go driver declared these and ignored them; a StorageClass that sets them
+            // asked for something it never got.
+            "fsType" => {
+                return Err(format!(
+                    "parameter fsType={value:?} is the Go driver's, which never formatted with it: use csi.storage.k8s.io/fstype (ext4 or xfs)"
+                ));
+            }
+            "sshPort" => {
+                return Err(format!(
+                    "parameter sshPort={value:?} is the Go driver's, which ignored it: the RDS SSH port is the controller's --rds-address HOST:PORT (chart value rds.address)"
+                ));
+            }
+            "nqnPrefix" => {
+                return Err(format!(
+                    "parameter nqnPrefix={value:?} is the Go driver's, which ignored it: NQN prefixes are per driver, --nqn-prefix on the controller and --managed-nqn-prefix on the nodes (chart values controller.nqnPrefix, node.managedNqnPrefix)"
+                ));
+            }
             other => {
                 return Err(format!(
                     "unknown StorageClass parameter {other:?}; accepted: {}",
@@ -195,6 +212,10 @@ mod tests {
             (("migrationTimeoutSeconds", "10"), "between 30 and 3600"),
             (("nvmeAddress", "rds.local"), "IP address"),
             (("csi.storage.k8s.io/fstype", "btrfs"), "use ext4 or xfs"),
+            (("csi.storage.k8s.io/fstype", "ext3"), "use ext4 or xfs"),
+            (("fsType", "xfs"), "use csi.storage.k8s.io/fstype"),
+            (("sshPort", "22"), "--rds-address HOST:PORT"),
+            (("nqnPrefix", "nqn.2000-02.com.mikrotik:"), "--nqn-prefix"),
             (("volumePath", "/other/place"), "outside the allowed base paths"),
             (("volumePath", "/storage-pool/../etc"), "volumePath"),
         ];

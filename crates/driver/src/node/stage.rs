@@ -40,7 +40,9 @@ pub(super) fn kind(
                 .find(|s| !s.is_empty())
                 .unwrap_or("ext4")
                 .to_string();
-            if fs_type != "ext4" && fs_type != "xfs" {
+            // ext3: the Go driver's volumes of it are mounted; a blank one is never formatted
+            // as ext3 (see `filesystem`).
+            if !matches!(fs_type.as_str(), "ext4" | "xfs" | "ext3") {
                 return Err(invalid(format!(
                     "fs_type {fs_type:?} is not supported: use ext4 or xfs"
                 )));
@@ -222,6 +224,12 @@ impl NodeService {
                      Not formatting it; check the source and the RDS copy, then restore again",
                     dev.name,
                     filled_from.unwrap_or_default()
+                )));
+            }
+            Verdict::Blank if fs_type == "ext3" => {
+                return Err(ServiceError::FailedPrecondition(format!(
+                    "/dev/{} is blank and the volume asks for ext3: rds-csi mounts the ext3 filesystems of the Go driver's volumes but never creates one. Use ext4",
+                    dev.name
                 )));
             }
             Verdict::Blank => {
