@@ -157,7 +157,9 @@ fn every_setting_of_the_configuration_doc_has_a_value_and_nothing_else_is_set() 
     let doc = std::fs::read_to_string(root().join("docs/configuration.md")).unwrap();
     let documented: BTreeSet<String> = doc
         .split('`')
-        .filter(|w| w.starts_with("RDS_CSI_") && !w.contains("..."))
+        .filter(|w| {
+            w.starts_with("RDS_CSI_") && w.chars().all(|c| c.is_ascii_uppercase() || c == '_')
+        })
         .map(str::to_string)
         .collect();
     let mut set = BTreeSet::new();
@@ -231,6 +233,24 @@ fn the_objects_say_what_the_driver_needs() {
     assert!(
         provisioner.contains("--extra-create-metadata") && provisioner.contains("Topology=true")
     );
+    // A probe's named port is looked up in its own container only.
+    for w in o.iter().filter(|x| x.pointer("/spec/template/spec/containers").is_some()) {
+        for c in w["spec"]["template"]["spec"]["containers"].as_array().unwrap() {
+            for probe in ["livenessProbe", "readinessProbe"] {
+                if let Some(name) = c[probe]["httpGet"]["port"].as_str() {
+                    let declared = c["ports"]
+                        .as_array()
+                        .is_some_and(|ps| ps.iter().any(|p| p["name"] == name));
+                    assert!(
+                        declared,
+                        "{} {}: {probe} port {name} is not declared there",
+                        id(w),
+                        c["name"]
+                    );
+                }
+            }
+        }
+    }
     // No lab address anywhere: the RDS address is the operator's to set.
     let text = serde_json::to_string(&o).unwrap();
     let ip = text.split(|c: char| !(c.is_ascii_digit() || c == '.')).find(|w| {

@@ -73,6 +73,8 @@ pub struct AttachMetrics {
     migration_timeouts: Counter,
     migration_duration: Histogram,
     decision: Histogram,
+    /// 1 while this instance runs the controller's background loops (the Lease holder).
+    pub leader: Gauge,
 }
 
 impl Default for AttachMetrics {
@@ -87,6 +89,7 @@ impl Default for AttachMetrics {
             migration_duration: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
             // 10 µs .. ~1 s: the decision itself is in-memory.
             decision: Histogram::new(exponential_buckets(0.000_01, 4.0, 10)),
+            leader: Gauge::default(),
         }
     }
 }
@@ -161,6 +164,11 @@ impl AttachMetrics {
             "attach_decision_seconds",
             "Time to decide a ControllerPublishVolume once the volume is read",
             self.decision.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this controller instance runs the background loops (holds the Lease)",
+            self.leader.clone(),
         );
     }
 }

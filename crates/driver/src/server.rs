@@ -82,7 +82,10 @@ async fn fencing(
     } else {
         AttachmentState::Kubernetes
     });
-    let mut election = Election { leadership: Leadership::always(), elector: None };
+    let mut election = Election {
+        leadership: Leadership::always().report_to(metrics.leader.clone()),
+        elector: None,
+    };
     let cluster: Box<dyn Cluster> = match state {
         AttachmentState::Memory => {
             tracing::warn!(
@@ -115,8 +118,14 @@ async fn fencing(
                     .unwrap_or_else(|| format!("rds-csi-{}", uuid::Uuid::new_v4().simple()));
                 let name = lease_name(&config.driver_name);
                 tracing::info!(lease = %name, %namespace, %identity, "leader election for the background loops");
-                let (elector, leadership) =
-                    Elector::new(client.clone(), &namespace, &name, &identity, le.timing);
+                let (elector, leadership) = Elector::reporting(
+                    client.clone(),
+                    &namespace,
+                    &name,
+                    &identity,
+                    le.timing,
+                    Some(metrics.leader.clone()),
+                );
                 election = Election { leadership, elector: Some(elector) };
             }
             Box::new(KubeCluster::start(client, &config.driver_name, instance))

@@ -164,7 +164,10 @@ async fn one_replica_sweeps_and_the_other_takes_over_when_it_stops_renewing() {
 async fn a_released_lease_passes_at_once_and_a_single_controller_always_leads() {
     assert!(Leadership::always().is_leader());
     let api = SharedApi::default();
-    let (a, a_lead) = Elector::new(api.client("a"), NS, LEASE, "a", timing());
+    let gauge = prometheus_client::metrics::gauge::Gauge::<i64>::default();
+    let (a, a_lead) =
+        Elector::reporting(api.client("a"), NS, LEASE, "a", timing(), Some(gauge.clone()));
+    assert_eq!(gauge.get(), 0, "rds_csi_leader before the first election");
     let (b, b_lead) = Elector::new(api.client("b"), NS, LEASE, "b", timing());
     let (lease_api, name, identity) = a.release_handle();
     let a_task = tokio::spawn(a.run());
@@ -172,6 +175,7 @@ async fn a_released_lease_passes_at_once_and_a_single_controller_always_leads() 
     let b_task = tokio::spawn(b.run());
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!b_lead.is_leader());
+    assert_eq!(gauge.get(), 1, "rds_csi_leader while leading");
     // A shuts down cleanly: it stops, then gives the Lease up.
     a_task.abort();
     Elector::release(&lease_api, &name, &identity, Duration::from_secs(2)).await;

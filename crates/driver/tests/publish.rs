@@ -122,6 +122,8 @@ async fn read_write_once_volumes_attach_to_one_node_at_a_time() {
         r#"rds_csi_detach_total{outcome="detached"} 1"#,
         r#"rds_csi_detach_total{outcome="not_attached"} 2"#,
         "rds_csi_attach_decision_seconds_count 4",
+        // The only controller (attachment state in memory) always runs the background loops.
+        "rds_csi_leader 1",
         // One RDS round trip per publish that reaches the RDS (reading the disk); the
         // validation failures make none, and unpublish needs none without storage fencing.
         r#"rds_csi_rds_round_trips_per_rpc_count{method="ControllerPublishVolume"} 5"#,

@@ -15,6 +15,7 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 use kube::{Api, Client, api::PostParams};
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::time::Instant;
 
 use crate::core::lease::{self, LeaseRecord, Observed, Step, Timing};
@@ -24,16 +25,32 @@ use crate::core::lease::{self, LeaseRecord, Observed, Step, Timing};
 pub struct Leadership {
     until: Arc<std::sync::Mutex<Option<Instant>>>,
     always: bool,
+    /// `rds_csi_leader`, when reported.
+    gauge: Option<Gauge>,
 }
 
 impl Leadership {
     /// A process that is the only controller (attachment state in memory): it always leads.
     pub fn always() -> Leadership {
-        Leadership { until: Arc::default(), always: true }
+        Leadership { until: Arc::default(), always: true, gauge: None }
     }
 
     fn elected() -> Leadership {
-        Leadership { until: Arc::default(), always: false }
+        Leadership { until: Arc::default(), always: false, gauge: None }
+    }
+
+    /// Reports this instance's leadership in `gauge` (`rds_csi_leader`): set now, and by the
+    /// elector after every attempt (a lapse shows within one retry period).
+    pub fn report_to(mut self, gauge: Gauge) -> Leadership {
+        self.gauge = Some(gauge);
+        self.publish();
+        self
+    }
+
+    fn publish(&self) {
+        if let Some(g) = &self.gauge {
+            g.set(i64::from(self.is_leader()));
+        }
     }
 
     /// Whether this instance may run the background loops now.
@@ -78,7 +95,22 @@ impl Elector {
         identity: &str,
         timing: Timing,
     ) -> (Elector, Leadership) {
-        let leadership = Leadership::elected();
+        Self::reporting(client, namespace, name, identity, timing, None)
+    }
+
+    /// [`Elector::new`], reporting leadership in `gauge` (`rds_csi_leader`).
+    pub fn reporting(
+        client: Client,
+        namespace: &str,
+        name: &str,
+        identity: &str,
+        timing: Timing,
+        gauge: Option<Gauge>,
+    ) -> (Elector, Leadership) {
+        let mut leadership = Leadership::elected();
+        if let Some(g) = gauge {
+            leadership = leadership.report_to(g);
+        }
         let elector = Elector {
             api: Api::namespaced(client, namespace),
             name: name.to_string(),
@@ -186,6 +218,7 @@ impl Elector {
                     self.leadership.is_leader()
                 }
             };
+            self.leadership.publish();
             if now_leading != leading {
                 leading = now_leading;
                 if leading {
