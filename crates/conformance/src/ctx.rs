@@ -19,7 +19,7 @@ use csi::v1::{
 };
 use tonic::{Code, Status, transport::Channel};
 
-use crate::harness::{GIB, Mode, NODE, Plane};
+use crate::target::{GIB, Mode, NODE, Plane};
 
 /// What a rule made, for the teardown (in creation order).
 #[derive(Debug, Default)]

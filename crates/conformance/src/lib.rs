@@ -11,6 +11,7 @@
 pub mod ctx;
 pub mod harness;
 pub mod rules;
+pub mod target;
 
 pub use harness::{Mode, Outcome, Plane, RuleFn, Target};
 

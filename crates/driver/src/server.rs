@@ -69,7 +69,7 @@ pub fn termination_signal() -> Result<impl Future<Output = ()>, ServeError> {
 async fn fencing(
     config: &ServeConfig,
     metrics: crate::metrics::AttachMetrics,
-) -> Result<(crate::controller::publish::Fencing, Election), ServeError> {
+) -> Result<(crate::controller::attachments::Fencing, Election), ServeError> {
     use crate::controller::{
         cluster::{Cluster, MemoryCluster},
         config::AttachmentState,
@@ -134,7 +134,7 @@ async fn fencing(
     if c.storage_fencing {
         tracing::warn!("storage fencing on: disks allow only the attached nodes' host NQNs");
     }
-    let fencing = crate::controller::publish::Fencing::new(
+    let fencing = crate::controller::attachments::Fencing::new(
         cluster,
         c.storage_fencing,
         c.attach_settle_s,

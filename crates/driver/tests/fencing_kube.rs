@@ -12,10 +12,10 @@ use csi::v1::{
     *,
 };
 use driver::controller::{
+    attachments::host_nqn_for,
+    backend::Backend,
     cluster::Cluster,
     kube_cluster::{ANNOTATION_AT, ANNOTATION_NODE, KubeCluster},
-    publish::host_nqn_for,
-    volumes::Backend,
 };
 use serde_json::{Value, json};
 use support::kube::{self as k8s, ApiServer};

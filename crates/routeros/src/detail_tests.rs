@@ -130,7 +130,8 @@ fn errors_and_empty_prints() {
     );
     assert_eq!(answer(&Op::GetDisk(Slot::new("x").unwrap()), ""), Ok(Answer::MaybeDisk(None)));
     let sys = "  version: 7.20.8 (stable)\n  board-name: RDS2216\n  name: lab\n";
-    let Ok(Answer::System(s)) = crate::ops::parse_ssh(&Op::System, sys, ReadFormat::Detail) else {
+    let Ok(Answer::System(s)) = crate::ssh_answer::parse_ssh(&Op::System, sys, ReadFormat::Detail)
+    else {
         panic!()
     };
     assert_eq!((s.version_number(), s.identity.as_str()), (Some((7, 20)), "lab"));

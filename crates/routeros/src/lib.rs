@@ -9,6 +9,7 @@ pub mod grammar;
 pub mod ops;
 pub mod rest;
 pub mod ssh;
+pub mod ssh_answer;
 pub mod syntax;
 pub mod transport;
 pub mod types;

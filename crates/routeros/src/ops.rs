@@ -8,7 +8,7 @@
 use serde_json::{Map, Value};
 
 use crate::{
-    error::{RosError, classify, looks_like_error},
+    error::RosError,
     syntax::quote,
     types::{FilePath, Nqn, Slot},
 };
@@ -463,42 +463,6 @@ pub fn ssh_line(op: &Op, format: ReadFormat) -> String {
                 .to_string(),
             ReadFormat::Detail => "/system resource print; /system identity print".to_string(),
         },
-    }
-}
-
-/// Parses the output of [`ssh_line`]. Errors are detected from the text.
-pub fn parse_ssh(op: &Op, output: &str, format: ReadFormat) -> Result<Answer, RosError> {
-    let output = output.replace("\r\n", "\n");
-    if looks_like_error(&output) && format == ReadFormat::Json {
-        return Err(classify(&output));
-    }
-    let reads = !matches!(
-        op,
-        Op::SetExport { .. }
-            | Op::SetComment { .. }
-            | Op::DeleteDisk { .. }
-            | Op::RemoveFile(_)
-            | Op::RemoveLeftover { .. }
-            | Op::CopyDisk { .. }
-            | Op::CopyFile { .. }
-    );
-    if !reads {
-        return if output.trim().is_empty() { Ok(Answer::Done) } else { Err(classify(&output)) };
-    }
-    match format {
-        ReadFormat::Json => {
-            let mut docs = output.lines().filter(|l| !l.trim().is_empty()).map(|l| {
-                serde_json::from_str::<Value>(l)
-                    .map_err(|e| RosError::Unexpected(format!("bad JSON ({e}): {l}")))
-            });
-            let rows = objects(docs.next().unwrap_or(Ok(Value::Array(Vec::new())))?)?;
-            let extra = docs.next().transpose()?.and_then(|v| match v {
-                Value::Object(m) => Some(m),
-                _ => None,
-            });
-            answer_from_rows(op, rows, extra)
-        }
-        ReadFormat::Detail => crate::detail::answer(op, &output),
     }
 }
 

@@ -3,6 +3,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::{
     grammar::RdsGrammar,
+    ssh_answer::parse_ssh,
     syntax::{Statement, parse_line, tests::named},
 };
 

@@ -14,7 +14,8 @@ use tokio::sync::{Mutex, Semaphore, watch};
 
 use crate::{
     error::RosError,
-    ops::{Answer, Op, ReadFormat, parse_ssh, ssh_line},
+    ops::{Answer, Op, ReadFormat, ssh_line},
+    ssh_answer::parse_ssh,
     transport::{Backoff, ConnState, Health, Transport},
 };
 

@@ -133,7 +133,7 @@ impl Cluster for MemoryCluster {
         tracing::info!(namespace = %e.claim.0, pvc = %e.claim.1, reason = e.reason, note = %e.note, "event (no Kubernetes: logged only)");
     }
 
-    /// One process, one record: [`super::publish::Fencing`] remembers what it reported.
+    /// One process, one record: [`super::attachments::Fencing`] remembers what it reported.
     async fn claim_report(&self, _pv: Option<&str>, _key: &str) -> ReportClaim {
         ReportClaim::Claimed
     }

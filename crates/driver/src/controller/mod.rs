@@ -3,8 +3,11 @@
 //! is not built yet and answers UNIMPLEMENTED (never a fake success). CSI requires that a CO only calls the
 //! optional Controller RPCs the plugin advertises, so the capability list is exactly what works.
 
+pub mod attachments;
+pub mod backend;
 pub mod cluster;
 pub mod config;
+pub mod copies;
 pub mod kube_cluster;
 pub mod leader;
 pub mod publish;
@@ -22,7 +25,7 @@ use csi::v1::{
 use tonic::{Request, Response, Status};
 
 use crate::{core::access, error::ServiceError, rpc::RpcRunner};
-pub use volumes::Backend;
+pub use backend::Backend;
 
 #[derive(Clone)]
 pub struct ControllerService {

@@ -14,8 +14,7 @@
 //! only a log line.
 
 use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -29,7 +28,7 @@ use routeros::{
     types::{FilePath, Slot},
 };
 
-use super::volumes::Backend;
+use super::backend::Backend;
 use crate::{
     core::{
         ids,
@@ -45,30 +44,6 @@ pub const CHUNK: u64 = 1 << 30;
 
 /// How long an RPC waits for a fresh copy before answering "not ready yet".
 const QUICK_WAIT: Duration = Duration::from_secs(2);
-
-/// The copies of this process: running ones (destination → source) and the failure of the
-/// last attempt of each destination, until a call reports it.
-#[derive(Debug, Default)]
-pub struct Copies {
-    running: Mutex<HashMap<String, String>>,
-    failed: Mutex<HashMap<String, String>>,
-}
-
-impl Copies {
-    /// The running copy that reads or writes `slot`, described (`src → dst`).
-    pub fn involving(&self, slot: &str) -> Option<String> {
-        self.running
-            .lock()
-            .expect("copies")
-            .iter()
-            .find(|(dst, src)| *dst == slot || *src == slot)
-            .map(|(dst, src)| format!("{src} → {dst}"))
-    }
-
-    fn is_running(&self, dst: &str) -> bool {
-        self.running.lock().expect("copies").contains_key(dst)
-    }
-}
 
 fn invalid(msg: impl Into<String>) -> ServiceError {
     ServiceError::InvalidArgument(msg.into())

@@ -7,10 +7,10 @@
 use std::{collections::HashMap, sync::Weak, time::Duration};
 
 use super::{
+    attachments::{claim, now_s, time},
+    backend::Backend,
     cluster::ReportClaim,
     leader::Leadership,
-    publish::{claim, now_s, time},
-    volumes::Backend,
 };
 use crate::core::fencing::{self, Holder};
 

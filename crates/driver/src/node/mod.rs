@@ -3,6 +3,7 @@
 //! report stats and volume health. Each RPC looks at the current state (mountinfo, sysfs)
 //! before acting, so every call is idempotent; a concurrent call on the same volume is ABORTED.
 
+mod capability;
 pub mod config;
 pub mod format;
 pub mod holders;
@@ -78,6 +79,10 @@ pub struct NodeService {
     pub rpc: RpcRunner,
     pub state: Arc<NodeState>,
 }
+
+/// The list of a block volume's published device nodes, in its staging directory (written
+/// by NodePublishVolume, removed by NodeUnstageVolume).
+const BLOCK_TARGETS: &str = "rds-csi-block-targets";
 
 fn invalid(msg: impl Into<String>) -> ServiceError {
     ServiceError::InvalidArgument(msg.into())

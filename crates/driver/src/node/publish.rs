@@ -23,23 +23,15 @@ use csi::v1::{
 };
 
 use super::{
-    NodeService,
+    BLOCK_TARGETS, NodeService,
+    capability::{Kind, kind, published_readonly},
     host::{self, block_node},
     path, required,
-    stage::{Kind, kind},
 };
 use crate::{
-    core::{context::publish::READONLY, mount_options, mountinfo},
+    core::{mount_options, mountinfo},
     error::ServiceError,
 };
-
-/// The list of a block volume's published device nodes, in its staging directory.
-pub(super) const BLOCK_TARGETS: &str = "rds-csi-block-targets";
-
-/// Whether the controller published the volume read-only (PUBLISH_READONLY).
-pub(super) fn published_readonly(publish: &std::collections::HashMap<String, String>) -> bool {
-    publish.get(READONLY).is_some_and(|v| v == "true")
-}
 
 /// The device nodes at the listed targets that are still this device's.
 fn block_targets(staging: &Path, mm: (u32, u32)) -> Vec<PathBuf> {

@@ -4,55 +4,21 @@ use std::{collections::HashMap, path::Path, time::Duration};
 
 use csi::v1::{
     NodeStageVolumeRequest, NodeStageVolumeResponse, NodeUnstageVolumeRequest,
-    NodeUnstageVolumeResponse, VolumeCapability,
-    volume_capability::{AccessType, access_mode::Mode},
+    NodeUnstageVolumeResponse,
 };
 
-use super::{NodeService, format, holders, host::BlockDevice, invalid, path, required};
+use super::{
+    BLOCK_TARGETS, NodeService,
+    capability::{Kind, kind, published_readonly},
+    format, holders,
+    host::BlockDevice,
+    invalid, path, required,
+};
 use crate::{
     core::context::key,
-    core::{access, blank::Verdict, mount_options, mountinfo},
+    core::{blank::Verdict, mount_options, mountinfo},
     error::ServiceError,
 };
-
-/// What a capability asks the node to make of the device.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Kind {
-    Block,
-    Mount { fs_type: String, flags: Vec<String>, read_only: bool },
-}
-
-/// Checks a capability (access matrix, fs type, mount flags). The fs type comes from the
-/// capability, else the volume context (`fsType`), else ext4.
-pub(super) fn kind(
-    cap: Option<&VolumeCapability>,
-    ctx: &HashMap<String, String>,
-) -> Result<Kind, ServiceError> {
-    let cap = cap.ok_or_else(|| invalid("volume_capability is required"))?;
-    access::check(cap).map_err(invalid)?;
-    let read_only =
-        cap.access_mode.as_ref().map(|m| m.mode) == Some(Mode::SingleNodeReaderOnly as i32);
-    match &cap.access_type {
-        Some(AccessType::Block(_)) => Ok(Kind::Block),
-        Some(AccessType::Mount(m)) => {
-            let fs_type = [m.fs_type.as_str(), ctx.get(key::FS_TYPE).map_or("", String::as_str)]
-                .into_iter()
-                .find(|s| !s.is_empty())
-                .unwrap_or("ext4")
-                .to_string();
-            // ext3: the Go driver's volumes of it are mounted; a blank one is never formatted
-            // as ext3 (see `filesystem`).
-            if !matches!(fs_type.as_str(), "ext4" | "xfs" | "ext3") {
-                return Err(invalid(format!(
-                    "fs_type {fs_type:?} is not supported: use ext4 or xfs"
-                )));
-            }
-            let flags = mount_options::validate(&m.mount_flags).map_err(invalid)?;
-            Ok(Kind::Mount { fs_type, flags, read_only })
-        }
-        None => Err(invalid("volume_capability needs access_type: block or mount")),
-    }
-}
 
 /// How a filesystem volume is staged.
 struct Filesystem<'a> {
@@ -99,7 +65,7 @@ impl NodeService {
         let staging = path(&req.staging_target_path, "staging_target_path")?;
         let mut kind = kind(req.volume_capability.as_ref(), &req.volume_context)?;
         if let Kind::Mount { read_only, .. } = &mut kind {
-            *read_only |= super::publish::published_readonly(&req.publish_context);
+            *read_only |= published_readonly(&req.publish_context);
         }
         let guard = self.state.locks.try_lock(vid, "volume")?;
         let this = self.clone();
@@ -321,7 +287,7 @@ impl NodeService {
             }
         }
         st.plane.detach(&st.host, vid).await?;
-        match std::fs::remove_file(staging.join(super::publish::BLOCK_TARGETS)) {
+        match std::fs::remove_file(staging.join(BLOCK_TARGETS)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 tracing::warn!(error = %e, "cannot remove the block targets list");
             }

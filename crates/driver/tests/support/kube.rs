@@ -10,7 +10,7 @@ use std::{
 
 use driver::{
     controller::{
-        config::ControllerArgs, kube_cluster::KubeCluster, publish::Fencing, volumes::Backend,
+        attachments::Fencing, backend::Backend, config::ControllerArgs, kube_cluster::KubeCluster,
     },
     metrics::AttachMetrics,
     rds::RdsConfig,
