@@ -43,6 +43,41 @@ fn list(kind: &str, api_version: &str, items: &[Value]) -> Value {
     json!({ "apiVersion": api_version, "kind": format!("{kind}List"), "metadata": { "resourceVersion": "1" }, "items": items })
 }
 
+/// A kube client whose API server is `answer(method, path, query, body)` -> (status, JSON).
+/// Watches (`watch=true`) are held open and never send; a GET has no body.
+pub fn mock_client(
+    mut answer: impl FnMut(&str, &str, &str, Value) -> (u16, Value) + Send + 'static,
+) -> kube::Client {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Some((req, send)) = handle.next_request().await {
+            let (method, uri) = (req.method().to_string(), req.uri().clone());
+            let query = uri.query().unwrap_or("").to_string();
+            if query.contains("watch=true") {
+                // Recorded like any request, then held: a watch that never sends anything.
+                let _ = answer(&method, uri.path(), &query, Value::Null);
+                held.push(send);
+                continue;
+            }
+            let body: Value = if method == "GET" {
+                Value::Null
+            } else {
+                let bytes = req.into_body().collect_bytes().await.unwrap();
+                serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+            };
+            let (code, json) = answer(&method, uri.path(), &query, body);
+            let response = Response::builder()
+                .status(code)
+                .header("content-type", "application/json")
+                .body(Body::from(serde_json::to_vec(&json).unwrap()))
+                .unwrap();
+            send.send_response(response);
+        }
+    });
+    kube::Client::new(service, "default")
+}
+
 /// Serves `vas`, `pvs` and `nodes` (JSON objects) to a kube client, with a CSINode of driver
 /// `rds.csi.srvlab.io` for every Node (its CSI node id = the node name).
 pub fn serve(vas: Vec<Value>, pvs: Vec<Value>, nodes: Vec<Value>) -> ApiServer {
@@ -63,77 +98,50 @@ pub fn serve_with(
     nodes: Vec<Value>,
     csinodes: Vec<Value>,
 ) -> ApiServer {
-    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let lines = Arc::new(Mutex::new(Vec::new()));
     let (seen2, lines2) = (seen.clone(), lines.clone());
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Some((req, send)) = handle.next_request().await {
-            let (method, uri) = (req.method().to_string(), req.uri().clone());
-            let path = uri.path().to_string();
-            let query = uri.query().unwrap_or("").to_string();
-            lines2.lock().unwrap().push(format!("{method} {path}?{query}"));
-            if query.contains("watch=true") {
-                held.push(send); // a watch that never sends anything
-                continue;
+    let client = mock_client(move |method, path, query, body| {
+        lines2.lock().unwrap().push(format!("{method} {path}?{query}"));
+        let record = || {
+            seen2.lock().unwrap().push(Seen {
+                method: method.to_string(),
+                path: path.to_string(),
+                body: body.clone(),
+            })
+        };
+        let answer = match (method, path) {
+            ("GET", "/apis/storage.k8s.io/v1/volumeattachments") => {
+                list("VolumeAttachment", "storage.k8s.io/v1", &vas)
             }
-            let body: Value = if method == "GET" {
-                Value::Null
-            } else {
-                let bytes = req.into_body().collect_bytes().await.unwrap();
-                serde_json::from_slice(&bytes).unwrap_or(Value::Null)
-            };
-            let answer = match (method.as_str(), path.as_str()) {
-                ("GET", "/apis/storage.k8s.io/v1/volumeattachments") => {
-                    list("VolumeAttachment", "storage.k8s.io/v1", &vas)
-                }
-                ("GET", "/api/v1/persistentvolumes") => list("PersistentVolume", "v1", &pvs),
-                ("GET", "/api/v1/nodes") => list("Node", "v1", &nodes),
-                ("GET", "/apis/storage.k8s.io/v1/csinodes") => {
-                    list("CSINode", "storage.k8s.io/v1", &csinodes)
-                }
-                ("PATCH", p) if p.starts_with("/api/v1/persistentvolumes/") => {
-                    seen2.lock().unwrap().push(Seen {
-                        method,
-                        path: path.clone(),
-                        body: body.clone(),
-                    });
-                    let name = p.rsplit('/').next().unwrap();
-                    json!({ "apiVersion": "v1", "kind": "PersistentVolume", "metadata": { "name": name } })
-                }
-                // The recorder posts an event, then patches it into a series when it repeats.
-                ("PATCH", p) if p.contains("/events/") => {
-                    seen2.lock().unwrap().push(Seen {
-                        method,
-                        path: path.clone(),
-                        body: body.clone(),
-                    });
-                    json!({ "apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": { "name": p.rsplit('/').next().unwrap() }, "eventTime": null, "reason": "x" })
-                }
-                ("POST", p) if p.ends_with("/events") => {
-                    seen2.lock().unwrap().push(Seen {
-                        method,
-                        path: path.clone(),
-                        body: body.clone(),
-                    });
-                    body
-                }
-                _ => {
-                    seen2.lock().unwrap().push(Seen { method, path: path.clone(), body });
-                    json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404, "reason": "NotFound" })
-                }
-            };
-            let status = if answer["kind"] == "Status" { 404 } else { 200 };
-            let response = Response::builder()
-                .status(status)
-                .header("content-type", "application/json")
-                .body(Body::from(serde_json::to_vec(&answer).unwrap()))
-                .unwrap();
-            send.send_response(response);
-        }
+            ("GET", "/api/v1/persistentvolumes") => list("PersistentVolume", "v1", &pvs),
+            ("GET", "/api/v1/nodes") => list("Node", "v1", &nodes),
+            ("GET", "/apis/storage.k8s.io/v1/csinodes") => {
+                list("CSINode", "storage.k8s.io/v1", &csinodes)
+            }
+            ("PATCH", p) if p.starts_with("/api/v1/persistentvolumes/") => {
+                record();
+                let name = p.rsplit('/').next().unwrap();
+                json!({ "apiVersion": "v1", "kind": "PersistentVolume", "metadata": { "name": name } })
+            }
+            // The recorder posts an event, then patches it into a series when it repeats.
+            ("PATCH", p) if p.contains("/events/") => {
+                record();
+                json!({ "apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": { "name": p.rsplit('/').next().unwrap() }, "eventTime": null, "reason": "x" })
+            }
+            ("POST", p) if p.ends_with("/events") => {
+                record();
+                body.clone()
+            }
+            _ if query.contains("watch=true") => Value::Null,
+            _ => {
+                record();
+                json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404, "reason": "NotFound" })
+            }
+        };
+        (if answer["kind"] == "Status" { 404 } else { 200 }, answer)
     });
-    ApiServer { client: kube::Client::new(service, "default"), seen, lines }
+    ApiServer { client, seen, lines }
 }
 
 /// A VolumeAttachment of `driver` for PV `pv` on `node`, created at `created` (RFC 3339).
@@ -320,32 +328,13 @@ impl Shared {
 impl SharedApi {
     /// A kube client for instance `who` of this API server (its watches never send).
     pub fn client(&self, who: &str) -> kube::Client {
-        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let (state, who) = (self.state.clone(), who.to_string());
-        tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Some((req, send)) = handle.next_request().await {
-                let (method, uri) = (req.method().to_string(), req.uri().clone());
-                if uri.query().unwrap_or("").contains("watch=true") {
-                    held.push(send);
-                    continue;
-                }
-                let body: Value = if method == "GET" {
-                    Value::Null
-                } else {
-                    let bytes = req.into_body().collect_bytes().await.unwrap();
-                    serde_json::from_slice(&bytes).unwrap_or(Value::Null)
-                };
-                let (code, answer) = state.lock().unwrap().answer(&who, &method, uri.path(), body);
-                let response = Response::builder()
-                    .status(code)
-                    .header("content-type", "application/json")
-                    .body(Body::from(serde_json::to_vec(&answer).unwrap()))
-                    .unwrap();
-                send.send_response(response);
+        mock_client(move |method, path, query, body| {
+            if query.contains("watch=true") {
+                return (200, Value::Null);
             }
-        });
-        kube::Client::new(service, "default")
+            state.lock().unwrap().answer(&who, method, path, body)
+        })
     }
 
     /// The writes of `method` to paths containing `part`, as (client, path, body).
