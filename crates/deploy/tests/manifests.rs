@@ -220,15 +220,13 @@ fn the_objects_say_what_the_driver_needs() {
         ctl["containers"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
     assert_eq!(
         names,
-        [
-            "rds-csi",
-            "csi-provisioner",
-            "csi-attacher",
-            "csi-resizer",
-            "csi-snapshotter",
-            "liveness-probe"
-        ]
+        ["rds-csi", "csi-provisioner", "csi-attacher", "csi-resizer", "csi-snapshotter",]
     );
+    // The controller's liveness never depends on the RDS (its CSI Probe does: not ready while
+    // the RDS is unreachable); the node's goes through CSI Probe (always ready).
+    assert_eq!(ctl["containers"][0]["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(ctl["containers"][0]["livenessProbe"]["httpGet"]["port"], "metrics");
+    assert_eq!(plugin["livenessProbe"]["httpGet"]["port"], "healthz");
     let provisioner = ctl["containers"][1]["args"].to_string();
     assert!(
         provisioner.contains("--extra-create-metadata") && provisioner.contains("Topology=true")
