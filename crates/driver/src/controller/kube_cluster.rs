@@ -381,8 +381,13 @@ impl Cluster for KubeCluster {
     async fn claim_report(&self, pv: Option<&str>, key: &str) -> ReportClaim {
         let Some(pv) = pv else { return ReportClaim::Claimed };
         let Some(cached) = self.pvs.get(&ObjectRef::new(pv)) else { return ReportClaim::Retry };
-        if cached.metadata.annotations.as_ref().and_then(|a| a.get(ANNOTATION_REPORTED))
-            == Some(&key.to_string())
+        if cached
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ANNOTATION_REPORTED))
+            .map(String::as_str)
+            == Some(key)
         {
             return ReportClaim::AlreadyReported;
         }
