@@ -203,6 +203,15 @@ pub async fn run(fs: String, storage_fencing: bool) -> Result<(), String> {
         command_timeout: Duration::from_secs(120),
         blank_check_attempts: 5,
         blank_check_delay: Duration::from_millis(500),
+        breaker: Default::default(),
+        // The demo's walk is short: no background loops.
+        orphan_interval: None,
+        orphan_grace: Duration::from_secs(600),
+        orphan_dry_run: false,
+        health_interval: None,
+        io_probe_timeout: Duration::from_secs(10),
+        recover_pods: false,
+        kubelet_dir: "/var/lib/kubelet".into(),
         sysfs: "/sys".into(),
         procfs: "/proc".into(),
     });

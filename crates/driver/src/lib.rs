@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod controller;
 pub mod core;
+pub mod crashpoint;
 pub mod demo;
 pub mod emulated;
 pub mod endpoint;

@@ -173,12 +173,175 @@ impl AttachMetrics {
     }
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    operation: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransitionLabels {
+    operation: &'static str,
+    to: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionLabels {
+    action: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+/// The self-healing loops (docs/operations.md): the node's circuit breakers, orphan NVMe
+/// cleanup, stale mounts and repairs; the controller's orphan report and stale attachments.
+#[derive(Debug, Clone, Default)]
+pub struct HealMetrics {
+    breaker_trips: Family<OperationLabels, Counter>,
+    breaker_transitions: Family<TransitionLabels, Counter>,
+    breakers_open: Gauge,
+    orphan_subsystems: Family<ActionLabels, Counter>,
+    orphan_candidates: Gauge,
+    stale_mounts: Family<ReasonLabels, Counter>,
+    repairs: Family<ActionLabels, Counter>,
+    mount_storms: Counter,
+    pods_recovered: Family<ActionLabels, Counter>,
+    rds_orphans: Family<KindLabels, Gauge>,
+    rds_orphans_deleted: Family<KindLabels, Counter>,
+    stale_attachments: Family<ActionLabels, Counter>,
+}
+
+impl HealMetrics {
+    /// A breaker changed state (`trip`: it opened from closed).
+    pub fn breaker(&self, operation: &'static str, to: &'static str, trip: bool, open_now: i64) {
+        self.breaker_transitions.get_or_create(&TransitionLabels { operation, to }).inc();
+        if trip {
+            self.breaker_trips.get_or_create(&OperationLabels { operation }).inc();
+        }
+        self.breakers_open.set(open_now);
+    }
+
+    /// An orphan NVMe subsystem decision: disconnected, would_disconnect, disconnect_failed.
+    pub fn orphan_subsystem(&self, action: &'static str) {
+        self.orphan_subsystems.get_or_create(&ActionLabels { action }).inc();
+    }
+
+    /// Managed subsystems seen unused and waiting out the grace period.
+    pub fn set_orphan_candidates(&self, n: i64) {
+        self.orphan_candidates.set(n);
+    }
+
+    /// A stale mount was detected (device_gone, device_mismatch, io_error, io_hang).
+    pub fn stale_mount(&self, reason: &'static str) {
+        self.stale_mounts.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    /// A repair by NodeStage/NodePublish: staging_remounted, target_rebound, reattached.
+    pub fn repair(&self, action: &'static str) {
+        self.repairs.get_or_create(&ActionLabels { action }).inc();
+    }
+
+    pub fn mount_storm(&self) {
+        self.mount_storms.inc();
+    }
+
+    /// `--recover-pods`: deleted, no_controller, failed.
+    pub fn pod_recovery(&self, action: &'static str) {
+        self.pods_recovered.get_or_create(&ActionLabels { action }).inc();
+    }
+
+    /// Orphans found on the RDS by the last reconcile (disk, file).
+    pub fn set_rds_orphans(&self, kind: &'static str, n: i64) {
+        self.rds_orphans.get_or_create(&KindLabels { kind }).set(n);
+    }
+
+    pub fn rds_orphan_deleted(&self, kind: &'static str) {
+        self.rds_orphans_deleted.get_or_create(&KindLabels { kind }).inc();
+    }
+
+    /// A stale VolumeAttachment: fenced, deleted, failed.
+    pub fn stale_attachment(&self, action: &'static str) {
+        self.stale_attachments.get_or_create(&ActionLabels { action }).inc();
+    }
+
+    #[cfg(test)]
+    pub fn register_for_test(&self, r: &mut Registry) {
+        self.register(r);
+    }
+
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "node_breaker_trips",
+            "Per-volume circuit breakers opened after consecutive failures, by operation",
+            self.breaker_trips.clone(),
+        );
+        r.register(
+            "node_breaker_transitions",
+            "Circuit breaker state changes, by operation and new state",
+            self.breaker_transitions.clone(),
+        );
+        r.register(
+            "node_breakers_open",
+            "Circuit breakers open or half-open now",
+            self.breakers_open.clone(),
+        );
+        r.register(
+            "node_orphan_subsystems",
+            "Orphan NVMe subsystem decisions (disconnected, would_disconnect, disconnect_failed)",
+            self.orphan_subsystems.clone(),
+        );
+        r.register(
+            "node_orphan_candidates",
+            "Managed NVMe subsystems seen unused, waiting out the grace period",
+            self.orphan_candidates.clone(),
+        );
+        r.register(
+            "node_stale_mounts",
+            "Stale mounts detected, by reason (device_gone, device_mismatch, io_error, io_hang)",
+            self.stale_mounts.clone(),
+        );
+        r.register(
+            "node_repairs",
+            "Repairs made by NodeStage/NodePublish (staging_remounted, target_rebound, reattached)",
+            self.repairs.clone(),
+        );
+        r.register(
+            "node_mount_storms",
+            "Stacked mounts refused and cleaned down to one",
+            self.mount_storms.clone(),
+        );
+        r.register(
+            "node_pod_recoveries",
+            "--recover-pods decisions (deleted, no_controller, failed)",
+            self.pods_recovered.clone(),
+        );
+        r.register("rds_orphans", "Managed disks and files on the RDS without a PV, by kind (disk, file), at the last reconcile", self.rds_orphans.clone());
+        r.register(
+            "rds_orphans_deleted",
+            "Orphans deleted from the RDS (--delete-orphans), by kind",
+            self.rds_orphans_deleted.clone(),
+        );
+        r.register(
+            "stale_attachments",
+            "Stale VolumeAttachments reconciled (fenced, deleted, failed)",
+            self.stale_attachments.clone(),
+        );
+    }
+}
+
 /// The process's registry and the metric handles the services update.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     pub rpc: RpcMetrics,
     pub attach: AttachMetrics,
+    pub heal: HealMetrics,
 }
 
 impl Metrics {
@@ -210,7 +373,9 @@ impl Metrics {
         );
         let attach = AttachMetrics::default();
         attach.register(&mut registry);
-        Self { registry, rpc: RpcMetrics { requests, duration, round_trips }, attach }
+        let heal = HealMetrics::default();
+        heal.register(&mut registry);
+        Self { registry, rpc: RpcMetrics { requests, duration, round_trips }, attach, heal }
     }
 
     /// Adds the RDS connection metrics (`rds_csi_rds_*`).

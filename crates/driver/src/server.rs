@@ -169,7 +169,9 @@ pub async fn run(
         None => None,
     };
     let node_state = match &config.node {
-        Some(n) => Some(Arc::new(NodeState::new(n.clone()).map_err(ServeError::Node)?)),
+        Some(n) => Some(Arc::new(
+            NodeState::new(n.clone(), metrics.heal.clone()).map_err(ServeError::Node)?,
+        )),
         None => None,
     };
     // The controller is ready while its RDS connection is up; the node has no backend yet.
@@ -219,6 +221,11 @@ pub async fn run(
         }
         _ => None,
     };
+    if let Some(st) = &node_state
+        && let Some(every) = st.cfg.orphan_interval
+    {
+        background.push(tokio::spawn(crate::node::orphans::run(Arc::downgrade(st), every)));
+    }
     let metrics = Arc::new(metrics);
     let rpc = RpcRunner::new(metrics.rpc.clone());
 

@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod blank;
+pub mod breaker;
 pub mod capacity;
 pub mod context;
 pub mod fabrics;
@@ -14,4 +15,5 @@ pub mod mount_options;
 pub mod mountinfo;
 pub mod paging;
 pub mod params;
+pub mod sightings;
 pub mod snapshots;

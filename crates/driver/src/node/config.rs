@@ -56,6 +56,40 @@ pub struct NodeArgs {
     /// First delay between those attempts, in milliseconds (doubles each time).
     #[arg(long, env = "RDS_CSI_BLANK_CHECK_DELAY_MS", default_value_t = 1000)]
     pub blank_check_delay_ms: u64,
+    /// Consecutive failures of one operation on one volume after which the node answers
+    /// UNAVAILABLE at once for the cool-down (the circuit breaker; 0 = off).
+    #[arg(long, env = "RDS_CSI_BREAKER_FAILURES", default_value_t = 3)]
+    pub breaker_failures: u32,
+    /// How long an open circuit breaker refuses before letting one attempt through.
+    #[arg(long, env = "RDS_CSI_BREAKER_COOL_DOWN_SECONDS", default_value_t = 60)]
+    pub breaker_cool_down_seconds: u64,
+    /// How often managed NVMe subsystems nothing uses are looked for (also once at start;
+    /// 0 = never).
+    #[arg(long, env = "RDS_CSI_ORPHAN_CLEANUP_INTERVAL_SECONDS", default_value_t = 300)]
+    pub orphan_cleanup_interval_seconds: u64,
+    /// How long a managed subsystem must be seen unused (no staging mount, no mount, no
+    /// holder, no opener) before it is disconnected.
+    #[arg(long, env = "RDS_CSI_ORPHAN_GRACE_SECONDS", default_value_t = 600)]
+    pub orphan_grace_seconds: u64,
+    /// Report orphan NVMe subsystems (log, metric) without disconnecting them.
+    #[arg(long, env = "RDS_CSI_ORPHAN_DRY_RUN")]
+    pub orphan_dry_run: bool,
+    /// How often the published volumes are checked for stale mounts (0 = never; the checks
+    /// of NodeGetVolumeStats, NodeStage and NodePublish still run).
+    #[arg(long, env = "RDS_CSI_HEALTH_CHECK_INTERVAL_SECONDS", default_value_t = 60)]
+    pub health_check_interval_seconds: u64,
+    /// Deadline of the read probe of a mounted volume (a read that does not answer by then
+    /// makes the volume abnormal: io_hang).
+    #[arg(long, env = "RDS_CSI_IO_PROBE_TIMEOUT_SECONDS", default_value_t = 10)]
+    pub io_probe_timeout_seconds: u64,
+    /// Delete a running pod whose volume mount is stale when a controller (Deployment,
+    /// StatefulSet, VirtualMachineInstance, ...) owns it, so it is recreated on the repaired
+    /// volume. Off by default: it restarts workloads.
+    #[arg(long, env = "RDS_CSI_RECOVER_PODS")]
+    pub recover_pods: bool,
+    /// The kubelet's root directory (pods' volume mounts are found under it).
+    #[arg(long, env = "RDS_CSI_KUBELET_DIR", default_value = "/var/lib/kubelet")]
+    pub kubelet_dir: PathBuf,
 }
 
 /// Validated node settings.
@@ -73,6 +107,16 @@ pub struct NodeConfig {
     pub command_timeout: Duration,
     pub blank_check_attempts: u32,
     pub blank_check_delay: Duration,
+    pub breaker: crate::core::breaker::Settings,
+    /// `None`: no orphan cleanup.
+    pub orphan_interval: Option<Duration>,
+    pub orphan_grace: Duration,
+    pub orphan_dry_run: bool,
+    /// `None`: no periodic health check.
+    pub health_interval: Option<Duration>,
+    pub io_probe_timeout: Duration,
+    pub recover_pods: bool,
+    pub kubelet_dir: PathBuf,
     /// `/sys` (tests of pure sysfs logic use fixtures instead).
     pub sysfs: PathBuf,
     /// `/proc`.
@@ -118,6 +162,19 @@ impl NodeArgs {
             command_timeout: Duration::from_secs(self.command_timeout_seconds.max(1)),
             blank_check_attempts: self.blank_check_attempts,
             blank_check_delay: Duration::from_millis(self.blank_check_delay_ms),
+            breaker: crate::core::breaker::Settings {
+                threshold: self.breaker_failures,
+                cool_down: Duration::from_secs(self.breaker_cool_down_seconds),
+            },
+            orphan_interval: (self.orphan_cleanup_interval_seconds > 0)
+                .then(|| Duration::from_secs(self.orphan_cleanup_interval_seconds)),
+            orphan_grace: Duration::from_secs(self.orphan_grace_seconds),
+            orphan_dry_run: self.orphan_dry_run,
+            health_interval: (self.health_check_interval_seconds > 0)
+                .then(|| Duration::from_secs(self.health_check_interval_seconds)),
+            io_probe_timeout: Duration::from_secs(self.io_probe_timeout_seconds.max(1)),
+            recover_pods: self.recover_pods,
+            kubelet_dir: self.kubelet_dir.clone(),
             sysfs: "/sys".into(),
             procfs: "/proc".into(),
         })

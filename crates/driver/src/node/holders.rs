@@ -26,6 +26,26 @@ pub fn users(sysfs: &Path, procfs: &Path, dev: &BlockDevice, mounts: &[Mount]) -
             out.push(format!("held by /dev/{}", e.file_name().to_string_lossy()));
         }
     }
+    // A loop device over a device node of this device: kubelet pins a published block
+    // volume this way (its backing file is the node it made the volume's device).
+    if let Ok(entries) = std::fs::read_dir(sysfs.join("block")) {
+        for e in entries.flatten() {
+            let Ok(file) = std::fs::read_to_string(e.path().join("loop/backing_file")) else {
+                continue;
+            };
+            let file = file.trim().trim_end_matches(" (deleted)");
+            if super::host::block_node(Path::new(file)) == Some(dev.major_minor)
+                || std::fs::metadata(file).is_ok_and(|m| {
+                    m.file_type().is_block_device() && split_dev(m.rdev()) == dev.major_minor
+                })
+            {
+                out.push(format!(
+                    "backing loop device /dev/{} ({file})",
+                    e.file_name().to_string_lossy()
+                ));
+            }
+        }
+    }
     let Ok(procs) = std::fs::read_dir(procfs) else { return out };
     for p in procs.flatten() {
         let pid = p.file_name().to_string_lossy().into_owned();

@@ -16,6 +16,9 @@ use crate::{
 
 /// Deadline of a mountinfo read: a mount storm made the Go driver's reads hang (incident 2).
 pub const MOUNTINFO_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most of mountinfo the node reads (about 150,000 mounts): a table larger than this is
+/// a mount storm, reported instead of parsed.
+pub const MOUNTINFO_MAX_BYTES: u64 = 32 << 20;
 
 /// A block device as sysfs knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,8 +50,19 @@ impl Host {
     /// Every mount, from `<procfs>/self/mountinfo`, under [`MOUNTINFO_TIMEOUT`].
     pub async fn mounts(&self) -> Result<Vec<Mount>, ServiceError> {
         let path = self.procfs.join("self/mountinfo");
-        let read = tokio::task::spawn_blocking(move || std::fs::read_to_string(path));
+        let read = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
+            use std::io::Read;
+            let mut text = String::new();
+            std::fs::File::open(path)?.take(MOUNTINFO_MAX_BYTES + 1).read_to_string(&mut text)?;
+            Ok(text)
+        });
         match tokio::time::timeout(MOUNTINFO_TIMEOUT, read).await {
+            Ok(Ok(Ok(text))) if text.len() as u64 > MOUNTINFO_MAX_BYTES => {
+                Err(ServiceError::Unavailable(format!(
+                    "mountinfo is larger than {} MiB: a mount storm. Find the stacked mounts (`cut -d' ' -f5 /proc/self/mountinfo | sort | uniq -c | sort -n | tail`) and unmount them",
+                    MOUNTINFO_MAX_BYTES >> 20
+                )))
+            }
             Ok(Ok(Ok(text))) => Ok(mountinfo::parse(&text)),
             Ok(Ok(Err(e))) => Err(internal(format!("cannot read mountinfo: {e}"))),
             Ok(Err(e)) => Err(internal(format!("mountinfo reader failed: {e}"))),
@@ -121,18 +135,59 @@ impl Host {
 
     /// Unmounts every mount stacked at `target`, top first.
     pub async fn umount_all(&self, target: &Path) -> Result<usize, ServiceError> {
+        self.umount_down_to(target, 0).await
+    }
+
+    /// Unmounts the top mounts stacked at `target` until `keep` are left (a mount storm is
+    /// cleaned down to one); bounded by the count found at the start.
+    pub async fn umount_down_to(&self, target: &Path, keep: usize) -> Result<usize, ServiceError> {
+        let found = self.mounts_at(target).await?.len();
         let mut n = 0;
-        while !self.mounts_at(target).await?.is_empty() {
+        while self.mounts_at(target).await?.len() > keep {
             self.umount(target).await?;
             n += 1;
-            if n > 64 {
+            if n > found + 1 {
                 return Err(internal(format!(
-                    "{} stays mounted after 64 unmounts",
+                    "{} stays mounted after {n} unmounts",
                     target.display()
                 )));
             }
         }
         Ok(n)
+    }
+
+    /// `umount -l TARGET`: only for a stale mount whose device is gone, when a plain unmount
+    /// is refused because a process still sits in it (its I/O fails anyway).
+    pub async fn umount_lazy(&self, target: &Path) -> Result<(), ServiceError> {
+        let t = target.to_string_lossy();
+        exec::run_ok("umount", &["-l", &t], self.command_timeout)
+            .await
+            .map_err(ServiceError::exec(format!("lazily unmounting the stale mount {t}")))?;
+        Ok(())
+    }
+
+    /// Whether something (a mounted filesystem, an exclusive opener) claims the block device
+    /// `dev`: `open(O_EXCL)` on a block device fails with EBUSY exactly then. A mount whose
+    /// `major:minor` is `dev`'s but that does not claim it is a stale mount of an older
+    /// device that had the same number.
+    pub async fn claimed(&self, dev: &BlockDevice) -> Result<bool, ServiceError> {
+        let path = dev.path();
+        let shown = path.display().to_string();
+        let open = tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new().read(true).custom_flags(libc::O_EXCL).open(&path)
+        });
+        match tokio::time::timeout(Duration::from_secs(10), open).await {
+            Ok(Ok(Ok(_))) => Ok(false),
+            Ok(Ok(Err(e))) if e.raw_os_error() == Some(libc::EBUSY) => Ok(true),
+            Ok(Ok(Err(e))) => {
+                Err(internal(format!("cannot open {shown} to see who claims it: {e}")))
+            }
+            Ok(Err(e)) => Err(internal(format!("open {shown}: {e}"))),
+            Err(_) => {
+                Err(ServiceError::Unavailable(format!("opening {shown} did not answer within 10s")))
+            }
+        }
     }
 
     /// The block device `major:minor`, if it exists (`/sys/dev/block/M:m` links to it).

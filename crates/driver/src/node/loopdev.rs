@@ -58,6 +58,28 @@ impl LoopPlane {
         out
     }
 
+    /// Loop devices of files under the root named `<volume id>.img` (first list) and the
+    /// other files under the root (second list, never touched).
+    pub fn managed(&self, host: &Host) -> (Vec<super::plane::Managed>, Vec<String>) {
+        let (mut ok, mut refused) = (Vec::new(), Vec::new());
+        for (dev, file) in self.attached(host) {
+            let vid = file
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".img"))
+                .filter(|v| crate::core::ids::is_managed_volume_id(v));
+            match vid {
+                Some(v) => ok.push(super::plane::Managed {
+                    volume_id: v.to_string(),
+                    key: file.display().to_string(),
+                    device: Some(dev),
+                }),
+                None => refused.push(file.display().to_string()),
+            }
+        }
+        (ok, refused)
+    }
+
     /// The device of `volume_id` (backing file `<volume_id>.img` under the root), if attached.
     pub fn find(&self, host: &Host, volume_id: &str) -> Option<BlockDevice> {
         let want = format!("{volume_id}.img");

@@ -3,13 +3,16 @@
 //! report stats and volume health. Each RPC looks at the current state (mountinfo, sysfs)
 //! before acting, so every call is idempotent; a concurrent call on the same volume is ABORTED.
 
+pub mod breakers;
 mod capability;
 pub mod config;
 pub mod format;
+pub mod health;
 pub mod holders;
 pub mod host;
 pub mod loopdev;
 pub mod nvme;
+pub mod orphans;
 pub mod plane;
 mod publish;
 mod stage;
@@ -29,7 +32,7 @@ use self::{
     host::Host,
     plane::DataPlane,
 };
-use crate::{error::ServiceError, locks::Locks, rpc::RpcRunner};
+use crate::{error::ServiceError, locks::Locks, metrics::HealMetrics, rpc::RpcRunner};
 
 /// The node's moving parts.
 #[derive(Debug)]
@@ -38,11 +41,13 @@ pub struct NodeState {
     pub host: Host,
     pub plane: DataPlane,
     pub locks: Locks,
+    pub breakers: breakers::Breakers,
+    pub heal: HealMetrics,
 }
 
 impl NodeState {
     /// Builds the data plane; for NVMe/TCP reads (or creates) the host NQN.
-    pub fn new(cfg: NodeConfig) -> Result<NodeState, String> {
+    pub fn new(cfg: NodeConfig, heal: HealMetrics) -> Result<NodeState, String> {
         let host = Host {
             sysfs: cfg.sysfs.clone(),
             procfs: cfg.procfs.clone(),
@@ -67,7 +72,8 @@ impl NodeState {
                 cfg.loop_root.as_deref().ok_or("--data-plane loop needs --loop-root")?,
             )?),
         };
-        Ok(NodeState { cfg, host, plane, locks: Locks::default() })
+        let breakers = breakers::Breakers::new(cfg.breaker, heal.clone());
+        Ok(NodeState { cfg, host, plane, locks: Locks::default(), breakers, heal })
     }
 }
 

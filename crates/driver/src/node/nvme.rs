@@ -188,6 +188,35 @@ impl NvmePlane {
         })
     }
 
+    /// Every connected subsystem inside the managed prefix: those of the exact form
+    /// `<nqn prefix><volume id>` (first list) and the others (second list, never touched).
+    /// Subsystems outside the managed prefix are not even listed.
+    pub fn managed(&self, host: &Host) -> (Vec<super::plane::Managed>, Vec<String>) {
+        let mut nqns: Vec<String> = std::fs::read_dir(host.sysfs.join("class/nvme"))
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| std::fs::read_to_string(e.path().join("subsysnqn")).ok())
+                    .map(|s| s.trim().to_string())
+                    .filter(|n| fabrics::managed(&self.managed_prefix, n))
+                    .collect()
+            })
+            .unwrap_or_default();
+        nqns.sort();
+        nqns.dedup();
+        let (mut ok, mut refused) = (Vec::new(), Vec::new());
+        for nqn in nqns {
+            match nqn.strip_prefix(&self.nqn_prefix) {
+                Some(vid) if self.is_volume_nqn(vid, &nqn) => ok.push(super::plane::Managed {
+                    volume_id: vid.to_string(),
+                    device: self.device(host, &nqn),
+                    key: nqn,
+                }),
+                _ => refused.push(nqn),
+            }
+        }
+        (ok, refused)
+    }
+
     /// The namespace device of `nqn`, if any.
     pub fn device(&self, host: &Host, nqn: &str) -> Option<BlockDevice> {
         let ns = Self::sysfs(host).namespaces(nqn).ok()?.into_iter().next()?;

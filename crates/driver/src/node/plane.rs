@@ -12,6 +12,16 @@ use super::{
 };
 use crate::{core::context::key, error::ServiceError};
 
+/// An attachment that passed both guards of the orphan cleanup: inside the managed prefix,
+/// and exactly `<nqn prefix><volume id>` (loop: `<volume id>.img` under the loop root).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Managed {
+    pub volume_id: String,
+    /// The NQN (loop: the backing file).
+    pub key: String,
+    pub device: Option<BlockDevice>,
+}
+
 #[derive(Debug, Clone)]
 pub enum DataPlane {
     Nvme(NvmePlane),
@@ -115,6 +125,23 @@ impl DataPlane {
                 None => Ok(()),
             },
             DataPlane::Loop(p) => p.refresh_size(host, dev).await,
+        }
+    }
+
+    /// Everything attached that this plane manages, and (second list) what is inside the
+    /// managed prefix but not in a managed volume's exact form: never touched.
+    pub fn managed(&self, host: &Host) -> (Vec<Managed>, Vec<String>) {
+        match self {
+            DataPlane::Nvme(p) => p.managed(host),
+            DataPlane::Loop(p) => p.managed(host),
+        }
+    }
+
+    /// The device path prefix of this plane's devices (`/dev/nvme`, `/dev/loop`).
+    pub fn device_prefix(&self) -> &'static str {
+        match self {
+            DataPlane::Nvme(_) => "/dev/nvme",
+            DataPlane::Loop(_) => "/dev/loop",
         }
     }
 

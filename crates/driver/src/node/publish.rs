@@ -25,8 +25,10 @@ use csi::v1::{
 use super::{
     BLOCK_TARGETS, NodeService,
     capability::{Kind, kind, published_readonly},
+    health::{self, Backing},
     host::{self, block_node},
     path, required,
+    stage::Formatting,
 };
 use crate::{
     core::{mount_options, mountinfo},
@@ -65,11 +67,28 @@ fn single_writer_elsewhere(target: &Path, others: &[String]) -> ServiceError {
     ))
 }
 
+/// One NodePublishVolume's validated request.
+#[derive(Clone, Copy)]
+struct Publish<'a> {
+    req: &'a NodePublishVolumeRequest,
+    vid: &'a str,
+    target: &'a Path,
+    staging: &'a Path,
+    single_writer: bool,
+}
+
 fn internal(what: &str, p: &Path, e: std::io::Error) -> ServiceError {
     ServiceError::Internal(format!("{what} {}: {e}", p.display()))
 }
 
 impl NodeService {
+    async fn bound_to_dead_device(st: &super::NodeState, target: &Path) -> bool {
+        st.host
+            .mounts_at(target)
+            .await
+            .is_ok_and(|m| m.last().is_some_and(|t| st.host.block_device(t.major_minor).is_none()))
+    }
+
     /// CSI "NodePublishVolume": filesystem volumes are bind-mounted from the (live) staging
     /// mount, honouring `readonly`; block volumes get a device node made with mknod (same
     /// major:minor) at the target file, never a bind mount from /dev (incident 2). Publishing
@@ -96,33 +115,48 @@ impl NodeService {
             .is_some_and(|m| m.mode == Mode::SingleNodeSingleWriter as i32);
         let read_only = req.readonly || published_readonly(&req.publish_context);
         let _guard = self.state.locks.try_lock(vid, "volume")?;
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| internal("cannot create", parent, e))?;
-        }
-        match kind {
-            Kind::Block => self.publish_block(vid, &target, &staging, read_only, single_writer),
-            Kind::Mount { flags, read_only: ro_mode, .. } => {
-                self.publish_mount(&target, &staging, &flags, read_only || ro_mode, single_writer)
-                    .await
+        let work = async {
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| internal("cannot create", parent, e))?;
             }
-        }
-        .map(|()| NodePublishVolumeResponse {})
+            let p = Publish { req: &req, vid, target: &target, staging: &staging, single_writer };
+            match kind {
+                Kind::Block => self.publish_block(p, read_only).await,
+                Kind::Mount { .. } => self.publish_mount(p, kind, read_only).await,
+            }
+        };
+        self.state.breakers.run(vid, "NodePublishVolume", work).await?;
+        crate::crashpoint::hit("publish.mounted");
+        Ok(NodePublishVolumeResponse {})
     }
 
-    fn publish_block(
-        &self,
-        vid: &str,
-        target: &Path,
-        staging: &Path,
-        read_only: bool,
-        single_writer: bool,
-    ) -> Result<(), ServiceError> {
+    async fn publish_block(&self, p: Publish<'_>, read_only: bool) -> Result<(), ServiceError> {
         let st = &self.state;
-        let dev = st.plane.find(&st.host, vid).ok_or_else(|| {
-            ServiceError::FailedPrecondition(format!(
-                "volume {vid} has no device on this node: NodeStageVolume first"
-            ))
-        })?;
+        let Publish { req, vid, target, staging, single_writer } = p;
+        let dev = match st.plane.find(&st.host, vid) {
+            Some(d) => d,
+            // Published here before (the targets list, or a device node at the target) but
+            // no device now: the connection was lost and removed (a finite ctrl_loss_tmo, the
+            // orphan cleanup); connect again instead of failing.
+            None if staging.join(BLOCK_TARGETS).exists() || block_node(target).is_some() => {
+                tracing::warn!(
+                    volume_id = vid,
+                    "published block volume without a device; attaching it again"
+                );
+                let d = st
+                    .plane
+                    .attach(&st.host, vid, &req.volume_context, &req.publish_context)
+                    .await?;
+                st.heal.repair("reattached");
+                d
+            }
+            None => {
+                return Err(ServiceError::FailedPrecondition(format!(
+                    "volume {vid} has no device on this node: NodeStageVolume first"
+                )));
+            }
+        };
         let want_mode = if read_only { 0o440 } else { 0o660 };
         if single_writer {
             let others: Vec<String> = block_targets(staging, dev.major_minor)
@@ -153,6 +187,7 @@ impl NodeService {
                 // A node for an old device number (the device was re-created): replace it.
                 tracing::warn!(target = %target.display(), rdev = meta.rdev(), device = %dev.name, "replacing a stale device node");
                 std::fs::remove_file(target).map_err(|e| internal("cannot remove", target, e))?;
+                st.heal.repair("target_rebound");
             }
             // kubelet may create an empty file for the node.
             Ok(meta) if meta.is_file() && meta.len() == 0 => {
@@ -175,28 +210,48 @@ impl NodeService {
         remember_block_target(staging, dev.major_minor, target)
     }
 
+    /// Bind-mounts the staging mount at the target. A stale staging mount (its device gone,
+    /// or not the volume's device any more) is repaired first (reconnect, remount; never a
+    /// format), and a target still bound to the dead mount is bound again.
     async fn publish_mount(
         &self,
-        target: &Path,
-        staging: &Path,
-        flags: &[String],
+        p: Publish<'_>,
+        kind: Kind,
         read_only: bool,
-        single_writer: bool,
     ) -> Result<(), ServiceError> {
         let st = &self.state;
-        let staged = st.host.mounts_at(staging).await?;
-        let Some(stage) = staged.last() else {
+        let Publish { req, vid, target, staging, single_writer } = p;
+        let Kind::Mount { flags, read_only: ro_mode, .. } = &kind else {
+            return Err(ServiceError::Internal("publish_mount of a block volume".into()));
+        };
+        let (flags, read_only) = (flags.clone(), read_only || *ro_mode);
+        let Some(mut stage) = self.settle_stack(staging).await? else {
             return Err(ServiceError::FailedPrecondition(format!(
                 "staging path {} is not mounted: NodeStageVolume first",
                 staging.display()
             )));
         };
-        if st.host.block_device(stage.major_minor).is_none() {
-            return Err(ServiceError::FailedPrecondition(format!(
-                "the staging mount {} is stale (its device {} is gone); NodeStageVolume again to remount it",
-                staging.display(),
-                stage.source
-            )));
+        let current = st.plane.find(&st.host, vid);
+        let mut dead_mm = None;
+        if let Backing::Stale(why) = health::backing(&st.host, &stage, current.as_ref()).await? {
+            st.heal.stale_mount(why.reason());
+            tracing::warn!(volume_id = vid, staging = %staging.display(), reason = %why.message(), "stale staging mount; repairing it before publishing");
+            dead_mm = Some(stage.major_minor);
+            self.stage_locked(
+                vid,
+                staging,
+                kind.clone(),
+                &req.volume_context,
+                &req.publish_context,
+                Formatting::Never,
+            )
+            .await?;
+            stage = st.host.mounts_at(staging).await?.pop().ok_or_else(|| {
+                ServiceError::Internal(format!(
+                    "{} is not mounted after its repair",
+                    staging.display()
+                ))
+            })?;
         }
         if single_writer {
             let mounts = st.host.mounts().await?;
@@ -212,9 +267,9 @@ impl NodeService {
                 return Err(single_writer_elsewhere(target, &others));
             }
         }
-        let published = st.host.mounts_at(target).await?;
-        if let Some(top) = published.last() {
-            if top.major_minor == stage.major_minor {
+        let published = self.settle_stack(target).await?;
+        if let Some(top) = &published {
+            if top.major_minor == stage.major_minor && dead_mm.is_none() {
                 let is_ro = top.options.iter().any(|o| o == "ro");
                 if is_ro != read_only {
                     return Err(ServiceError::AlreadyExists(format!(
@@ -226,14 +281,22 @@ impl NodeService {
                 }
                 return Ok(());
             }
-            if st.host.block_device(top.major_minor).is_some() {
+            if dead_mm != Some(top.major_minor)
+                && top.major_minor != stage.major_minor
+                && st.host.block_device(top.major_minor).is_some()
+            {
                 return Err(ServiceError::AlreadyExists(format!(
                     "target_path {} already has another mount ({})",
                     target.display(),
                     top.source
                 )));
             }
-            st.host.umount_all(target).await?;
+            tracing::warn!(target = %target.display(), "the target is bound to a dead mount; binding it again");
+            if let Err(e) = st.host.umount_all(target).await {
+                tracing::warn!(error = %e, "plain unmount refused; unmounting the dead bind lazily");
+                st.host.umount_lazy(target).await?;
+            }
+            st.heal.repair("target_rebound");
         }
         match std::fs::symlink_metadata(target) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -249,7 +312,7 @@ impl NodeService {
             }
             Err(e) => return Err(internal("cannot inspect", target, e)),
         }
-        let options = mount_options::with_security(flags, st.cfg.allow_exec, read_only);
+        let options = mount_options::with_security(&flags, st.cfg.allow_exec, read_only);
         st.host.bind(staging, target, &options).await
     }
 
@@ -268,7 +331,22 @@ impl NodeService {
         {
             return Ok(NodeUnpublishVolumeResponse {});
         }
-        self.state.host.umount_all(&target).await?;
+        let st = &self.state;
+        st.breakers
+            .run(vid, "NodeUnpublishVolume", async {
+                match st.host.umount_all(&target).await {
+                    Ok(_) => Ok(()),
+                    // A bind of a dead mount (its device gone) that a process still sits in:
+                    // the pod is going away; its I/O fails anyway.
+                    Err(e) if Self::bound_to_dead_device(st, &target).await => {
+                        tracing::warn!(error = %e, "plain unmount refused; unmounting the dead bind lazily");
+                        st.host.umount_lazy(&target).await
+                    }
+                    Err(e) => Err(e),
+                }
+            })
+            .await?;
+        crate::crashpoint::hit("unpublish.unmounted");
         match std::fs::symlink_metadata(&target) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(internal("cannot inspect", &target, e)),

@@ -10,7 +10,9 @@ use csi::v1::{
 use super::{
     BLOCK_TARGETS, NodeService,
     capability::{Kind, kind, published_readonly},
-    format, holders,
+    format,
+    health::{self, Backing, Stale},
+    holders,
     host::BlockDevice,
     invalid, path, required,
 };
@@ -19,6 +21,18 @@ use crate::{
     core::{blank::Verdict, mount_options, mountinfo},
     error::ServiceError,
 };
+
+/// Whether a stage may format a proven-blank device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Formatting {
+    /// NodeStageVolume of a volume not mounted here before.
+    IfProvenBlank,
+    /// A repair (NodePublishVolume of a volume whose staging mount went stale).
+    Never,
+}
+
+/// More mounts than this stacked at one path is a mount storm (incident 2).
+pub const MOUNT_STORM_STACK: usize = 3;
 
 /// How a filesystem volume is staged.
 struct Filesystem<'a> {
@@ -71,35 +85,56 @@ impl NodeService {
         let this = self.clone();
         tokio::spawn(async move {
             let _guard = guard;
-            this.stage_locked(req, staging, kind).await
+            let vid = req.volume_id.clone();
+            let staged = this.stage_locked(
+                &vid,
+                &staging,
+                kind,
+                &req.volume_context,
+                &req.publish_context,
+                Formatting::IfProvenBlank,
+            );
+            this.state.breakers.run(&vid, "NodeStageVolume", staged).await
         })
         .await
         .map_err(|e| ServiceError::Internal(format!("the stage task failed: {e}")))?
+        .map(|()| NodeStageVolumeResponse {})
     }
 
-    async fn stage_locked(
+    /// Attaches the volume and, for a filesystem, mounts it at `staging` (formatting only
+    /// under `formatting`); also the repair NodePublishVolume runs on a stale staging mount.
+    pub(super) async fn stage_locked(
         &self,
-        req: NodeStageVolumeRequest,
-        staging: std::path::PathBuf,
+        vid: &str,
+        staging: &Path,
         kind: Kind,
-    ) -> Result<NodeStageVolumeResponse, ServiceError> {
-        let vid = req.volume_id.as_str();
-        let filled_from = req.volume_context.get(key::CONTENT_SOURCE).cloned();
+        volume_context: &HashMap<String, String>,
+        publish_context: &HashMap<String, String>,
+        formatting: Formatting,
+    ) -> Result<(), ServiceError> {
+        let filled_from = volume_context.get(key::CONTENT_SOURCE).cloned();
         let st = &self.state;
         if !staging.exists() {
-            std::fs::create_dir_all(&staging).map_err(|e| {
+            std::fs::create_dir_all(staging).map_err(|e| {
                 ServiceError::Internal(format!(
                     "cannot create staging path {}: {e}",
                     staging.display()
                 ))
             })?;
         }
-        let mounted = st.host.mounts_at(&staging).await?;
+        let mounted = self.settle_stack(staging).await?;
         let was_attached = st.plane.attached(&st.host, vid);
-        let dev = st.plane.attach(&st.host, vid, &req.volume_context, &req.publish_context).await?;
-        let result = match check_size(&dev, &req.publish_context) {
+        let dev = st.plane.attach(&st.host, vid, volume_context, publish_context).await?;
+        if !was_attached && formatting == Formatting::Never {
+            st.heal.repair("reattached");
+        }
+        crate::crashpoint::hit("stage.attached");
+        let result = match check_size(&dev, publish_context) {
             Err(e) => Err(e),
-            Ok(()) => self.stage_kind(kind, &dev, &staging, &mounted, filled_from.as_deref()).await,
+            Ok(()) => {
+                self.stage_kind(kind, &dev, staging, mounted, filled_from.as_deref(), formatting)
+                    .await
+            }
         };
         if let Err(e) = &result {
             if !was_attached && let Err(d) = st.plane.detach(&st.host, vid).await {
@@ -107,7 +142,33 @@ impl NodeService {
             }
             tracing::warn!(error = %e, device = %dev.name, "stage failed");
         }
-        result.map(|()| NodeStageVolumeResponse {})
+        result
+    }
+
+    /// The mounts stacked at `path`, cleaned down to one: more than one is never ours (each
+    /// call looks before mounting), and more than [`MOUNT_STORM_STACK`] is a mount storm,
+    /// refused with an error after the cleaning (the CO's retry then finds one mount).
+    pub(super) async fn settle_stack(
+        &self,
+        path: &Path,
+    ) -> Result<Option<mountinfo::Mount>, ServiceError> {
+        let st = &self.state;
+        let mounted = st.host.mounts_at(path).await?;
+        if mounted.len() <= 1 {
+            return Ok(mounted.into_iter().next());
+        }
+        let n = mounted.len();
+        tracing::warn!(path = %path.display(), stacked = n, "stacked mounts; unmounting down to one");
+        st.host.umount_down_to(path, 1).await?;
+        if n > MOUNT_STORM_STACK {
+            st.heal.mount_storm();
+            return Err(ServiceError::FailedPrecondition(format!(
+                "{} had {n} mounts stacked on it (a mount storm: something mounted it again and again); rds-csi unmounted {} of them, leaving the first. Retry the call; if it comes back, find what mounts there",
+                path.display(),
+                n - 1
+            )));
+        }
+        Ok(st.host.mounts_at(path).await?.into_iter().next())
     }
 
     async fn stage_kind(
@@ -115,11 +176,12 @@ impl NodeService {
         kind: Kind,
         dev: &BlockDevice,
         staging: &Path,
-        mounted: &[mountinfo::Mount],
+        mounted: Option<mountinfo::Mount>,
         filled_from: Option<&str>,
+        formatting: Formatting,
     ) -> Result<(), ServiceError> {
         match kind {
-            Kind::Block => match mounted.last() {
+            Kind::Block => match mounted {
                 None => Ok(()),
                 Some(m) => Err(ServiceError::FailedPrecondition(format!(
                     "staging path {} has a mount of {} but the volume is a block volume; unmount it first",
@@ -129,7 +191,42 @@ impl NodeService {
             },
             Kind::Mount { fs_type, flags, read_only } => {
                 let f = Filesystem { fs_type: &fs_type, flags: &flags, read_only, filled_from };
-                self.stage_filesystem(dev, staging, mounted, f).await
+                self.stage_filesystem(dev, staging, mounted, f, formatting).await
+            }
+        }
+    }
+
+    /// Drops a stale staging mount (plainly; lazily when its device is gone and a process
+    /// still sits in it). Returns whether there was one.
+    async fn drop_stale(
+        &self,
+        dev: &BlockDevice,
+        path: &Path,
+        top: &mountinfo::Mount,
+    ) -> Result<bool, ServiceError> {
+        let st = &self.state;
+        match health::backing(&st.host, top, Some(dev)).await? {
+            Backing::Live => Ok(false),
+            Backing::Stale(why) => {
+                if let Some(other) = st.plane.owner(&st.host, top.major_minor) {
+                    return Err(ServiceError::FailedPrecondition(format!(
+                        "{} is a mount of volume {other}'s device ({}), not of this volume's /dev/{}; unmount it first",
+                        path.display(),
+                        top.source,
+                        dev.name
+                    )));
+                }
+                st.heal.stale_mount(why.reason());
+                tracing::warn!(path = %path.display(), device = %dev.name, reason = %why.message(), "stale mount; unmounting it to mount the live device");
+                match st.host.umount_all(path).await {
+                    Ok(_) => {}
+                    Err(e) if matches!(why, Stale::DeviceGone { .. }) => {
+                        tracing::warn!(error = %e, "plain unmount refused; unmounting the dead mount lazily");
+                        st.host.umount_lazy(path).await?;
+                    }
+                    Err(e) => return Err(e),
+                }
+                Ok(true)
             }
         }
     }
@@ -138,13 +235,20 @@ impl NodeService {
         &self,
         dev: &BlockDevice,
         staging: &Path,
-        mounted: &[mountinfo::Mount],
+        mounted: Option<mountinfo::Mount>,
         f: Filesystem<'_>,
+        formatting: Formatting,
     ) -> Result<(), ServiceError> {
         let Filesystem { fs_type, flags, read_only, filled_from } = f;
         let st = &self.state;
-        if let Some(top) = mounted.last() {
-            if top.major_minor == dev.major_minor {
+        // A volume that was staged before (a stale mount) or is being repaired is never
+        // formatted: a blank device then means lost data, not a new volume.
+        let mut may_format = formatting == Formatting::IfProvenBlank;
+        if let Some(top) = &mounted {
+            if self.drop_stale(dev, staging, top).await? {
+                may_format = false;
+                st.heal.repair("staging_remounted");
+            } else {
                 if top.fs_type != fs_type {
                     return Err(ServiceError::AlreadyExists(format!(
                         "{} is already staged as {} but the capability asks for {fs_type}",
@@ -155,19 +259,6 @@ impl NodeService {
                 tracing::info!(device = %dev.name, "already staged on the right device; nothing to do");
                 return Ok(());
             }
-            if st.host.block_device(top.major_minor).is_some() {
-                return Err(ServiceError::FailedPrecondition(format!(
-                    "staging path {} is already a mount of another device ({}, {}:{}); unmount it first",
-                    staging.display(),
-                    top.source,
-                    top.major_minor.0,
-                    top.major_minor.1
-                )));
-            }
-            // The mounted device is gone (an NVMe controller was replaced after a long
-            // outage): drop the dead mount and mount the live device again.
-            tracing::warn!(stale = %top.source, device = %dev.name, "stale staging mount; remounting");
-            st.host.umount_all(staging).await?;
         }
         let verdict = format::inspect_with_retries(
             &dev.path(),
@@ -178,6 +269,12 @@ impl NodeService {
         )
         .await?;
         match verdict {
+            Verdict::Blank if !may_format => {
+                return Err(ServiceError::FailedPrecondition(format!(
+                    "/dev/{} is blank, but volume was mounted here before (this call repairs its mount): a blank device now means its data did not come back. Not formatting it; check the disk on the RDS",
+                    dev.name
+                )));
+            }
             Verdict::Blank if read_only => {
                 return Err(ServiceError::FailedPrecondition(format!(
                     "/dev/{} is blank and the volume is staged read-only: a read-only volume is never formatted. Publish it read-write once to create its {fs_type} filesystem",
@@ -201,6 +298,7 @@ impl NodeService {
             Verdict::Blank => {
                 tracing::info!(device = %dev.name, fs_type, "device proven blank; formatting");
                 format::mkfs(&dev.path(), fs_type, st.cfg.command_timeout).await?;
+                crate::crashpoint::hit("stage.formatted");
             }
             Verdict::Filesystem(found) if found == fs_type => {
                 tracing::info!(device = %dev.name, fs_type, "existing filesystem; mounting it");
@@ -225,7 +323,9 @@ impl NodeService {
             // kernel refuses to mount it on a node where the source is mounted.
             options.push("nouuid".into());
         }
-        st.host.mount(&dev.path(), staging, fs_type, &options).await
+        st.host.mount(&dev.path(), staging, fs_type, &options).await?;
+        crate::crashpoint::hit("stage.mounted");
+        Ok(())
     }
 
     /// CSI "NodeUnstageVolume": unmount the staging path, make sure nothing else uses the
@@ -239,6 +339,12 @@ impl NodeService {
         let vid = required(&req.volume_id, "volume_id")?;
         let staging = path(&req.staging_target_path, "staging_target_path")?;
         let _guard = self.state.locks.try_lock(vid, "volume")?;
+        let st = &self.state;
+        st.breakers.run(vid, "NodeUnstageVolume", self.unstage_locked(vid, &staging)).await?;
+        Ok(NodeUnstageVolumeResponse {})
+    }
+
+    async fn unstage_locked(&self, vid: &str, staging: &Path) -> Result<(), ServiceError> {
         let st = &self.state;
         let mounts = st.host.mounts().await?;
         let staging_s = staging.to_string_lossy();
@@ -256,7 +362,8 @@ impl NodeService {
                 )));
             }
         }
-        st.host.umount_all(&staging).await?;
+        st.host.umount_all(staging).await?;
+        crate::crashpoint::hit("unstage.unmounted");
         if let Some(dev) = st.plane.find(&st.host, vid) {
             // Short-lived openers (udev probes, a losetup or blkid scanning devices) go away:
             // look three times before calling the device busy.
@@ -293,6 +400,6 @@ impl NodeService {
             }
             _ => {}
         }
-        Ok(NodeUnstageVolumeResponse {})
+        Ok(())
     }
 }

@@ -10,6 +10,7 @@ use csi::v1::{
 
 use super::{
     NodeService,
+    health::{self, Backing, Stale},
     host::{self, BlockDevice, block_node},
     is_clean_absolute, required,
 };
@@ -75,22 +76,45 @@ impl NodeService {
         Ok(source)
     }
 
-    /// Why the volume is not healthy: its device is gone, it is no longer the volume's current
-    /// device (stale mount after a reconnect), or the NVMe/TCP controller is not live.
-    fn problem(&self, vid: &str, mm: (u32, u32)) -> Option<String> {
+    /// Why the volume is not healthy: its mount is stale (device gone, not the volume's
+    /// device any more, a read fails or hangs), or the NVMe/TCP controller is not live.
+    /// `mount` is the mount at the path (None for a block volume's device node `mm`).
+    pub(super) async fn problem(
+        &self,
+        vid: &str,
+        mm: (u32, u32),
+        mount: Option<(&Path, &crate::core::mountinfo::Mount)>,
+    ) -> Result<Option<String>, ServiceError> {
         let st = &self.state;
+        let current = st.plane.find(&st.host, vid);
         let Some(dev) = st.host.block_device(mm) else {
-            return Some(format!("the device {}:{} is gone (stale mount or node)", mm.0, mm.1));
+            return Ok(Some(Stale::DeviceGone { mounted: format!("{}:{}", mm.0, mm.1) }.message()));
         };
-        if let Some(current) = st.plane.find(&st.host, vid)
-            && current.major_minor != mm
-        {
-            return Some(format!(
-                "stale: this path uses /dev/{} but the volume is now /dev/{}; restart the pod to remount",
-                dev.name, current.name
-            ));
+        if current.is_none() {
+            return Ok(st.plane.abnormal(&st.host, vid));
         }
-        st.plane.abnormal(&st.host, vid)
+        match (mount, &current) {
+            (Some((_, m)), _) => {
+                if let Backing::Stale(why) = health::backing(&st.host, m, current.as_ref()).await? {
+                    return Ok(Some(why.message()));
+                }
+            }
+            (None, Some(c)) if c.major_minor != mm => {
+                return Ok(Some(
+                    Stale::DeviceMismatch {
+                        mounted: format!("/dev/{}", dev.name),
+                        current: format!("/dev/{}", c.name),
+                    }
+                    .message(),
+                ));
+            }
+            _ => {}
+        }
+        if let Some(p) = st.plane.abnormal(&st.host, vid) {
+            return Ok(Some(p));
+        }
+        let dir = mount.map(|(p, _)| p);
+        Ok(health::probe(dir, &dev, st.cfg.io_probe_timeout).await.map(|s| s.message()))
     }
 
     /// CSI "NodeGetVolumeStats": bytes and inodes (statvfs) for a filesystem, total bytes for
@@ -105,7 +129,7 @@ impl NodeService {
         let st = &self.state;
         match self.device_at(vid, &p).await? {
             Source::Block(mm) => {
-                let problem = self.problem(vid, mm);
+                let problem = self.problem(vid, mm, None).await?;
                 let usage = st
                     .host
                     .block_device(mm)
@@ -119,9 +143,9 @@ impl NodeService {
                 Ok(NodeGetVolumeStatsResponse { usage, volume_condition: Some(condition(problem)) })
             }
             Source::Mount(m) => {
-                let problem = self.problem(vid, m.major_minor);
-                // A dead device can make statvfs hang: only ask a live one.
-                let usage = if st.host.block_device(m.major_minor).is_some() {
+                let problem = self.problem(vid, m.major_minor, Some((&p, &m))).await?;
+                // A dead device can make statvfs hang: only ask a healthy one.
+                let usage = if problem.is_none() {
                     let u = host::statvfs(&p, st.cfg.command_timeout).await?;
                     vec![
                         VolumeUsage {
