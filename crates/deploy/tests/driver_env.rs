@@ -87,6 +87,15 @@ fn the_node_starts_with_the_manifests_settings() {
     env.push(("RDS_CSI_HOST_NQN_FILE".into(), format!("{}/hostnqn", dir.display())));
     env.push(("RDS_CSI_METRICS_ADDRESS".into(), "127.0.0.1:0".into()));
     env.push(("RDS_CSI_NODE_ID".into(), "node-1".into())); // the downward API's spec.nodeName
+    // Node events (on by default) need an API client: a kubeconfig stands in for the pod's
+    // service account (the client connects only when an event is posted).
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters: [{name: k, cluster: {server: 'https://127.0.0.1:1'}}]\nusers: [{name: u, user: {token: t}}]\ncontexts: [{name: c, context: {cluster: k, user: u}}]\n",
+    )
+    .unwrap();
+    env.push(("KUBECONFIG".into(), kubeconfig.display().to_string()));
     let (running, log) = run(&args, &env, 5);
     assert!(running, "the node exited:\n{log}");
     assert!(log.contains("CSI gRPC server listening"), "{log}");

@@ -203,7 +203,13 @@ fn the_objects_say_what_the_driver_needs() {
         (node["hostNetwork"].as_bool(), node["hostPID"].as_bool()),
         (Some(true), Some(true))
     );
-    assert_eq!(node["automountServiceAccountToken"], false, "the node makes no API calls");
+    assert_eq!(
+        node["automountServiceAccountToken"], true,
+        "node events (on by default) need the API"
+    );
+    let quiet = helm(&json!({ "node": { "events": false, "recoverPods": false } })).unwrap();
+    let quiet_node = &find(&quiet, "DaemonSet", "rds-csi-node")["spec"]["template"]["spec"];
+    assert_eq!(quiet_node["automountServiceAccountToken"], false, "no API calls: no token");
     let plugin = &node["containers"][0];
     assert_eq!(plugin["securityContext"]["privileged"], true);
     assert_eq!(plugin["securityContext"]["runAsUser"], 0, "the image's default user is 65532");

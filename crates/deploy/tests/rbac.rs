@@ -83,12 +83,19 @@ fn api() -> (kube::Client, Calls) {
                 let bytes = req.into_body().collect_bytes().await.unwrap();
                 serde_json::from_slice(&bytes).unwrap_or(Value::Null)
             };
-            let items = if a.1 == "persistentvolumes" {
-                vec![json!({ "apiVersion": "v1", "kind": "PersistentVolume",
+            let items = match a.1.as_str() {
+                "persistentvolumes" => {
+                    vec![json!({ "apiVersion": "v1", "kind": "PersistentVolume",
                     "metadata": { "name": "pv-1", "resourceVersion": "1" },
                     "spec": { "csi": { "driver": DRIVER, "volumeHandle": "pvc-1" } } })]
-            } else {
-                Vec::new()
+                }
+                "volumeattachments" => {
+                    vec![json!({ "apiVersion": "storage.k8s.io/v1", "kind": "VolumeAttachment",
+                    "metadata": { "name": "va-1", "resourceVersion": "1" },
+                    "spec": { "attacher": DRIVER, "nodeName": "node-1", "source": { "persistentVolumeName": "pv-1" } },
+                    "status": { "attached": true } })]
+                }
+                _ => Vec::new(),
             };
             let (code, answer) = match (a.2.as_str(), a.1.as_str()) {
                 ("list", r) => (
@@ -113,6 +120,12 @@ fn api() -> (kube::Client, Calls) {
                     json!({ "apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": { "name": "e" }, "eventTime": null, "reason": "x" }),
                 ),
                 ("patch", "persistentvolumes") => (200, items[0].clone()),
+                ("delete", "volumeattachments") => (
+                    200,
+                    json!({ "apiVersion": "storage.k8s.io/v1", "kind": "VolumeAttachment",
+                        "metadata": { "name": "va-1", "resourceVersion": "2", "deletionTimestamp": "2026-01-01T00:00:00Z" },
+                        "spec": { "attacher": DRIVER, "nodeName": "node-1", "source": { "persistentVolumeName": "pv-1" } } }),
+                ),
                 _ => (200, body),
             };
             let response = Response::builder()
@@ -170,6 +183,8 @@ async fn the_driver_roles_grant_exactly_the_calls_the_code_makes() {
     cluster.event(event("first")).await;
     cluster.event(event("first")).await; // the same again: a series (a patch)
     cluster.claim_report(Some("pv-1"), "migration-window-1").await;
+    // The stale-attachment reconciler clears a VolumeAttachment.
+    assert_eq!(cluster.clear_attachment("pvc-1", "node-1").await.unwrap(), ["va-1"]);
     // Leader election: create, read, renew; then the release on shutdown.
     let timing = Timing::for_lease(Duration::from_secs(2)).unwrap();
     let (elector, leadership) =
@@ -212,21 +227,86 @@ async fn the_driver_roles_grant_exactly_the_calls_the_code_makes() {
             "events.k8s.io/events:patch",
             "storage.k8s.io/csinodes:list",
             "storage.k8s.io/csinodes:watch",
+            "storage.k8s.io/volumeattachments:delete",
             "storage.k8s.io/volumeattachments:list",
             "storage.k8s.io/volumeattachments:watch",
         ]
     );
 }
 
-#[test]
-fn the_node_has_no_api_access_at_all() {
-    let objects = helm(&json!({})).unwrap();
-    let sa = objects
+/// The rules of ClusterRole `name` in `objects` (empty when there is none).
+fn cluster_role(objects: &[Value], name: &str) -> BTreeSet<Access> {
+    let mut out = BTreeSet::new();
+    let Some(role) =
+        objects.iter().find(|o| o["kind"] == "ClusterRole" && o["metadata"]["name"] == name)
+    else {
+        return out;
+    };
+    for r in role["rules"].as_array().unwrap() {
+        for g in r["apiGroups"].as_array().unwrap() {
+            for res in r["resources"].as_array().unwrap() {
+                for v in r["verbs"].as_array().unwrap() {
+                    out.insert((
+                        g.as_str().unwrap().into(),
+                        res.as_str().unwrap().into(),
+                        v.as_str().unwrap().into(),
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The node plugin's calls (node/kube.rs) against its ClusterRole: with the defaults (events
+/// on, pod recovery off) PV reads and events only; with recoverPods also the node's pods
+/// (list) and their deletion; with both off no role, no binding and no token.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_node_role_grants_exactly_the_node_calls() {
+    use driver::node::kube::{NodeKube, PodInfo};
+    let (client, seen) = api();
+    let k = NodeKube::new(client, "node-1", DRIVER);
+    let _ = k.pv("pv-1").await;
+    // The same event again: a series (a patch).
+    for _ in 0..2 {
+        k.event(&("apps".into(), "data".into()), true, "StaleMount", "x".into()).await;
+    }
+    let with_events: BTreeSet<Access> =
+        seen.lock().unwrap().iter().map(|(a, _)| a.clone()).collect();
+    let _ = k.pod("u-1").await;
+    let pod = PodInfo {
+        namespace: "apps".into(),
+        name: "web-0".into(),
+        uid: "u-1".into(),
+        controller: None,
+    };
+    let _ = k.delete_pod(&pod).await;
+    let all: BTreeSet<Access> = seen.lock().unwrap().iter().map(|(a, _)| a.clone()).collect();
+
+    let defaults = helm(&json!({})).unwrap();
+    assert_eq!(cluster_role(&defaults, "rds-csi-node"), with_events);
+    let recover = helm(&json!({ "node": { "recoverPods": true } })).unwrap();
+    assert_eq!(cluster_role(&recover, "rds-csi-node"), all);
+    let verbs: BTreeSet<String> = all.iter().map(|(g, r, v)| format!("{g}/{r}:{v}")).collect();
+    assert_eq!(
+        verbs.into_iter().collect::<Vec<_>>(),
+        [
+            "/persistentvolumes:get",
+            "/pods:delete",
+            "/pods:list",
+            "events.k8s.io/events:create",
+            "events.k8s.io/events:patch"
+        ]
+    );
+
+    let off = helm(&json!({ "node": { "events": false, "recoverPods": false } })).unwrap();
+    assert!(cluster_role(&off, "rds-csi-node").is_empty());
+    let sa = off
         .iter()
         .find(|o| o["kind"] == "ServiceAccount" && o["metadata"]["name"] == "rds-csi-node")
         .unwrap();
     assert_eq!(sa["automountServiceAccountToken"], false);
-    let bound: Vec<&Value> = objects
+    let bound: Vec<&Value> = off
         .iter()
         .filter(|o| o["kind"].as_str().unwrap_or("").ends_with("Binding"))
         .flat_map(|b| b["subjects"].as_array().unwrap())

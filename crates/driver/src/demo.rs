@@ -190,6 +190,11 @@ pub async fn run(fs: String, storage_fencing: bool) -> Result<(), String> {
         leader_election: false,
         leader_election_namespace: None,
         leader_election_lease_seconds: 15,
+        stale_attachment_grace_seconds: 300,
+        reconcile_interval_seconds: 60,
+        rds_orphan_interval_seconds: 0,
+        rds_orphan_grace_seconds: 3600,
+        delete_rds_orphans: false,
     };
     let node = plane.map(|kind| NodeConfig {
         data_plane: kind,
@@ -208,8 +213,9 @@ pub async fn run(fs: String, storage_fencing: bool) -> Result<(), String> {
         orphan_interval: None,
         orphan_grace: Duration::from_secs(600),
         orphan_dry_run: false,
-        health_interval: None,
         io_probe_timeout: Duration::from_secs(10),
+        health_interval: None,
+        node_events: false,
         recover_pods: false,
         kubelet_dir: "/var/lib/kubelet".into(),
         sysfs: "/sys".into(),

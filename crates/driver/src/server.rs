@@ -169,9 +169,21 @@ pub async fn run(
         None => None,
     };
     let node_state = match &config.node {
-        Some(n) => Some(Arc::new(
-            NodeState::new(n.clone(), metrics.heal.clone()).map_err(ServeError::Node)?,
-        )),
+        Some(n) => {
+            let mut st =
+                NodeState::new(n.clone(), metrics.heal.clone()).map_err(ServeError::Node)?;
+            if n.node_events || n.recover_pods {
+                let client = kube::Client::try_default().await.map_err(|e| {
+                    ServeError::Kubernetes(format!(
+                        "{e}; --node-events and --recover-pods need the Kubernetes API (turn them off outside a cluster)"
+                    ))
+                })?;
+                let name = config.roles.node_id.clone().unwrap_or_default();
+                st.kube =
+                    Some(crate::node::kube::NodeKube::new(client, &name, &config.driver_name));
+            }
+            Some(Arc::new(st))
+        }
         None => None,
     };
     // The controller is ready while its RDS connection is up; the node has no backend yet.
@@ -195,6 +207,7 @@ pub async fn run(
             let client = Rds::new(conn.transport.clone(), RetryPolicy::default());
             let mut backend_value =
                 Backend::new(client, config.controller.clone(), host, config.topology.clone());
+            backend_value.heal = metrics.heal.clone();
             let (fenced, election) = fencing(&config, metrics.attach.clone()).await?;
             backend_value.fencing = fenced;
             let b = Arc::new(backend_value);
@@ -211,6 +224,11 @@ pub async fn run(
                 release = Some(elector.release_handle());
                 background.push(tokio::spawn(elector.run()));
             }
+            background.push(tokio::spawn(crate::controller::reconcile::run(
+                Arc::downgrade(&b),
+                election.leadership.clone(),
+                config.controller.reconcile.clone(),
+            )));
             background.push(tokio::spawn(crate::controller::sweep::run(
                 Arc::downgrade(&b),
                 election.leadership,
@@ -221,10 +239,13 @@ pub async fn run(
         }
         _ => None,
     };
-    if let Some(st) = &node_state
-        && let Some(every) = st.cfg.orphan_interval
-    {
-        background.push(tokio::spawn(crate::node::orphans::run(Arc::downgrade(st), every)));
+    if let Some(st) = &node_state {
+        if let Some(every) = st.cfg.orphan_interval {
+            background.push(tokio::spawn(crate::node::orphans::run(Arc::downgrade(st), every)));
+        }
+        if let Some(every) = st.cfg.health_interval {
+            background.push(tokio::spawn(crate::node::recovery::run(Arc::downgrade(st), every)));
+        }
     }
     let metrics = Arc::new(metrics);
     let rpc = RpcRunner::new(metrics.rpc.clone());

@@ -84,7 +84,7 @@ async fn suite(transport: &str) {
         rds.ros(&format!(":put [:serialize to=json [/disk print as-value where slot=\"{name}\"]]"));
     assert!(
         disk.contains("\"nvme-tcp-export\":true")
-            && disk.contains("\"comment\":\"rds-csi pvc=apps/data\""),
+            && disk.contains("\"comment\":\"rds-csi pvc=apps/data created="),
         "{disk}"
     );
 

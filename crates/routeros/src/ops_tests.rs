@@ -25,6 +25,18 @@ fn parse(line: &str) -> Vec<Statement> {
     parse_line(line, &RdsGrammar { file_copy: true }).unwrap()
 }
 
+/// Both RouterOS file time formats read as the same instant (UTC); nonsense is `None`.
+#[test]
+fn file_times_in_both_formats() {
+    assert_eq!(file_time("2025-11-11 16:47:07"), Some(1_762_879_627));
+    assert_eq!(file_time("nov/11/2025 16:47:07"), Some(1_762_879_627));
+    assert_eq!(file_time("1970-01-01 00:00:00"), Some(0));
+    assert_eq!(file_time("2024-02-29 12:00:00"), Some(1_709_208_000));
+    assert_eq!(file_time("13/11/2025 16:47:07"), None);
+    assert_eq!(file_time("2025-13-11 16:47:07"), None);
+    assert_eq!(file_time("yesterday"), None);
+}
+
 #[test]
 fn create_is_one_line_with_the_confirming_read() {
     let line = ssh_line(&Op::CreateDisk(new_disk("rds-csi")), ReadFormat::Json);

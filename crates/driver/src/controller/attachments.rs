@@ -240,6 +240,12 @@ mod tests {
         fn age_s(&self) -> i64 {
             i64::MAX
         }
+        fn volume_handles(&self) -> Option<std::collections::HashSet<String>> {
+            None
+        }
+        async fn clear_attachment(&self, _: &str, _: &str) -> Result<Vec<String>, String> {
+            Ok(Vec::new())
+        }
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub struct Backend {
     pub copies: Copies,
     /// Attachment fencing (ControllerPublish/Unpublish); in-memory until the server sets it.
     pub fencing: Fencing,
+    /// The reconcilers' metrics (reconcile.rs).
+    pub heal: crate::metrics::HealMetrics,
 }
 
 impl Backend {
@@ -52,6 +54,7 @@ impl Backend {
             system: OnceCell::new(),
             copies: Default::default(),
             fencing: Default::default(),
+            heal: Default::default(),
         }
     }
 

@@ -96,6 +96,13 @@ pub trait Cluster: Send + Sync {
     async fn claim_report(&self, pv: Option<&str>, key: &str) -> ReportClaim;
     /// Seconds since this controller's view became usable (for the settle period).
     fn age_s(&self) -> i64;
+    /// The volume handles of every PV of this driver; `None` while that is not known (no
+    /// Kubernetes, or the cache is not synced yet): the RDS orphan report then waits.
+    fn volume_handles(&self) -> Option<HashSet<String>>;
+    /// Deletes the VolumeAttachments of this driver that record `volume_id` on CSI node
+    /// `node` (a stale attachment; the attacher then calls ControllerUnpublishVolume and
+    /// removes its finalizer). Returns their names.
+    async fn clear_attachment(&self, volume_id: &str, node: &str) -> Result<Vec<String>, String>;
 }
 
 /// No Kubernetes: only this process's grants count; the known nodes are the node ids this
@@ -140,5 +147,13 @@ impl Cluster for MemoryCluster {
 
     fn age_s(&self) -> i64 {
         i64::MAX
+    }
+
+    fn volume_handles(&self) -> Option<HashSet<String>> {
+        None
+    }
+
+    async fn clear_attachment(&self, _volume_id: &str, _node: &str) -> Result<Vec<String>, String> {
+        Ok(Vec::new())
     }
 }

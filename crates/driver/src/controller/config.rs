@@ -76,6 +76,25 @@ pub struct ControllerArgs {
     /// Lease duration: a replica takes over this long after the leader stopped renewing.
     #[arg(long, env = "RDS_CSI_LEADER_ELECTION_LEASE_SECONDS", default_value_t = 15)]
     pub leader_election_lease_seconds: u64,
+    /// How long a VolumeAttachment must stay stale (its Node object gone, or, with storage
+    /// fencing, its node no longer on the disk's allow list) before it is cleared: the disk
+    /// is fenced first, then the VolumeAttachment deleted (0 = never).
+    #[arg(long, env = "RDS_CSI_STALE_ATTACHMENT_GRACE_SECONDS", default_value_t = 300)]
+    pub stale_attachment_grace_seconds: u64,
+    /// How often stale VolumeAttachments are looked for.
+    #[arg(long, env = "RDS_CSI_RECONCILE_INTERVAL_SECONDS", default_value_t = 60)]
+    pub reconcile_interval_seconds: u64,
+    /// How often managed disks and files on the RDS without a PV are looked for (0 = never).
+    #[arg(long, env = "RDS_CSI_RDS_ORPHAN_INTERVAL_SECONDS", default_value_t = 900)]
+    pub rds_orphan_interval_seconds: u64,
+    /// How old (by the time on the RDS) an orphan must be before --delete-rds-orphans
+    /// deletes it.
+    #[arg(long, env = "RDS_CSI_RDS_ORPHAN_GRACE_SECONDS", default_value_t = 3600)]
+    pub rds_orphan_grace_seconds: u64,
+    /// Delete orphans older than the grace period, seen in two reports in a row. Off by
+    /// default: orphans are only reported (log, metric).
+    #[arg(long, env = "RDS_CSI_DELETE_RDS_ORPHANS")]
+    pub delete_rds_orphans: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -102,6 +121,19 @@ pub struct ControllerConfig {
     pub allow_copy_from: bool,
     /// `None`: no leader election (this process always runs the background loops).
     pub leader_election: Option<LeaderElection>,
+    pub reconcile: Reconcile,
+}
+
+/// The controller's reconcilers (docs/operations.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reconcile {
+    pub interval: std::time::Duration,
+    /// `None`: stale attachments are never cleared.
+    pub stale_attachment_grace: Option<std::time::Duration>,
+    /// `None`: no RDS orphan report.
+    pub rds_orphan_interval: Option<std::time::Duration>,
+    pub rds_orphan_grace_s: i64,
+    pub delete_rds_orphans: bool,
 }
 
 /// Where and how the controller's instances elect the one that runs the background loops.
@@ -161,6 +193,15 @@ impl ControllerArgs {
             known_node_ids: self.known_node_ids.iter().filter(|n| !n.is_empty()).cloned().collect(),
             allow_copy_from: self.allow_copy_from,
             leader_election,
+            reconcile: Reconcile {
+                interval: std::time::Duration::from_secs(self.reconcile_interval_seconds.max(1)),
+                stale_attachment_grace: (self.stale_attachment_grace_seconds > 0)
+                    .then(|| std::time::Duration::from_secs(self.stale_attachment_grace_seconds)),
+                rds_orphan_interval: (self.rds_orphan_interval_seconds > 0)
+                    .then(|| std::time::Duration::from_secs(self.rds_orphan_interval_seconds)),
+                rds_orphan_grace_s: self.rds_orphan_grace_seconds.min(i64::MAX as u64) as i64,
+                delete_rds_orphans: self.delete_rds_orphans,
+            },
         })
     }
 }

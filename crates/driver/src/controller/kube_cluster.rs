@@ -415,4 +415,45 @@ impl Cluster for KubeCluster {
             at => Timestamp::now().as_second() - at,
         }
     }
+
+    fn volume_handles(&self) -> Option<std::collections::HashSet<String>> {
+        self.is_ready().then(|| self.pvs_by_handle().into_keys().collect())
+    }
+
+    async fn clear_attachment(&self, volume_id: &str, node: &str) -> Result<Vec<String>, String> {
+        let pvs: Vec<String> = self
+            .pvs_by_handle()
+            .remove(volume_id)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|p| p.metadata.name.clone())
+            .collect();
+        let node_name = self.node_name_of(node);
+        let names: Vec<String> = self
+            .vas
+            .state()
+            .iter()
+            .filter(|va| {
+                va.spec.attacher == self.driver
+                    && va.spec.node_name == node_name
+                    && va.metadata.deletion_timestamp.is_none()
+                    && va
+                        .spec
+                        .source
+                        .persistent_volume_name
+                        .as_ref()
+                        .is_some_and(|p| pvs.contains(p))
+            })
+            .filter_map(|va| va.metadata.name.clone())
+            .collect();
+        let api: Api<VolumeAttachment> = Api::all(self.client.clone());
+        for name in &names {
+            match api.delete(name, &Default::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(format!("deleting VolumeAttachment {name}: {e}")),
+            }
+        }
+        Ok(names)
+    }
 }

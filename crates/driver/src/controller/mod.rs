@@ -11,6 +11,7 @@ pub mod copies;
 pub mod kube_cluster;
 pub mod leader;
 pub mod publish;
+pub mod reconcile;
 pub mod snapshots;
 pub mod sweep;
 pub mod volumes;

@@ -54,7 +54,7 @@ impl Backend {
 
     /// Sets the disk's allow list to the host NQNs of `nodes` (storage fencing); an empty
     /// set fences every host out.
-    async fn set_allowed(
+    pub(super) async fn set_allowed(
         &self,
         slot: &routeros::types::Slot,
         nodes: &[String],

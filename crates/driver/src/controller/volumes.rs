@@ -103,7 +103,7 @@ impl Backend {
             port: p.nvme_port.unwrap_or(self.cfg.nvme_port),
             comment: match &source {
                 Some(src) => Backend::fill_record(src).to_comment(),
-                None => ids::comment(&req.name, derived, pvc),
+                None => ids::comment(&req.name, derived, pvc, super::attachments::now_s()),
             },
             copy_from: None,
             server_nqn_supported: self.server_nqn_supported().await?,

@@ -66,8 +66,10 @@ pub fn backing_file(volume_path: &FilePath, slot: &Slot) -> Result<FilePath, Str
     volume_path.join(&format!("{slot}.img")).map_err(|e| e.to_string())
 }
 
-/// The disk comment: marks the disk as ours and keeps a derived id's original name.
-pub fn comment(name: &str, derived: bool, pvc: Option<(&str, &str)>) -> String {
+/// The disk comment: marks the disk as ours, keeps a derived id's original name, the PVC and
+/// the creation time (seconds since the epoch; RouterOS keeps no time on `/disk`, and the
+/// orphan report needs the disk's age, docs/operations.md).
+pub fn comment(name: &str, derived: bool, pvc: Option<(&str, &str)>, created: i64) -> String {
     let mut c = String::from("rds-csi");
     if derived {
         c.push_str(&format!(" name={name}"));
@@ -75,7 +77,17 @@ pub fn comment(name: &str, derived: bool, pvc: Option<(&str, &str)>) -> String {
     if let Some((ns, pvc)) = pvc {
         c.push_str(&format!(" pvc={ns}/{pvc}"));
     }
+    c.push_str(&format!(" created={created}"));
     c
+}
+
+/// The `created=` time of a disk comment of this driver (volumes and copies).
+pub fn comment_created(comment: &str) -> Option<i64> {
+    let mut words = comment.split_whitespace();
+    if words.next()? != "rds-csi" {
+        return None;
+    }
+    words.find_map(|w| w.strip_prefix("created=")).and_then(|t| t.parse().ok())
 }
 
 #[cfg(test)]
@@ -113,7 +125,12 @@ mod tests {
             file.absolute(),
             "/storage-pool/metal-csi/pvc-0f8e4b1c-2a3d-4e5f-9a8b-7c6d5e4f3a2b.img"
         );
-        assert_eq!(comment("x", true, Some(("ns", "data"))), "rds-csi name=x pvc=ns/data");
+        let c = comment("x", true, Some(("ns", "data")), 1_795_300_000);
+        assert_eq!(c, "rds-csi name=x pvc=ns/data created=1795300000");
+        assert_eq!(comment_created(&c), Some(1_795_300_000));
+        assert_eq!(comment_created("rds-csi snapshot source=pvc-1 created=7 ready"), Some(7));
+        assert_eq!(comment_created("rds-csi pvc=ns/data"), None, "older volumes: no time");
+        assert_eq!(comment_created("other created=5"), None, "not ours");
         assert_eq!(parse_volume_id("a/b"), Ok(None));
         assert_eq!(parse_volume_id("some-vol-id"), Ok(None));
         assert_eq!(parse_volume_id("PVC-0F8E4B1C-2A3D-4E5F-9A8B-7C6D5E4F3A2B"), Ok(None));

@@ -74,22 +74,26 @@ pub struct NodeArgs {
     /// Report orphan NVMe subsystems (log, metric) without disconnecting them.
     #[arg(long, env = "RDS_CSI_ORPHAN_DRY_RUN")]
     pub orphan_dry_run: bool,
-    /// How often the published volumes are checked for stale mounts (0 = never; the checks
-    /// of NodeGetVolumeStats, NodeStage and NodePublish still run).
+    /// How often the pods' volume mounts are checked for stale mounts (0 = never; the checks
+    /// of NodeGetVolumeStats, NodeStage and NodePublish run anyway).
     #[arg(long, env = "RDS_CSI_HEALTH_CHECK_INTERVAL_SECONDS", default_value_t = 60)]
     pub health_check_interval_seconds: u64,
+    /// Post Kubernetes events on the PVC of a volume with a stale mount (needs the in-cluster
+    /// API: the chart grants events and PV reads to the node).
+    #[arg(long, env = "RDS_CSI_NODE_EVENTS")]
+    pub node_events: bool,
+    /// Delete a running pod whose volume mount can never come back (device gone or replaced)
+    /// when a controller owns it, so it is recreated on the repaired volume. Off by default:
+    /// it restarts workloads (and needs pod list/delete rights).
+    #[arg(long, env = "RDS_CSI_RECOVER_PODS")]
+    pub recover_pods: bool,
+    /// The kubelet's root directory (pods' volume mounts are under it).
+    #[arg(long, env = "RDS_CSI_KUBELET_DIR", default_value = "/var/lib/kubelet")]
+    pub kubelet_dir: PathBuf,
     /// Deadline of the read probe of a mounted volume (a read that does not answer by then
     /// makes the volume abnormal: io_hang).
     #[arg(long, env = "RDS_CSI_IO_PROBE_TIMEOUT_SECONDS", default_value_t = 10)]
     pub io_probe_timeout_seconds: u64,
-    /// Delete a running pod whose volume mount is stale when a controller (Deployment,
-    /// StatefulSet, VirtualMachineInstance, ...) owns it, so it is recreated on the repaired
-    /// volume. Off by default: it restarts workloads.
-    #[arg(long, env = "RDS_CSI_RECOVER_PODS")]
-    pub recover_pods: bool,
-    /// The kubelet's root directory (pods' volume mounts are found under it).
-    #[arg(long, env = "RDS_CSI_KUBELET_DIR", default_value = "/var/lib/kubelet")]
-    pub kubelet_dir: PathBuf,
 }
 
 /// Validated node settings.
@@ -112,9 +116,10 @@ pub struct NodeConfig {
     pub orphan_interval: Option<Duration>,
     pub orphan_grace: Duration,
     pub orphan_dry_run: bool,
+    pub io_probe_timeout: Duration,
     /// `None`: no periodic health check.
     pub health_interval: Option<Duration>,
-    pub io_probe_timeout: Duration,
+    pub node_events: bool,
     pub recover_pods: bool,
     pub kubelet_dir: PathBuf,
     /// `/sys` (tests of pure sysfs logic use fixtures instead).
@@ -170,9 +175,10 @@ impl NodeArgs {
                 .then(|| Duration::from_secs(self.orphan_cleanup_interval_seconds)),
             orphan_grace: Duration::from_secs(self.orphan_grace_seconds),
             orphan_dry_run: self.orphan_dry_run,
+            io_probe_timeout: Duration::from_secs(self.io_probe_timeout_seconds.max(1)),
             health_interval: (self.health_check_interval_seconds > 0)
                 .then(|| Duration::from_secs(self.health_check_interval_seconds)),
-            io_probe_timeout: Duration::from_secs(self.io_probe_timeout_seconds.max(1)),
+            node_events: self.node_events,
             recover_pods: self.recover_pods,
             kubelet_dir: self.kubelet_dir.clone(),
             sysfs: "/sys".into(),

@@ -10,11 +10,13 @@ pub mod format;
 pub mod health;
 pub mod holders;
 pub mod host;
+pub mod kube;
 pub mod loopdev;
 pub mod nvme;
 pub mod orphans;
 pub mod plane;
 mod publish;
+pub mod recovery;
 mod stage;
 mod stats;
 
@@ -43,6 +45,8 @@ pub struct NodeState {
     pub locks: Locks,
     pub breakers: breakers::Breakers,
     pub heal: HealMetrics,
+    /// The Kubernetes API, with `--node-events` or `--recover-pods`.
+    pub kube: Option<kube::NodeKube>,
 }
 
 impl NodeState {
@@ -73,7 +77,7 @@ impl NodeState {
             )?),
         };
         let breakers = breakers::Breakers::new(cfg.breaker, heal.clone());
-        Ok(NodeState { cfg, host, plane, locks: Locks::default(), breakers, heal })
+        Ok(NodeState { cfg, host, plane, locks: Locks::default(), breakers, heal, kube: None })
     }
 }
 

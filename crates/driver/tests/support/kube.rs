@@ -133,6 +133,18 @@ pub fn serve_with(
                 record();
                 body.clone()
             }
+            // A VolumeAttachment with the attacher's finalizer: marked for deletion.
+            ("DELETE", p) if p.starts_with("/apis/storage.k8s.io/v1/volumeattachments/") => {
+                record();
+                let name = p.rsplit('/').next().unwrap();
+                let mut va = vas
+                    .iter()
+                    .find(|v| v["metadata"]["name"] == name)
+                    .cloned()
+                    .unwrap_or_else(|| json!({}));
+                va["metadata"]["deletionTimestamp"] = json!("2026-12-01T00:00:00Z");
+                va
+            }
             _ if query.contains("watch=true") => Value::Null,
             _ => {
                 record();
@@ -187,6 +199,17 @@ pub fn backend_on(
     storage_fencing: bool,
     settle_s: i64,
 ) -> (Arc<Backend>, driver::rds::RdsConnection) {
+    backend_on_with(rds, cluster, storage_fencing, settle_s, |_| {})
+}
+
+/// [`backend_on`] with the controller settings changed by `tweak`.
+pub fn backend_on_with(
+    rds: &super::rds::Rds,
+    cluster: KubeCluster,
+    storage_fencing: bool,
+    settle_s: i64,
+    tweak: impl FnOnce(&mut ControllerArgs),
+) -> (Arc<Backend>, driver::rds::RdsConnection) {
     let mut opts = SshOptions::new(
         &rds.address,
         "admin",
@@ -214,7 +237,14 @@ pub fn backend_on(
         leader_election: false,
         leader_election_namespace: None,
         leader_election_lease_seconds: 15,
+        stale_attachment_grace_seconds: 300,
+        reconcile_interval_seconds: 60,
+        rds_orphan_interval_seconds: 0,
+        rds_orphan_grace_seconds: 3600,
+        delete_rds_orphans: false,
     };
+    let mut args = args;
+    tweak(&mut args);
     let mut backend =
         Backend::new(client, args.validate().unwrap(), "127.0.0.1".into(), HashMap::new());
     backend.fencing =
