@@ -139,31 +139,39 @@ fn api() -> (kube::Client, Calls) {
     (kube::Client::new(service, NS), seen)
 }
 
-/// The rules of the driver's own ClusterRole and Role in the rendered chart.
-fn granted() -> (BTreeSet<Access>, BTreeSet<Access>) {
-    let objects = helm(&json!({})).unwrap();
-    let rules = |kind: &str| -> BTreeSet<Access> {
-        let role = objects
-            .iter()
-            .find(|o| o["kind"] == kind && o["metadata"]["name"] == "rds-csi-driver")
-            .unwrap_or_else(|| panic!("no {kind} rds-csi-driver"));
-        let mut out = BTreeSet::new();
-        for r in role["rules"].as_array().unwrap() {
-            for g in r["apiGroups"].as_array().unwrap() {
-                for res in r["resources"].as_array().unwrap() {
-                    for v in r["verbs"].as_array().unwrap() {
-                        out.insert((
-                            g.as_str().unwrap().into(),
-                            res.as_str().unwrap().into(),
-                            v.as_str().unwrap().into(),
-                        ));
-                    }
+/// The rules of the `kind` (ClusterRole, Role) called `name` in `objects` (empty when there
+/// is none).
+fn rules(objects: &[Value], kind: &str, name: &str) -> BTreeSet<Access> {
+    let mut out = BTreeSet::new();
+    let Some(role) = objects.iter().find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+    else {
+        return out;
+    };
+    for r in role["rules"].as_array().unwrap() {
+        for g in r["apiGroups"].as_array().unwrap() {
+            for res in r["resources"].as_array().unwrap() {
+                for v in r["verbs"].as_array().unwrap() {
+                    out.insert((
+                        g.as_str().unwrap().into(),
+                        res.as_str().unwrap().into(),
+                        v.as_str().unwrap().into(),
+                    ));
                 }
             }
         }
-        out
-    };
-    (rules("ClusterRole"), rules("Role"))
+    }
+    out
+}
+
+/// The rules of the driver's own ClusterRole and Role in the rendered chart.
+fn granted() -> (BTreeSet<Access>, BTreeSet<Access>) {
+    let objects = helm(&json!({})).unwrap();
+    let (c, r) = (
+        rules(&objects, "ClusterRole", "rds-csi-driver"),
+        rules(&objects, "Role", "rds-csi-driver"),
+    );
+    assert!(!c.is_empty() && !r.is_empty(), "the driver's roles are rendered");
+    (c, r)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -234,30 +242,6 @@ async fn the_driver_roles_grant_exactly_the_calls_the_code_makes() {
     );
 }
 
-/// The rules of ClusterRole `name` in `objects` (empty when there is none).
-fn cluster_role(objects: &[Value], name: &str) -> BTreeSet<Access> {
-    let mut out = BTreeSet::new();
-    let Some(role) =
-        objects.iter().find(|o| o["kind"] == "ClusterRole" && o["metadata"]["name"] == name)
-    else {
-        return out;
-    };
-    for r in role["rules"].as_array().unwrap() {
-        for g in r["apiGroups"].as_array().unwrap() {
-            for res in r["resources"].as_array().unwrap() {
-                for v in r["verbs"].as_array().unwrap() {
-                    out.insert((
-                        g.as_str().unwrap().into(),
-                        res.as_str().unwrap().into(),
-                        v.as_str().unwrap().into(),
-                    ));
-                }
-            }
-        }
-    }
-    out
-}
-
 /// The node plugin's calls (node/kube.rs) against its ClusterRole: with the defaults (events
 /// on, pod recovery off) PV reads and events only; with recoverPods also the node's pods
 /// (list) and their deletion; with both off no role, no binding and no token.
@@ -284,9 +268,9 @@ async fn the_node_role_grants_exactly_the_node_calls() {
     let all: BTreeSet<Access> = seen.lock().unwrap().iter().map(|(a, _)| a.clone()).collect();
 
     let defaults = helm(&json!({})).unwrap();
-    assert_eq!(cluster_role(&defaults, "rds-csi-node"), with_events);
+    assert_eq!(rules(&defaults, "ClusterRole", "rds-csi-node"), with_events);
     let recover = helm(&json!({ "node": { "recoverPods": true } })).unwrap();
-    assert_eq!(cluster_role(&recover, "rds-csi-node"), all);
+    assert_eq!(rules(&recover, "ClusterRole", "rds-csi-node"), all);
     let verbs: BTreeSet<String> = all.iter().map(|(g, r, v)| format!("{g}/{r}:{v}")).collect();
     assert_eq!(
         verbs.into_iter().collect::<Vec<_>>(),
@@ -300,7 +284,7 @@ async fn the_node_role_grants_exactly_the_node_calls() {
     );
 
     let off = helm(&json!({ "node": { "events": false, "recoverPods": false } })).unwrap();
-    assert!(cluster_role(&off, "rds-csi-node").is_empty());
+    assert!(rules(&off, "ClusterRole", "rds-csi-node").is_empty());
     let sa = off
         .iter()
         .find(|o| o["kind"] == "ServiceAccount" && o["metadata"]["name"] == "rds-csi-node")

@@ -196,31 +196,9 @@ pub async fn run(fs: String, storage_fencing: bool) -> Result<(), String> {
         rds_orphan_grace_seconds: 3600,
         delete_rds_orphans: false,
     };
-    let node = plane.map(|kind| NodeConfig {
-        data_plane: kind,
-        loop_root: Some(rds.files.clone()),
-        managed_nqn_prefix: "nqn.2000-02.com.mikrotik:pvc-".into(),
-        nqn_prefix: "nqn.2000-02.com.mikrotik:".into(),
-        host_nqn_file: base.join("hostnqn"),
-        max_volumes_per_node: 0,
-        allow_exec: false,
-        device_wait: Duration::from_secs(30),
-        command_timeout: Duration::from_secs(120),
-        blank_check_attempts: 5,
-        blank_check_delay: Duration::from_millis(500),
-        breaker: Default::default(),
-        // The demo's walk is short: no background loops.
-        orphan_interval: None,
-        orphan_grace: Duration::from_secs(600),
-        orphan_dry_run: false,
-        io_probe_timeout: Duration::from_secs(10),
-        health_interval: None,
-        node_events: false,
-        recover_pods: false,
-        kubelet_dir: "/var/lib/kubelet".into(),
-        sysfs: "/sys".into(),
-        procfs: "/proc".into(),
-    });
+    // The demo's walk is short: no background loops.
+    let node =
+        plane.map(|kind| NodeConfig::embedded(kind, Some(rds.files.clone()), base.join("hostnqn")));
     let config = ServeConfig {
         endpoint: Endpoint::Unix(socket.clone()),
         roles: Roles { controller: true, node_id: node.as_ref().map(|_| NODE.to_string()) },

@@ -173,6 +173,12 @@ async fn orphans_on_the_rds_are_reported_and_deleted_only_when_asked_old_and_see
         create(&w.backend, leftover).await;
         // The disk goes, its file stays (as after a crash half-way through a delete).
         w.rds.ros(&format!("/disk remove [find slot=\"{leftover}\"]"));
+        // A disk a copy is still filling (a restore or clone in progress): never a candidate.
+        let filling = "pvc-0a1b2c3d-0000-4000-8000-0000000000a4";
+        create(&w.backend, filling).await;
+        w.rds.ros(&format!(
+            "/disk set \"{filling}\" comment=\"rds-csi volume source=snap-x created=1 mechanism=disk-copy copying=0\""
+        ));
         w.backend
             .create_snapshot(CreateSnapshotRequest {
                 source_volume_id: VOL.into(),
@@ -206,6 +212,7 @@ async fn orphans_on_the_rds_are_reported_and_deleted_only_when_asked_old_and_see
             assert!(w.has_disk(orphan_disk) && w.rds.file_exists(&file));
         }
         assert!(w.has_disk(VOL), "the volume with a PV stays");
+        assert!(w.has_disk(filling), "the disk being filled stays");
         assert_eq!(
             w.backend.list_snapshots(ListSnapshotsRequest::default()).await.unwrap().entries.len(),
             1,

@@ -27,9 +27,16 @@ use csi::v1::{
     volume_capability::{AccessMode, AccessType, MountVolume, access_mode::Mode},
     *,
 };
-use support::Daemon;
+use support::{
+    Daemon,
+    vm::{Checks, NVMET, controllers, port_dir, wait_for},
+};
 
-const NVMET: &str = "/sys/kernel/config/nvmet";
+/// The NVMe controller connected to `nqn` (`nvme0`) and its state.
+fn controller_of(nqn: &str) -> Option<(String, String)> {
+    controllers(nqn).into_iter().next()
+}
+
 const TEST: &str = "a_mounted_volume_survives_an_rds_outage";
 
 #[test]
@@ -51,44 +58,6 @@ fn a_mounted_volume_survives_an_rds_outage() {
         &[exe.to_str().unwrap(), TEST],
         &[("NVME_VM_TIMEOUT", "300"), ("NVME_VM_APPEND", "nvme_core.multipath=N")],
     );
-}
-
-struct Checks(u32);
-
-impl Checks {
-    fn ok(&mut self, what: &str) {
-        self.0 += 1;
-        println!("ok - {what}");
-    }
-}
-
-fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !f() {
-        assert!(started.elapsed() < within, "{what}: not within {within:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// The NVMe controller connected to `nqn` (`nvme0`) and its state.
-fn controller_of(nqn: &str) -> Option<(String, String)> {
-    std::fs::read_dir("/sys/class/nvme").ok()?.flatten().find_map(|e| {
-        let subsys = std::fs::read_to_string(e.path().join("subsysnqn")).ok()?;
-        (subsys.trim() == nqn).then(|| {
-            let state = std::fs::read_to_string(e.path().join("state")).unwrap_or_default();
-            (e.file_name().to_string_lossy().into_owned(), state.trim().to_string())
-        })
-    })
-}
-
-/// The nvmet port the emulator serves 4420 on.
-fn port_dir() -> PathBuf {
-    std::fs::read_dir(format!("{NVMET}/ports"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| std::fs::read_to_string(p.join("addr_trsvcid")).is_ok_and(|s| s.trim() == "4420"))
-        .expect("the emulator's nvmet port")
 }
 
 async fn drill() {

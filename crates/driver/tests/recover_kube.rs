@@ -11,7 +11,6 @@ use std::{
     path::{Path, PathBuf},
     process::Command,
     sync::{Arc, Mutex},
-    time::Duration,
 };
 
 use driver::{
@@ -31,30 +30,12 @@ const VID: &str = "pvc-0a1b2c3d-0000-4000-8000-0000000000f1";
 const UID: &str = "7e57c0de-0000-4000-8000-000000000001";
 
 fn config(dir: &Path, recover: bool) -> NodeConfig {
-    NodeConfig {
-        data_plane: DataPlaneKind::Loop,
-        loop_root: Some(dir.join("rds")),
-        managed_nqn_prefix: "nqn.2000-02.com.mikrotik:pvc-".into(),
-        nqn_prefix: "nqn.2000-02.com.mikrotik:".into(),
-        host_nqn_file: dir.join("hostnqn"),
-        max_volumes_per_node: 0,
-        allow_exec: false,
-        device_wait: Duration::from_secs(10),
-        command_timeout: Duration::from_secs(60),
-        blank_check_attempts: 1,
-        blank_check_delay: Duration::from_millis(10),
-        breaker: Default::default(),
-        orphan_interval: None,
-        orphan_grace: Duration::from_secs(600),
-        orphan_dry_run: false,
-        io_probe_timeout: Duration::from_secs(10),
-        health_interval: None,
-        node_events: true,
-        recover_pods: recover,
-        kubelet_dir: dir.join("kubelet"),
-        sysfs: "/sys".into(),
-        procfs: "/proc".into(),
-    }
+    let mut c =
+        NodeConfig::embedded(DataPlaneKind::Loop, Some(dir.join("rds")), dir.join("hostnqn"));
+    c.node_events = true;
+    c.recover_pods = recover;
+    c.kubelet_dir = dir.join("kubelet");
+    c
 }
 
 type Log = Arc<Mutex<Vec<(String, String, Value)>>>;

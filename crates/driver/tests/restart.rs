@@ -22,14 +22,7 @@ use support::{
 };
 use tonic::{Code, transport::Channel};
 
-const POINTS: &[&str] = &[
-    "stage.attached",
-    "stage.formatted",
-    "stage.mounted",
-    "publish.mounted",
-    "unpublish.unmounted",
-    "unstage.unmounted",
-];
+use driver::crashpoint::POINTS;
 
 /// A node-only `rds-csi serve` on the controller's RDS files (loop plane), optionally
 /// with `RDS_CSI_CRASH_POINT`.

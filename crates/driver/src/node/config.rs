@@ -128,6 +128,41 @@ pub struct NodeConfig {
     pub procfs: PathBuf,
 }
 
+impl NodeConfig {
+    /// The defaults of a node embedded in a development run (the demo, in-process tests):
+    /// the default prefixes, no background loops, no Kubernetes.
+    pub fn embedded(
+        data_plane: DataPlaneKind,
+        loop_root: Option<PathBuf>,
+        host_nqn_file: PathBuf,
+    ) -> NodeConfig {
+        NodeConfig {
+            data_plane,
+            loop_root,
+            managed_nqn_prefix: "nqn.2000-02.com.mikrotik:pvc-".into(),
+            nqn_prefix: "nqn.2000-02.com.mikrotik:".into(),
+            host_nqn_file,
+            max_volumes_per_node: 0,
+            allow_exec: false,
+            device_wait: Duration::from_secs(30),
+            command_timeout: Duration::from_secs(120),
+            blank_check_attempts: 5,
+            blank_check_delay: Duration::from_millis(500),
+            breaker: Default::default(),
+            orphan_interval: None,
+            orphan_grace: Duration::from_secs(600),
+            orphan_dry_run: false,
+            io_probe_timeout: Duration::from_secs(10),
+            health_interval: None,
+            node_events: false,
+            recover_pods: false,
+            kubelet_dir: "/var/lib/kubelet".into(),
+            sysfs: "/sys".into(),
+            procfs: "/proc".into(),
+        }
+    }
+}
+
 impl NodeArgs {
     /// `embedded_loop_root`: the files of `--emulated-rds`, when that runs in this process;
     /// `nqn_prefix`: the (validated) `--nqn-prefix`.

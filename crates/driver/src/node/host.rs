@@ -35,6 +35,16 @@ impl BlockDevice {
     }
 }
 
+/// An attachment that passed both guards of the orphan cleanup: inside the managed prefix,
+/// and exactly `<nqn prefix><volume id>` (loop: `<volume id>.img` under the loop root).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Managed {
+    pub volume_id: String,
+    /// The NQN (loop: the backing file).
+    pub key: String,
+    pub device: Option<BlockDevice>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Host {
     pub sysfs: PathBuf,

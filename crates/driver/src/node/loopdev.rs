@@ -60,7 +60,7 @@ impl LoopPlane {
 
     /// Loop devices of files under the root named `<volume id>.img` (first list) and the
     /// other files under the root (second list, never touched).
-    pub fn managed(&self, host: &Host) -> (Vec<super::plane::Managed>, Vec<String>) {
+    pub fn managed(&self, host: &Host) -> (Vec<super::host::Managed>, Vec<String>) {
         let (mut ok, mut refused) = (Vec::new(), Vec::new());
         for (dev, file) in self.attached(host) {
             let vid = file
@@ -69,7 +69,7 @@ impl LoopPlane {
                 .and_then(|n| n.strip_suffix(".img"))
                 .filter(|v| crate::core::ids::is_managed_volume_id(v));
             match vid {
-                Some(v) => ok.push(super::plane::Managed {
+                Some(v) => ok.push(super::host::Managed {
                     volume_id: v.to_string(),
                     key: file.display().to_string(),
                     device: Some(dev),

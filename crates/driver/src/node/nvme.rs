@@ -191,7 +191,7 @@ impl NvmePlane {
     /// Every connected subsystem inside the managed prefix: those of the exact form
     /// `<nqn prefix><volume id>` (first list) and the others (second list, never touched).
     /// Subsystems outside the managed prefix are not even listed.
-    pub fn managed(&self, host: &Host) -> (Vec<super::plane::Managed>, Vec<String>) {
+    pub fn managed(&self, host: &Host) -> (Vec<super::host::Managed>, Vec<String>) {
         let mut nqns: Vec<String> = std::fs::read_dir(host.sysfs.join("class/nvme"))
             .map(|d| {
                 d.flatten()
@@ -206,7 +206,7 @@ impl NvmePlane {
         let (mut ok, mut refused) = (Vec::new(), Vec::new());
         for nqn in nqns {
             match nqn.strip_prefix(&self.nqn_prefix) {
-                Some(vid) if self.is_volume_nqn(vid, &nqn) => ok.push(super::plane::Managed {
+                Some(vid) if self.is_volume_nqn(vid, &nqn) => ok.push(super::host::Managed {
                     volume_id: vid.to_string(),
                     device: self.device(host, &nqn),
                     key: nqn,

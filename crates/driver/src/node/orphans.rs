@@ -117,7 +117,7 @@ impl NodeState {
         out
     }
 
-    async fn disconnect_orphan(&self, m: &super::plane::Managed) -> &'static str {
+    async fn disconnect_orphan(&self, m: &super::host::Managed) -> &'static str {
         let vid = m.volume_id.as_str();
         let grace = self.cfg.orphan_grace.as_secs();
         if self.cfg.orphan_dry_run {

@@ -6,21 +6,11 @@ use std::collections::HashMap;
 use routeros::types::Nqn;
 
 use super::{
-    host::{BlockDevice, Host},
+    host::{BlockDevice, Host, Managed},
     loopdev::LoopPlane,
     nvme::{self, NvmePlane},
 };
 use crate::{core::context::key, error::ServiceError};
-
-/// An attachment that passed both guards of the orphan cleanup: inside the managed prefix,
-/// and exactly `<nqn prefix><volume id>` (loop: `<volume id>.img` under the loop root).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Managed {
-    pub volume_id: String,
-    /// The NQN (loop: the backing file).
-    pub key: String,
-    pub device: Option<BlockDevice>,
-}
 
 #[derive(Debug, Clone)]
 pub enum DataPlane {

@@ -6,6 +6,7 @@ pub mod controller;
 pub mod kube;
 pub mod node;
 pub mod rds;
+pub mod vm;
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
