@@ -159,10 +159,10 @@ async fn an_attachment_whose_grant_is_gone_is_cleared_and_a_held_one_never() {
     assert!(w.requests("DELETE").is_empty());
 }
 
-/// A disk without a PV and a file without a disk are reported with their age; the volume
-/// with a PV and a snapshot never are; nothing is deleted without --delete-rds-orphans.
-/// With it, an orphan is deleted only once it is older than the grace period and was in the
-/// previous report too.
+/// A disk without a PV and a file without a disk, older than the grace period, are reported
+/// with their age; younger ones, the volume with a PV, a snapshot and a disk being filled
+/// never are; nothing is deleted without --delete-rds-orphans, and with it only an orphan
+/// found by two reports in a row.
 #[tokio::test]
 async fn orphans_on_the_rds_are_reported_and_deleted_only_when_asked_old_and_seen_twice() {
     let orphan_disk = "pvc-0a1b2c3d-0000-4000-8000-0000000000a2";
@@ -189,19 +189,22 @@ async fn orphans_on_the_rds_are_reported_and_deleted_only_when_asked_old_and_see
             .unwrap();
         let now = k8s_openapi::jiff::Timestamp::now().as_second();
         let mut state = ReconcileState::default();
-        let found = w.backend.report_rds_orphans(&mut state, now).await;
+        // Just made (their PVs may be on their way): not orphans yet.
+        assert!(w.backend.report_rds_orphans(&mut state, now).await.is_empty());
+        // Two hours later (by the RDS's times): orphans, reported the first time whatever
+        // the flag.
+        let found = w.backend.report_rds_orphans(&mut state, now + 7200).await;
         let mut names: Vec<(&str, &str, &str)> =
             found.iter().map(|o| (o.kind, o.name.as_str(), o.action)).collect();
         names.sort();
         let file = format!("storage-pool/metal-csi/{leftover}.img");
-        assert_eq!(
-            names,
-            [("disk", orphan_disk, "reported"), ("file", file.as_str(), "reported")],
-            "young: reported only, whatever the flag"
+        assert_eq!(names, [("disk", orphan_disk, "reported"), ("file", file.as_str(), "reported")],);
+        assert!(
+            found.iter().all(|o| o.age_s.is_some_and(|a| (7200..7320).contains(&a))),
+            "{found:?}"
         );
-        assert!(found.iter().all(|o| o.age_s.is_some_and(|a| (0..120).contains(&a))), "{found:?}");
-        // Two hours later (by the RDS's times), seen for the second time.
-        let later = w.backend.report_rds_orphans(&mut state, now + 7200).await;
+        // Found again by the next report.
+        let later = w.backend.report_rds_orphans(&mut state, now + 7300).await;
         let deleted = later.iter().filter(|o| o.action == "deleted").count();
         if delete {
             assert_eq!(deleted, 2, "{later:?}");

@@ -87,11 +87,11 @@ pub struct ControllerArgs {
     /// How often managed disks and files on the RDS without a PV are looked for (0 = never).
     #[arg(long, env = "RDS_CSI_RDS_ORPHAN_INTERVAL_SECONDS", default_value_t = 900)]
     pub rds_orphan_interval_seconds: u64,
-    /// How old (by the time on the RDS) an orphan must be before --delete-rds-orphans
-    /// deletes it.
+    /// How old (by the time on the RDS) a managed disk or file without a PV must be to count
+    /// as an orphan.
     #[arg(long, env = "RDS_CSI_RDS_ORPHAN_GRACE_SECONDS", default_value_t = 3600)]
     pub rds_orphan_grace_seconds: u64,
-    /// Delete orphans older than the grace period, seen in two reports in a row. Off by
+    /// Delete orphans found by two reports in a row (never one of unknown age). Off by
     /// default: orphans are only reported (log, metric).
     #[arg(long, env = "RDS_CSI_DELETE_RDS_ORPHANS")]
     pub delete_rds_orphans: bool,

@@ -9,11 +9,11 @@
 //!   finalizer; a node still running the pod gets a new one and its grant back). Each action
 //!   is a `StaleAttachmentCleared` event on the PVC.
 //! - **RDS orphans**: managed disks (`pvc-<uuid>` slots, files under an allowed base path)
-//!   without a PV, and managed `.img` files without a disk, are reported with their age on
-//!   the RDS (the disk comment's `created=`, else the file's `last-modified`; never the
-//!   process's start). Snapshots (`snap-` slots and files) and disks with a copy running are
-//!   never candidates. With `--delete-rds-orphans`, an orphan older than the grace period and
-//!   found by two reports in a row is deleted.
+//!   without a PV, and managed `.img` files without a disk, older than the grace period by
+//!   their age on the RDS (the disk comment's `created=`, else the file's `last-modified`;
+//!   never the process's start), are reported. Snapshots (`snap-` slots and files) and disks
+//!   with a copy running are never candidates. With `--delete-rds-orphans`, an orphan found by
+//!   two reports in a row is deleted (one of unknown age never is).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -289,10 +289,16 @@ impl Backend {
         for (kind, name, file, made) in found {
             let key = format!("{kind}:{name}");
             let age_s = made.map(|t| now_s.saturating_sub(t));
-            let old_enough = age_s.is_some_and(|a| a >= grace);
+            // Younger than the grace period it is not an orphan yet (its PV may be on its
+            // way: the provisioner writes it after CreateVolume answers). An unknown age is
+            // reported, never deleted.
+            if age_s.is_some_and(|a| a < grace) {
+                tracing::debug!(kind, name = %name, age_s, "RDS orphan report: no PV yet, but younger than the grace period");
+                continue;
+            }
             let twice = state.previous_orphans.contains(&key);
             now_keys.insert(key);
-            let action = if self.cfg.reconcile.delete_rds_orphans && old_enough && twice {
+            let action = if self.cfg.reconcile.delete_rds_orphans && age_s.is_some() && twice {
                 self.delete_orphan(kind, &name, &file).await
             } else {
                 "reported"
@@ -305,7 +311,7 @@ impl Backend {
                 action,
                 "RDS orphan: a managed {kind} without a PV{}",
                 if action == "reported" && !self.cfg.reconcile.delete_rds_orphans {
-                    " (reported only; --delete-rds-orphans deletes orphans older than --rds-orphan-grace-seconds)"
+                    " (reported only; --delete-rds-orphans deletes orphans found twice)"
                 } else {
                     ""
                 }

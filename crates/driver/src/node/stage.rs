@@ -208,7 +208,10 @@ impl NodeService {
         match health::backing(&st.host, top, Some(dev)).await? {
             Backing::Live => Ok(false),
             Backing::Stale(why) => {
-                if let Some(other) = st.plane.owner(&st.host, top.major_minor) {
+                let mounted = st.plane.owner(&st.host, top.major_minor);
+                if let Some(other) = mounted.filter(|o| {
+                    Some(o.as_str()) != st.plane.owner(&st.host, dev.major_minor).as_deref()
+                }) {
                     return Err(ServiceError::FailedPrecondition(format!(
                         "{} is a mount of volume {other}'s device ({}), not of this volume's /dev/{}; unmount it first",
                         path.display(),
