@@ -56,7 +56,10 @@ fn remember_block_target(
     }
     let text: String = all.iter().map(|t| format!("{}\n", t.display())).collect();
     let file = staging.join(BLOCK_TARGETS);
-    std::fs::write(&file, text).map_err(|e| internal("cannot write", &file, e))
+    // Written aside and renamed over the list: a kill half-way leaves the old list whole.
+    let tmp = staging.join(format!("{BLOCK_TARGETS}.tmp"));
+    std::fs::write(&tmp, text).map_err(|e| internal("cannot write", &tmp, e))?;
+    std::fs::rename(&tmp, &file).map_err(|e| internal("cannot write", &file, e))
 }
 
 fn single_writer_elsewhere(target: &Path, others: &[String]) -> ServiceError {

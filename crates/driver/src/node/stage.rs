@@ -397,11 +397,13 @@ impl NodeService {
             }
         }
         st.plane.detach(&st.host, vid).await?;
-        match std::fs::remove_file(staging.join(BLOCK_TARGETS)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                tracing::warn!(error = %e, "cannot remove the block targets list");
+        for name in [BLOCK_TARGETS.to_string(), format!("{BLOCK_TARGETS}.tmp")] {
+            match std::fs::remove_file(staging.join(name)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    tracing::warn!(error = %e, "cannot remove the block targets list");
+                }
+                _ => {}
             }
-            _ => {}
         }
         Ok(())
     }
