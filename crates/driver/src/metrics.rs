@@ -195,6 +195,11 @@ struct ReasonLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    decision: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: &'static str,
 }
@@ -208,6 +213,7 @@ pub struct HealMetrics {
     breakers_open: Gauge,
     orphan_subsystems: Family<ActionLabels, Counter>,
     orphan_candidates: Gauge,
+    orphan_sweep: Family<DecisionLabels, Gauge>,
     stale_mounts: Family<ReasonLabels, Counter>,
     repairs: Family<ActionLabels, Counter>,
     mount_storms: Counter,
@@ -235,6 +241,11 @@ impl HealMetrics {
     /// Managed subsystems seen unused and waiting out the grace period.
     pub fn set_orphan_candidates(&self, n: i64) {
         self.orphan_candidates.set(n);
+    }
+
+    /// The last orphan sweep's decisions: in_use, waiting, orphan (managed subsystems each).
+    pub fn set_orphan_sweep(&self, decision: &'static str, n: i64) {
+        self.orphan_sweep.get_or_create(&DecisionLabels { decision }).set(n);
     }
 
     /// A stale mount was detected (device_gone, device_mismatch, io_error, io_hang).
@@ -300,6 +311,11 @@ impl HealMetrics {
             "node_orphan_candidates",
             "Managed NVMe subsystems seen unused, waiting out the grace period",
             self.orphan_candidates.clone(),
+        );
+        r.register(
+            "node_orphan_last_sweep",
+            "Managed NVMe subsystems by the last orphan sweep's decision (in_use, waiting, orphan)",
+            self.orphan_sweep.clone(),
         );
         r.register(
             "node_stale_mounts",

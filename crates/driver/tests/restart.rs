@@ -225,6 +225,13 @@ async fn the_orphan_cleanup_detaches_only_unused_managed_devices() {
     let line = dry.wait_for_log("orphan cleanup (dry run): unused for 0s; would disconnect it");
     assert_eq!(line["volume_id"], orphan.id.as_str(), "{line}");
     assert_eq!(loops_of(&orphan.file).len(), 1, "dry run detaches nothing");
+    // Every decision of a sweep is accounted for in one line.
+    let sweep = dry.wait_for_log("orphan cleanup: sweep done");
+    let counts: Vec<i64> = ["managed", "in_use", "waiting", "orphans", "never_touched"]
+        .iter()
+        .map(|k| sweep[*k].as_i64().unwrap())
+        .collect();
+    assert_eq!(counts, [2, 1, 0, 1, 1], "{sweep}");
     drop(dry);
 
     // For real, with a grace period: the first sweep only starts the clock.

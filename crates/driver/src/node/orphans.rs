@@ -114,6 +114,24 @@ impl NodeState {
             out.push(Outcome { volume_id: vid.to_string(), key: m.key.clone(), decision, action });
         }
         self.heal.set_orphan_candidates(sightings.waiting() as i64);
+        let count = |f: fn(&Decision) -> bool| out.iter().filter(|o| f(&o.decision)).count();
+        let (in_use, waiting, orphans) = (
+            count(|d| matches!(d, Decision::InUse(_))),
+            count(|d| matches!(d, Decision::Waiting { .. })),
+            count(|d| matches!(d, Decision::Orphan)),
+        );
+        for (d, n) in [("in_use", in_use), ("waiting", waiting), ("orphan", orphans)] {
+            self.heal.set_orphan_sweep(d, n as i64);
+        }
+        // One line per sweep accounts for every decision (each in-use one is at debug).
+        tracing::info!(
+            managed = out.len(),
+            in_use,
+            waiting,
+            orphans,
+            never_touched = refused.len(),
+            "orphan cleanup: sweep done"
+        );
         out
     }
 
