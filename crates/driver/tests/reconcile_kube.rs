@@ -110,7 +110,9 @@ async fn a_departed_nodes_attachment_is_fenced_then_cleared_after_the_grace_peri
     ));
     let mut state = ReconcileState::default();
     let grace = secs(300);
+    let before = w.rds.commands().len();
     assert!(w.backend.reconcile_attachments(&mut state, secs(0), grace).await.is_empty());
+    assert_eq!(w.rds.commands().len(), before, "no live holder: no disk listing");
     assert!(w.backend.reconcile_attachments(&mut state, secs(299), grace).await.is_empty());
     assert!(w.requests("DELETE").is_empty(), "nothing within the grace period");
     assert_eq!(w.allowed(VOL), host_nqn_for("gone"));

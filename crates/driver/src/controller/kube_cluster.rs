@@ -448,10 +448,16 @@ impl Cluster for KubeCluster {
             .collect();
         let api: Api<VolumeAttachment> = Api::all(self.client.clone());
         for name in &names {
-            match api.delete(name, &Default::default()).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(e)) if e.code == 404 => {}
-                Err(e) => return Err(format!("deleting VolumeAttachment {name}: {e}")),
+            match tokio::time::timeout(API_TIMEOUT, api.delete(name, &Default::default())).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(kube::Error::Api(e))) if e.code == 404 => {}
+                Ok(Err(e)) => return Err(format!("deleting VolumeAttachment {name}: {e}")),
+                Err(_) => {
+                    return Err(format!(
+                        "deleting VolumeAttachment {name}: no answer within {}s",
+                        API_TIMEOUT.as_secs()
+                    ));
+                }
             }
         }
         Ok(names)

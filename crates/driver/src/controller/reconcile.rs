@@ -114,8 +114,10 @@ impl Backend {
             return Vec::new();
         }
         let records = f.all_records();
-        // With storage fencing, who the disks allow (one listing for all volumes).
-        let allowed: Option<HashMap<String, Vec<String>>> = if f.storage_fencing {
+        // With storage fencing, who the disks allow (one listing for all volumes), and only
+        // when some live node holds a volume (nothing else can have lost its grant).
+        let any_live = records.values().any(|r| r.holders.iter().any(|h| h.node_exists));
+        let allowed: Option<HashMap<String, Vec<String>>> = if f.storage_fencing && any_live {
             match self.rds.list_disks("pvc-").await {
                 Ok(disks) => Some(disks.into_iter().map(|d| (d.slot, d.allowed_hosts)).collect()),
                 Err(e) => {

@@ -46,6 +46,9 @@ pub fn pod_volume(kubelet: &Path, target: &str) -> Option<(String, String)> {
     }
 }
 
+/// A PV's bound claim `(namespace, name)` and its volume handle (when this driver's).
+type PvInfo = (Option<(String, String)>, Option<String>);
+
 /// Whether a stale mount can never come back by itself (then a pod restart is the cure).
 fn structural(reason: &str) -> bool {
     matches!(reason, "device_gone" | "device_mismatch")
@@ -81,7 +84,9 @@ impl NodeState {
         let mut healthy = Vec::new();
         for m in &mounts {
             let Some((uid, pv)) = pod_volume(&self.cfg.kubelet_dir, &m.target) else { continue };
-            let Some((vid, why)) = self.judge(m, &pv).await else {
+            // The PV, read at most once per mount: (claim, volume handle).
+            let mut pv_info = None;
+            let Some((vid, why)) = self.judge(m, &pv, &mut pv_info).await else {
                 healthy.push(m.target.clone());
                 continue;
             };
@@ -93,10 +98,7 @@ impl NodeState {
             self.heal.stale_mount(reason);
             let message = format!("volume {vid} at {}: {}", m.target, why.message());
             tracing::warn!(volume_id = %vid, target = %m.target, pod_uid = %uid, reason, "{message}");
-            let claim = match &self.kube {
-                Some(k) => k.pv(&pv).await.ok().and_then(|(c, _)| c),
-                None => None,
-            };
+            let claim = self.pv_info(&pv, &mut pv_info).await.0;
             if let (Some(k), Some(c)) = (&self.kube, &claim)
                 && self.cfg.node_events
             {
@@ -120,8 +122,26 @@ impl NodeState {
         out
     }
 
+    /// PV `pv`'s (claim, volume handle of this driver), read once into `cache` (both `None`
+    /// without Kubernetes or when it cannot be read).
+    async fn pv_info(&self, pv: &str, cache: &mut Option<PvInfo>) -> PvInfo {
+        if cache.is_none() {
+            let got = match &self.kube {
+                Some(k) => k.pv(pv).await.unwrap_or_default(),
+                None => (None, None),
+            };
+            *cache = Some(got);
+        }
+        cache.clone().unwrap_or_default()
+    }
+
     /// The volume of a pod volume mount and why it is stale, if it is this driver's and stale.
-    async fn judge(&self, m: &Mount, pv: &str) -> Option<(String, Stale)> {
+    async fn judge(
+        &self,
+        m: &Mount,
+        pv: &str,
+        cache: &mut Option<PvInfo>,
+    ) -> Option<(String, Stale)> {
         let vid = match self.plane.owner(&self.host, m.major_minor) {
             Some(v) => v,
             // Not a device of a volume now (gone, or not the volume's): the PV names the
@@ -130,11 +150,7 @@ impl NodeState {
             None => {
                 let dead = self.host.block_device(m.major_minor).is_none()
                     && m.source.starts_with(self.plane.device_prefix());
-                let handle = match &self.kube {
-                    Some(k) => k.pv(pv).await.ok().and_then(|(_, h)| h),
-                    None => None,
-                };
-                match handle {
+                match self.pv_info(pv, cache).await.1 {
                     Some(h) if ids::is_managed_volume_id(&h) => h,
                     None if dead && self.kube.is_none() => pv.to_string(),
                     _ => return None,
