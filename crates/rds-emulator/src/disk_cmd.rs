@@ -194,6 +194,7 @@ impl Exec<'_> {
                 offset: offset.unwrap_or(0),
             }),
             nvme,
+            compress: self.arg_bool(&args, "compress")?.unwrap_or(false),
         };
         let id = self.store.insert(disk).map_err(io_failure)?;
         self.mutated = true;
@@ -245,6 +246,9 @@ impl Exec<'_> {
             }
             if let Some(disabled) = self.arg_bool(&args, "disabled")? {
                 disk.disabled = disabled;
+            }
+            if let Some(compress) = self.arg_bool(&args, "compress")? {
+                disk.compress = compress;
             }
             disk.nvme = self.nvme_args(&args, disk.nvme.clone())?;
             if let Kind::File(file) = &mut disk.kind {

@@ -74,6 +74,7 @@ const DISK_ARGS_7_21: &[&str] = &[
 /// The arguments the emulator models; the rest are accepted and ignored (docs/emulator.md).
 pub const MODELLED_DISK_ARGS: &[&str] = &[
     "type",
+    "compress",
     "slot",
     "comment",
     "disabled",

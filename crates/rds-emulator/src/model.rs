@@ -16,6 +16,9 @@ pub struct Disk {
     pub disabled: bool,
     pub kind: Kind,
     pub nvme: NvmeExport,
+    /// `compress` (7.18+). Modelled as the property only: the emulator stores the data as is.
+    #[serde(default)]
+    pub compress: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -220,7 +223,7 @@ impl Disk {
         }
         p.push(("mount-read-only", Bool(false)));
         if version.has_compress() {
-            p.push(("compress", Bool(false)));
+            p.push(("compress", Bool(self.compress)));
         }
         p.push(("sector-size", Int(512)));
         if let Kind::Raid(_) = &self.kind {

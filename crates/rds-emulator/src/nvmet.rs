@@ -190,6 +190,12 @@ impl Nvmet {
         }
         // Regular files: buffered I/O, since some filesystems (tmpfs) have no O_DIRECT.
         write(&ns.join("buffered_io"), "1")?;
+        // The namespace keeps its identity across an unexport and export (a write pause for a
+        // point-in-time copy, docs/snapshots.md): the kernel would otherwise draw a new UUID,
+        // and a reconnecting initiator drops a namespace whose identifiers changed.
+        let id = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, e.nqn.as_bytes());
+        write(&ns.join("device_uuid"), &id.hyphenated().to_string())?;
+        write(&ns.join("device_nguid"), &id.hyphenated().to_string())?;
         write(&ns.join("device_path"), &e.file.display().to_string())?;
         write(&ns.join("enable"), "1")?;
         if let Ok(m) = fs::metadata(&e.file) {

@@ -30,6 +30,7 @@ fn capture_disk() -> Disk {
             nqn: "nqn.2026-09.com.mikrotik:rds2216.vm-storage-001".into(),
             allow_host_name: String::new(),
         },
+        compress: false,
     }
 }
 
@@ -236,6 +237,7 @@ fn a_long_token_at_the_end_of_a_full_line_starts_a_new_line() {
             nqn: "nqn.-".into(),
             allow_host_name: String::new(),
         },
+        compress: false,
     };
     let text =
         detail(&[row_of(&disk, 100, v("7.21"))], Layout { width: 80, header_on_empty: true });
@@ -269,6 +271,7 @@ mod parse_back {
                     disabled: false,
                     kind: Kind::File(FileDisk { path, size, offset: 0 }),
                     nvme: NvmeExport { export, port: 4420, nqn, allow_host_name: String::new() },
+                    compress: false,
                 };
                 (disk, index)
             })

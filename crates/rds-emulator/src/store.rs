@@ -98,6 +98,7 @@ impl Store {
                         raid_uuid: format!("eadca0af-{seed:04x}-4b2c-9d3e-1f2a3b4c5d6e"),
                     }),
                     nvme: Default::default(),
+                    compress: false,
                 };
                 State { next_id: 2, identity: "RDS".into(), disks: vec![pool] }
             }

@@ -210,6 +210,12 @@ impl Rds {
         self.run(&op, || async { Ok(None) }).await.map(|_| ())
     }
 
+    /// Sets the disk's `compress` property (RouterOS 7.18+).
+    pub async fn set_compress(&self, slot: &Slot, compress: bool) -> Result<(), RosError> {
+        let op = Op::SetCompress { slot: slot.clone(), compress };
+        self.run(&op, || async { Ok(None) }).await.map(|_| ())
+    }
+
     /// Removes the disk and its file; a missing disk or file is success.
     pub async fn delete_disk(&self, slot: &Slot, file: &FilePath) -> Result<(), RosError> {
         let op = Op::DeleteDisk { slot: slot.clone(), file: file.clone() };

@@ -53,6 +53,11 @@ pub enum Op {
         slot: Slot,
         comment: String,
     },
+    /// `compress` (RouterOS 7.18+): the disk's transparent compression.
+    SetCompress {
+        slot: Slot,
+        compress: bool,
+    },
     /// Removes the disk item and then its file; both idempotent (missing is fine).
     DeleteDisk {
         slot: Slot,
@@ -116,6 +121,7 @@ impl Op {
             Op::SetFileSize { .. } => "set_file_size",
             Op::SetExport { .. } => "set_export",
             Op::SetComment { .. } => "set_comment",
+            Op::SetCompress { .. } => "set_compress",
             Op::DeleteDisk { .. } => "delete_disk",
             Op::RemoveFile(_) => "remove_file",
             Op::RemoveLeftover { .. } => "remove_leftover",
@@ -134,7 +140,9 @@ impl Op {
             Op::GetDisk(s) | Op::SetFileSize { slot: s, .. } | Op::SetExport { slot: s, .. } => {
                 s.to_string()
             }
-            Op::SetComment { slot, .. } | Op::DeleteDisk { slot, .. } => slot.to_string(),
+            Op::SetComment { slot, .. }
+            | Op::SetCompress { slot, .. }
+            | Op::DeleteDisk { slot, .. } => slot.to_string(),
             Op::CopyDisk { dst, .. } => dst.to_string(),
             Op::RemoveFile(f) | Op::CopyFile { dst: f, .. } | Op::ListFiles { under: f } => {
                 f.to_string()
@@ -163,6 +171,8 @@ pub struct Disk {
     pub allowed_hosts: Vec<String>,
     pub comment: String,
     pub disabled: bool,
+    /// `compress` (RouterOS 7.18+; `None` where the firmware has no such property).
+    pub compress: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -263,6 +273,7 @@ pub fn disk_from(obj: &Map<String, Value>) -> Result<Disk, RosError> {
             .unwrap_or_default(),
         comment: text(obj, "comment").unwrap_or_default(),
         disabled: boolean(obj, "disabled"),
+        compress: obj.contains_key("compress").then(|| boolean(obj, "compress")),
         slot,
     })
 }
@@ -460,6 +471,13 @@ pub fn ssh_line(op: &Op, format: ReadFormat) -> String {
         }
         Op::SetComment { slot, comment } => {
             format!("/disk set {} comment={}", quote(slot.as_str()), quote(comment))
+        }
+        Op::SetCompress { slot, compress } => {
+            format!(
+                "/disk set {} compress={}",
+                quote(slot.as_str()),
+                if *compress { "yes" } else { "no" }
+            )
         }
         Op::DeleteDisk { slot, file } => format!(
             "/disk remove [find slot={}]; /file remove [find name={}]",

@@ -82,6 +82,15 @@ pub fn rest_calls(op: &Op) -> Vec<RestCall> {
                 Some(json!({"numbers": slot.as_str(), "comment": comment})),
             )]
         }
+        Op::SetCompress { slot, compress } => {
+            vec![call(
+                "POST",
+                "/disk/set".into(),
+                Some(
+                    json!({"numbers": slot.as_str(), "compress": if *compress { "yes" } else { "no" }}),
+                ),
+            )]
+        }
         // REST cannot join commands; /rest/execute runs the same joined line as SSH, so a
         // delete stays one request. It answers 200 even on failure: `ret` holds the text.
         Op::DeleteDisk { .. } | Op::RemoveLeftover { .. } => {

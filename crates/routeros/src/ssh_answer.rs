@@ -19,6 +19,7 @@ pub fn parse_ssh(op: &Op, output: &str, format: ReadFormat) -> Result<Answer, Ro
         op,
         Op::SetExport { .. }
             | Op::SetComment { .. }
+            | Op::SetCompress { .. }
             | Op::DeleteDisk { .. }
             | Op::RemoveFile(_)
             | Op::RemoveLeftover { .. }

@@ -32,6 +32,7 @@ pub fn samples() -> Vec<Op> {
             allowed_hosts: vec![Nqn::new("nqn.2014-08.org.nvmexpress:uuid:1").unwrap()],
         },
         Op::SetComment { slot: slot.clone(), comment: "rds-csi".into() },
+        Op::SetCompress { slot: slot.clone(), compress: true },
         Op::DeleteDisk { slot: slot.clone(), file: file.clone() },
         Op::RemoveFile(file.clone()),
         Op::RemoveLeftover {
