@@ -195,6 +195,7 @@ pub async fn run(fs: String, storage_fencing: bool) -> Result<(), String> {
         rds_orphan_interval_seconds: 0,
         rds_orphan_grace_seconds: 3600,
         delete_rds_orphans: false,
+        snapshot_pause_max_seconds: 10,
     };
     // The demo's walk is short: no background loops.
     let node =

@@ -22,7 +22,8 @@ pub struct IdentityService {
 
 impl IdentityService {
     /// Plugin capabilities. CSI: CONTROLLER_SERVICE tells the CO to call the Controller service
-    /// at all (only when this process runs it); VOLUME_ACCESSIBILITY_CONSTRAINTS because volumes
+    /// at all (only when this process runs it), GROUP_CONTROLLER_SERVICE the GroupController
+    /// (group snapshots) with it; VOLUME_ACCESSIBILITY_CONSTRAINTS because volumes
     /// are reachable only from nodes that can reach the RDS storage network (NodeGetInfo reports
     /// the topology segment); ONLINE expansion because RDS file disks grow while exported.
     pub fn capabilities(&self) -> Vec<PluginCapability> {
@@ -34,6 +35,7 @@ impl IdentityService {
         let mut caps = Vec::new();
         if self.controller_enabled {
             caps.push(service(service::Type::ControllerService));
+            caps.push(service(service::Type::GroupControllerService));
         }
         caps.push(service(service::Type::VolumeAccessibilityConstraints));
         caps.push(PluginCapability {

@@ -221,6 +221,8 @@ pub struct HealMetrics {
     rds_orphans: Family<KindLabels, Gauge>,
     rds_orphans_deleted: Family<KindLabels, Counter>,
     stale_attachments: Family<ActionLabels, Counter>,
+    held_copies: Family<ActionLabels, Counter>,
+    last_pause_ms: Gauge,
 }
 
 impl HealMetrics {
@@ -281,12 +283,31 @@ impl HealMetrics {
         self.stale_attachments.get_or_create(&ActionLabels { action }).inc();
     }
 
+    /// A point-in-time copy that held its sources' writes ended: done (with the pause), or
+    /// refused (the pause bound).
+    pub fn held_copy(&self, action: &'static str, paused: Option<std::time::Duration>) {
+        self.held_copies.get_or_create(&ActionLabels { action }).inc();
+        if let Some(p) = paused {
+            self.last_pause_ms.set(p.as_millis() as i64);
+        }
+    }
+
     #[cfg(test)]
     pub fn register_for_test(&self, r: &mut Registry) {
         self.register(r);
     }
 
     fn register(&self, r: &mut Registry) {
+        r.register(
+            "controller_held_copies",
+            "Point-in-time copies that held their sources' writes, by outcome (done, refused)",
+            self.held_copies.clone(),
+        );
+        r.register(
+            "controller_copy_last_pause_milliseconds",
+            "How long the last point-in-time copy held its sources' writes",
+            self.last_pause_ms.clone(),
+        );
         r.register(
             "node_breaker_trips",
             "Per-volume circuit breakers opened after consecutive failures, by operation",

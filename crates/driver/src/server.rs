@@ -7,7 +7,8 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use csi::v1::{
-    controller_server::ControllerServer, identity_server::IdentityServer, node_server::NodeServer,
+    controller_server::ControllerServer, group_controller_server::GroupControllerServer,
+    identity_server::IdentityServer, node_server::NodeServer,
 };
 use tokio::sync::oneshot;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
@@ -280,6 +281,10 @@ pub async fn run(
         ControllerServer::new(ControllerService { rpc: rpc.clone(), backend: backend.clone() })
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
     });
+    let group_controller = config.roles.controller.then(|| {
+        GroupControllerServer::new(ControllerService { rpc: rpc.clone(), backend: backend.clone() })
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    });
     let node = config.roles.node_id.clone().zip(node_state).map(|(node_id, state)| {
         NodeServer::new(NodeService {
             node_id,
@@ -292,6 +297,7 @@ pub async fn run(
     let router = Server::builder()
         .add_service(IdentityServer::new(identity).max_decoding_message_size(MAX_MESSAGE_BYTES))
         .add_optional_service(controller)
+        .add_optional_service(group_controller)
         .add_optional_service(node);
 
     let (grpc_stop, grpc_stopped) = oneshot::channel::<()>();

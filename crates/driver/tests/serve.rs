@@ -38,7 +38,14 @@ async fn identity_answers_name_version_capabilities_and_readiness() {
         })
         .collect();
     use plugin_capability::{service::Type as S, volume_expansion::Type as E};
-    assert_eq!(services, [S::ControllerService as i32, S::VolumeAccessibilityConstraints as i32]);
+    assert_eq!(
+        services,
+        [
+            S::ControllerService as i32,
+            S::GroupControllerService as i32,
+            S::VolumeAccessibilityConstraints as i32
+        ]
+    );
     assert!(caps.iter().any(|c| matches!(c.r#type,
         Some(plugin_capability::Type::VolumeExpansion(v)) if v.r#type == E::Online as i32)));
 
@@ -67,8 +74,16 @@ async fn node_only_process_offers_no_controller_service() {
     let controller = plugin_capability::service::Type::ControllerService as i32;
     assert!(!caps.iter().any(|c| matches!(c.r#type,
         Some(plugin_capability::Type::Service(s)) if s.r#type == controller)));
-    let err = ControllerClient::new(channel)
+    let group = plugin_capability::service::Type::GroupControllerService as i32;
+    assert!(!caps.iter().any(|c| matches!(c.r#type,
+        Some(plugin_capability::Type::Service(s)) if s.r#type == group)));
+    let err = ControllerClient::new(channel.clone())
         .controller_get_capabilities(ControllerGetCapabilitiesRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+    let err = csi::v1::group_controller_client::GroupControllerClient::new(channel)
+        .group_controller_get_capabilities(GroupControllerGetCapabilitiesRequest {})
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
@@ -113,28 +128,11 @@ async fn capabilities_list_only_what_works_and_node_info_is_complete() {
     );
 }
 
-fn assert_unimplemented<T: std::fmt::Debug>(
-    rpc: &str,
-    answer: Result<tonic::Response<T>, tonic::Status>,
-) {
-    let status = answer.expect_err(rpc);
-    assert_eq!(status.code(), Code::Unimplemented, "{rpc}: {status:?}");
-    assert!(
-        status.message().contains(&format!("{rpc} is not implemented")),
-        "{rpc}: {}",
-        status.message()
-    );
-}
-
 #[tokio::test]
-async fn unbuilt_rpcs_answer_unimplemented_and_volume_rpcs_need_the_rds() {
+async fn volume_rpcs_need_the_rds() {
     let daemon = Daemon::start();
     let channel = daemon.channel().await;
     let mut c = ControllerClient::new(channel.clone());
-    assert_unimplemented(
-        "ControllerModifyVolume",
-        c.controller_modify_volume(ControllerModifyVolumeRequest::default()).await,
-    );
     // Built volume RPCs need the RDS: without a connection they say so (UNAVAILABLE).
     let no_rds = |r: Result<tonic::Response<_>, tonic::Status>, rpc: &str| {
         let s = r.map(|_: tonic::Response<()>| ()).expect_err(rpc);
@@ -163,6 +161,26 @@ async fn unbuilt_rpcs_answer_unimplemented_and_volume_rpcs_need_the_rds() {
         c.get_capacity(GetCapacityRequest::default()).await.map(|_| tonic::Response::new(())),
         "GetCapacity",
     );
+    no_rds(
+        c.controller_modify_volume(ControllerModifyVolumeRequest::default())
+            .await
+            .map(|_| tonic::Response::new(())),
+        "ControllerModifyVolume",
+    );
+    let mut g = csi::v1::group_controller_client::GroupControllerClient::new(channel.clone());
+    no_rds(
+        g.create_volume_group_snapshot(CreateVolumeGroupSnapshotRequest::default())
+            .await
+            .map(|_| tonic::Response::new(())),
+        "CreateVolumeGroupSnapshot",
+    );
+    let caps = g
+        .group_controller_get_capabilities(GroupControllerGetCapabilitiesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .capabilities;
+    assert!(caps.is_empty(), "no group snapshots without an RDS: {caps:?}");
     no_rds(
         c.create_snapshot(CreateSnapshotRequest::default()).await.map(|_| tonic::Response::new(())),
         "CreateSnapshot",

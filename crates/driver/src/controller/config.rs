@@ -95,6 +95,12 @@ pub struct ControllerArgs {
     /// default: orphans are only reported (log, metric).
     #[arg(long, env = "RDS_CSI_DELETE_RDS_ORPHANS")]
     pub delete_rds_orphans: bool,
+    /// The longest a point-in-time copy (snapshot, clone, group snapshot) of a volume that may
+    /// be written holds its writes (withdraws its NVMe/TCP export). A copy the measured rate
+    /// says cannot finish in time is refused with FAILED_PRECONDITION; 0 refuses every copy of
+    /// a published volume (docs/snapshots.md).
+    #[arg(long, env = "RDS_CSI_SNAPSHOT_PAUSE_MAX_SECONDS", default_value_t = 10)]
+    pub snapshot_pause_max_seconds: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -122,6 +128,8 @@ pub struct ControllerConfig {
     /// `None`: no leader election (this process always runs the background loops).
     pub leader_election: Option<LeaderElection>,
     pub reconcile: Reconcile,
+    /// `--snapshot-pause-max-seconds`.
+    pub pause_max: std::time::Duration,
 }
 
 /// The controller's reconcilers (docs/operations.md).
@@ -202,6 +210,7 @@ impl ControllerArgs {
                 rds_orphan_grace_s: self.rds_orphan_grace_seconds.min(i64::MAX as u64) as i64,
                 delete_rds_orphans: self.delete_rds_orphans,
             },
+            pause_max: std::time::Duration::from_secs(self.snapshot_pause_max_seconds.min(3600)),
         })
     }
 }

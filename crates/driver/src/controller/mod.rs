@@ -1,15 +1,19 @@
-//! CSI Controller service. With an RDS connection it serves volumes (create, delete, list,
-//! get with condition, capacity, validate, expand), snapshots, restores and clones; publishing
-//! is not built yet and answers UNIMPLEMENTED (never a fake success). CSI requires that a CO only calls the
-//! optional Controller RPCs the plugin advertises, so the capability list is exactly what works.
+//! CSI Controller and GroupController services. With an RDS connection they serve volumes
+//! (create, delete, list, get with condition, capacity, validate, expand, modify), publishing
+//! with fencing, snapshots, restores, clones and group snapshots. CSI requires that a CO only
+//! calls the optional RPCs the plugin advertises, so the capability lists are exactly what
+//! works.
 
 pub mod attachments;
 pub mod backend;
 pub mod cluster;
 pub mod config;
 pub mod copies;
+pub mod copying;
+pub mod groups;
 pub mod kube_cluster;
 pub mod leader;
+pub mod modify;
 pub mod publish;
 pub mod reconcile;
 pub mod snapshots;
@@ -21,6 +25,7 @@ use std::sync::Arc;
 use csi::v1::{
     controller_server::Controller,
     controller_service_capability::{self, rpc::Type as Cap},
+    group_controller_server::GroupController,
     *,
 };
 use tonic::{Request, Response, Status};
@@ -62,6 +67,7 @@ impl ControllerService {
             Cap::PublishReadonly,
             Cap::ListVolumesPublishedNodes,
             Cap::GetSnapshot,
+            Cap::ModifyVolume,
         ]
         .into_iter()
         .map(|t| ControllerServiceCapability {
@@ -242,6 +248,77 @@ impl Controller for ControllerService {
         &self,
         r: Request<ControllerModifyVolumeRequest>,
     ) -> Answer<ControllerModifyVolumeResponse> {
-        self.rpc.unimplemented("ControllerModifyVolume", r).await
+        self.rpc
+            .run("ControllerModifyVolume", r, |req| async move {
+                self.backend()?.modify_volume(req).await
+            })
+            .await
+    }
+}
+
+impl ControllerService {
+    /// GroupController capabilities: group snapshots, with an RDS connection only.
+    pub fn group_capabilities(&self) -> Vec<GroupControllerServiceCapability> {
+        if self.backend.is_none() {
+            return Vec::new();
+        }
+        vec![GroupControllerServiceCapability {
+            r#type: Some(group_controller_service_capability::Type::Rpc(
+                group_controller_service_capability::Rpc {
+                    r#type: group_controller_service_capability::rpc::Type::CreateDeleteGetVolumeGroupSnapshot
+                        as i32,
+                },
+            )),
+        }]
+    }
+}
+
+/// CSI GroupController: group snapshots (groups.rs).
+#[tonic::async_trait]
+impl GroupController for ControllerService {
+    async fn group_controller_get_capabilities(
+        &self,
+        request: Request<GroupControllerGetCapabilitiesRequest>,
+    ) -> Answer<GroupControllerGetCapabilitiesResponse> {
+        self.rpc
+            .run("GroupControllerGetCapabilities", request, |_| async {
+                Ok(GroupControllerGetCapabilitiesResponse {
+                    capabilities: self.group_capabilities(),
+                })
+            })
+            .await
+    }
+
+    async fn create_volume_group_snapshot(
+        &self,
+        r: Request<CreateVolumeGroupSnapshotRequest>,
+    ) -> Answer<CreateVolumeGroupSnapshotResponse> {
+        self.rpc
+            .run("CreateVolumeGroupSnapshot", r, |req| async move {
+                self.backend()?.create_group_snapshot(req).await
+            })
+            .await
+    }
+
+    async fn delete_volume_group_snapshot(
+        &self,
+        r: Request<DeleteVolumeGroupSnapshotRequest>,
+    ) -> Answer<DeleteVolumeGroupSnapshotResponse> {
+        self.rpc
+            .run("DeleteVolumeGroupSnapshot", r, |req| async move {
+                self.backend()?.delete_group_snapshot(req).await
+            })
+            .await
+    }
+
+    async fn get_volume_group_snapshot(
+        &self,
+        r: Request<GetVolumeGroupSnapshotRequest>,
+    ) -> Answer<GetVolumeGroupSnapshotResponse> {
+        self.rpc
+            .run("GetVolumeGroupSnapshot", r, |req| async move {
+                self.backend()?.get_group_snapshot(req).await
+            })
+            .await
     }
 }

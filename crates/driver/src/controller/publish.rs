@@ -59,6 +59,13 @@ impl Backend {
         slot: &routeros::types::Slot,
         nodes: &[String],
     ) -> Result<(), ServiceError> {
+        // A point-in-time copy has withdrawn the export and gives it back when it ends;
+        // changing it now would let writes into the copy.
+        if self.copies.holds(slot.as_str()) {
+            return Err(ServiceError::Aborted(format!(
+                "the writes of {slot} are held for a point-in-time copy (at most --snapshot-pause-max-seconds); the CO retries"
+            )));
+        }
         let mut hosts: Vec<Nqn> =
             nodes.iter().map(|n| Nqn::new(&host_nqn_for(n)).expect("valid NQN")).collect();
         if hosts.is_empty() {
@@ -101,6 +108,13 @@ impl Backend {
                 .as_ref()
                 .is_some_and(|m| m.mode == Mode::MultiNodeMultiWriter as i32);
         let _guard = self.locks.try_lock(vid, "volume")?;
+        // A copy reading the volume (a snapshot or clone) took it at one instant only if no
+        // node starts writing it during the copy.
+        if let Some(copy) = self.copies.involving(vid) {
+            return Err(ServiceError::Aborted(format!(
+                "volume {vid} is being copied ({copy}); it is attached once the copy ends, the CO retries"
+            )));
+        }
         let f = &self.fencing;
         let started = Instant::now();
         let (disk, _) = self.managed_disk(&slot, "reading volume").await?;
@@ -112,8 +126,12 @@ impl Backend {
         let access =
             if migratable && !rec.exclusive() { Access::Migratable } else { Access::Exclusive };
         let holders = f.holders(vid, &rec);
-        let from_request =
-            req.volume_context.get(key::MIGRATION_TIMEOUT).and_then(|v| v.parse().ok());
+        // ControllerModifyVolume's value (in the disk comment) wins over the volume context.
+        let changed = crate::core::mutable::recorded(&disk.comment);
+        let from_request = changed
+            .get(key::MIGRATION_TIMEOUT)
+            .or(req.volume_context.get(key::MIGRATION_TIMEOUT))
+            .and_then(|v| v.parse().ok());
         let timeout = f.window_timeout(vid, &rec, from_request);
         let now = now_s();
         let outcome = fencing::decide(&holders, node, access, req.readonly, timeout, now);
@@ -200,6 +218,13 @@ impl Backend {
         }
         if self.fencing.storage_fencing {
             out.insert(HOST_NQN.into(), host_nqn_for(node));
+        }
+        // Reconnect parameters changed by ControllerModifyVolume: the node prefers these to
+        // the (immutable) volume context at its next stage.
+        for (k, v) in crate::core::mutable::recorded(&disk.comment) {
+            if k != key::MIGRATION_TIMEOUT {
+                out.insert(k, v);
+            }
         }
         // The node checks its device against it (volumes only grow, so an older answer
         // kept by the attacher is still a lower bound).

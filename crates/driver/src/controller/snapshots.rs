@@ -15,7 +15,7 @@
 
 use std::{
     sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{SystemTime, UNIX_EPOCH},
 };
 
 use csi::v1::{
@@ -28,7 +28,7 @@ use routeros::{
     types::{FilePath, Slot},
 };
 
-use super::backend::Backend;
+use super::{backend::Backend, copying::Job};
 use crate::{
     core::{
         ids,
@@ -38,18 +38,11 @@ use crate::{
     error::ServiceError,
 };
 
-/// Bytes copied per `/disk copy` command: short enough for the command deadline, and the unit
-/// of resumption after a restart.
-pub const CHUNK: u64 = 1 << 30;
-
-/// How long an RPC waits for a fresh copy before answering "not ready yet".
-const QUICK_WAIT: Duration = Duration::from_secs(2);
-
 fn invalid(msg: impl Into<String>) -> ServiceError {
     ServiceError::InvalidArgument(msg.into())
 }
 
-fn now() -> i64 {
+pub(super) fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
@@ -60,102 +53,13 @@ fn file_of(disk: &Disk) -> Result<FilePath, ServiceError> {
 }
 
 /// The file of `slot` in the same directory as `beside`.
-fn sibling(beside: &FilePath, slot: &Slot) -> Result<FilePath, ServiceError> {
+pub(super) fn sibling(beside: &FilePath, slot: &Slot) -> Result<FilePath, ServiceError> {
     let dir = beside.parent().ok_or_else(|| invalid(format!("{beside} is not in a directory")))?;
     dir.join(&format!("{slot}.img")).map_err(|e| invalid(e.to_string()))
 }
 
 impl Backend {
-    /// Starts the chunked copy `src` → `dst` unless one is running here; returns whether it is
-    /// complete (read back from the destination's comment) after a short wait. A failure of
-    /// the previous attempt (or of this one, within the wait) is UNAVAILABLE with its cause;
-    /// the copy has been started again by then.
-    async fn ensure_copy(
-        self: &Arc<Self>,
-        src: Slot,
-        dst: Slot,
-        total: u64,
-        record: CopyRecord,
-    ) -> Result<bool, ServiceError> {
-        let earlier = self.copies.failed.lock().expect("copies").remove(dst.as_str());
-        let started = match self.copies.running.lock().expect("copies").entry(dst.to_string()) {
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(src.to_string());
-                true
-            }
-            std::collections::hash_map::Entry::Occupied(_) => false,
-        };
-        if started {
-            let this = self.clone();
-            let (src2, dst2) = (src.clone(), dst.clone());
-            tokio::spawn(async move {
-                if let Err(e) = this.copy_chunks(&src2, &dst2, total, record).await {
-                    tracing::warn!(src = %src2, dst = %dst2, error = %e, "copy failed; the next CreateSnapshot/CreateVolume call reports it and resumes the copy");
-                    this.copies
-                        .failed
-                        .lock()
-                        .expect("copies")
-                        .insert(dst2.to_string(), e.to_string());
-                }
-                this.copies.running.lock().expect("copies").remove(dst2.as_str());
-            });
-        }
-        let failure = |why: String| {
-            ServiceError::Unavailable(format!(
-                "copying {src} to {dst} failed: {why}; the copy has been restarted, the CO retries"
-            ))
-        };
-        if let Some(why) = earlier {
-            return Err(failure(why));
-        }
-        let deadline = tokio::time::Instant::now() + QUICK_WAIT;
-        while tokio::time::Instant::now() < deadline {
-            if !self.copies.is_running(dst.as_str()) {
-                if let Some(why) = self.copies.failed.lock().expect("copies").remove(dst.as_str()) {
-                    return Err(failure(why));
-                }
-                // Finished: the comment says so.
-                return Ok(matches!(self.rds.get_disk(&dst).await, Ok(Some(d))
-                    if CopyRecord::from_comment(&d.comment).is_some_and(|r| r.ready())));
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        Ok(false)
-    }
-
-    async fn copy_chunks(
-        &self,
-        src: &Slot,
-        dst: &Slot,
-        total: u64,
-        mut record: CopyRecord,
-    ) -> Result<(), ServiceError> {
-        let mut done = record.copying.unwrap_or(0);
-        let context = format!("copying {src} to {dst}");
-        while done < total {
-            let len = CHUNK.min(total - done);
-            self.rds
-                .copy_disk(src, dst, Some((done, len)))
-                .await
-                .map_err(ServiceError::rds(&context))?;
-            done += len;
-            record.copying = (done < total).then_some(done);
-            self.rds
-                .set_comment(dst, &record.to_comment())
-                .await
-                .map_err(ServiceError::rds(&context))?;
-        }
-        if total == 0 {
-            record.copying = None;
-            self.rds
-                .set_comment(dst, &record.to_comment())
-                .await
-                .map_err(ServiceError::rds(&context))?;
-        }
-        Ok(())
-    }
-
-    fn snapshot_of(&self, disk: &Disk, record: Option<&CopyRecord>) -> Snapshot {
+    pub(super) fn snapshot_of(&self, disk: &Disk, record: Option<&CopyRecord>) -> Snapshot {
         Snapshot {
             size_bytes: disk.size as i64,
             snapshot_id: disk.slot.clone(),
@@ -165,7 +69,7 @@ impl Backend {
                 nanos: 0,
             }),
             ready_to_use: record.is_none_or(CopyRecord::ready),
-            group_snapshot_id: String::new(),
+            group_snapshot_id: record.and_then(|r| r.group.clone()).unwrap_or_default(),
         }
     }
 
@@ -202,9 +106,13 @@ impl Backend {
                     )));
                 }
                 if !r.ready() {
-                    let done = self
-                        .ensure_copy(source.clone(), snap.clone(), disk.size, r.clone())
-                        .await?;
+                    let job = Job {
+                        src: source.clone(),
+                        dst: snap.clone(),
+                        total: disk.size,
+                        record: r.clone(),
+                    };
+                    let done = self.ensure_copies(vec![job]).await?;
                     let mut snapshot = self.snapshot_of(&disk, Some(r));
                     snapshot.ready_to_use = done;
                     return Ok(CreateSnapshotResponse { snapshot: Some(snapshot) });
@@ -222,7 +130,15 @@ impl Backend {
             created: now(),
             mechanism: mechanism.name().into(),
             copying: Some(0),
+            paused: None,
+            group: None,
         };
+        if mechanism != Mechanism::DiskCopy && self.may_be_written(&src).await? {
+            return Err(ServiceError::FailedPrecondition(format!(
+                "volume {source} may be written (it is exported to a node) and mechanism {} copies it over time,                  which can tear the snapshot: use mechanism disk-copy, which holds the volume's writes for the copy,                  or take the snapshot while the volume is unpublished (docs/snapshots.md)",
+                mechanism.name()
+            )));
+        }
         let new_disk = |comment: String, copy_from: Option<Slot>| NewDisk {
             slot: snap.clone(),
             file: file.clone(),
@@ -241,7 +157,13 @@ impl Backend {
                     .create_disk(&new_disk(record.to_comment(), None))
                     .await
                     .map_err(ServiceError::rds(&context))?;
-                self.ensure_copy(source.clone(), snap.clone(), disk.size, record.clone()).await?
+                let job = Job {
+                    src: source.clone(),
+                    dst: snap.clone(),
+                    total: disk.size,
+                    record: record.clone(),
+                };
+                self.ensure_copies(vec![job]).await?
             }
             Mechanism::FileCopy => {
                 let version = self.system().await?;
@@ -303,12 +225,15 @@ impl Backend {
                 file.absolute()
             )));
         }
+        if let Some(record) = CopyRecord::from_comment(&disk.comment) {
+            self.release_stale_hold(&record).await?;
+        }
         self.rds.delete_disk(&snap, &file).await.map_err(ServiceError::rds(&context))?;
         Ok(DeleteSnapshotResponse {})
     }
 
     /// Snapshots of this driver among `disks`: under the allowed paths, with a snapshot record.
-    fn snapshots_of(&self, disks: &[Disk]) -> Vec<Snapshot> {
+    pub(super) fn snapshots_of(&self, disks: &[Disk]) -> Vec<Snapshot> {
         disks
             .iter()
             .filter(|d| {
@@ -442,7 +367,8 @@ impl Backend {
         };
         let src = Slot::new(&source.slot).map_err(|e| invalid(e.to_string()))?;
         let dst = Slot::new(&volume.slot).map_err(|e| invalid(e.to_string()))?;
-        if self.ensure_copy(src, dst, source.size, record.clone()).await? {
+        let job = Job { src, dst, total: source.size, record: record.clone() };
+        if self.ensure_copies(vec![job]).await? {
             return Ok(());
         }
         Err(ServiceError::Aborted(format!(
@@ -462,6 +388,8 @@ impl Backend {
             created: now(),
             mechanism: Mechanism::DiskCopy.name().into(),
             copying: Some(0),
+            paused: None,
+            group: None,
         }
     }
 }

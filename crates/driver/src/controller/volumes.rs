@@ -16,7 +16,7 @@ use routeros::{
 use super::backend::Backend;
 use crate::{
     core::{
-        access, capacity, ids,
+        access, capacity, ids, mutable,
         paging::{self, Listing},
         params,
     },
@@ -43,6 +43,8 @@ impl Backend {
         access::check_new_filesystem(&req.volume_capabilities).map_err(invalid)?;
         let p = params::parse(&req.parameters, &self.cfg.volume_path, &self.cfg.allowed_base_paths)
             .map_err(invalid)?;
+        let changeable = mutable::parse(&req.mutable_parameters).map_err(invalid)?;
+        let compress = changeable.compress.or(p.compress);
         let (required, limit) =
             req.capacity_range.map_or((0, 0), |r| (r.required_bytes, r.limit_bytes));
         let (slot, derived) = ids::slot_for_name(&req.name);
@@ -87,6 +89,7 @@ impl Backend {
                     req.name, disk.size
                 )));
             }
+            self.apply_compress(&disk, compress).await?;
             if let Some(src) = &source {
                 self.fill_from(&disk, src).await?;
             }
@@ -101,15 +104,22 @@ impl Backend {
             size,
             nqn,
             port: p.nvme_port.unwrap_or(self.cfg.nvme_port),
-            comment: match &source {
-                Some(src) => Backend::fill_record(src).to_comment(),
-                None => ids::comment(&req.name, derived, pvc, super::attachments::now_s()),
-            },
+            comment: mutable::record(
+                &match &source {
+                    Some(src) => Backend::fill_record(src).to_comment(),
+                    None => ids::comment(&req.name, derived, pvc, super::attachments::now_s()),
+                },
+                &changeable,
+            ),
             copy_from: None,
             server_nqn_supported: self.server_nqn_supported().await?,
             export: true,
         };
+        if compress == Some(true) {
+            self.needs_compress().await?;
+        }
         let disk = self.rds.create_disk(&want).await.map_err(ServiceError::rds(&context))?;
+        self.apply_compress(&disk, compress).await?;
         if let Some(src) = &source {
             self.fill_from(&disk, src).await?;
         }
@@ -151,6 +161,11 @@ impl Backend {
                  directory with --allowed-base-path)",
                 file.absolute()
             )));
+        }
+        // A clone whose copy was interrupted while holding its source's writes: the source
+        // gets its export back before the record of the hold goes.
+        if let Some(record) = crate::core::snapshots::CopyRecord::from_comment(&disk.comment) {
+            self.release_stale_hold(&record).await?;
         }
         self.rds.delete_disk(&slot, &file).await.map_err(ServiceError::rds(&context))?;
         Ok(DeleteVolumeResponse {})

@@ -13,6 +13,7 @@ pub mod ids;
 pub mod lease;
 pub mod mount_options;
 pub mod mountinfo;
+pub mod mutable;
 pub mod paging;
 pub mod params;
 pub mod sightings;

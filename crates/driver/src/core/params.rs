@@ -22,6 +22,8 @@ pub struct VolumeParams {
     pub pvc: Option<(String, String)>,
     /// The Go driver's `rdsAddress` (kept for its StorageClasses).
     pub rds_address: Option<String>,
+    /// RouterOS `compress` (7.18+); mutable later with ControllerModifyVolume.
+    pub compress: Option<bool>,
 }
 
 pub const KEYS: &[&str] = &[
@@ -32,6 +34,7 @@ pub const KEYS: &[&str] = &[
     "reconnectDelay",
     "keepAliveTmo",
     "migrationTimeoutSeconds",
+    "compress",
     "csi.storage.k8s.io/fstype",
     "csi.storage.k8s.io/pvc/name",
     "csi.storage.k8s.io/pvc/namespace",
@@ -70,6 +73,7 @@ pub fn parse(
         fs_type: None,
         pvc: None,
         rds_address: None,
+        compress: None,
     };
     let (mut pvc_name, mut pvc_ns) = (None, None);
     let mut keys: Vec<&String> = parameters.keys().collect();
@@ -85,6 +89,11 @@ pub fn parse(
                 p.nvme_address = Some(value.clone());
             }
             "rdsAddress" => p.rds_address = Some(value.clone()),
+            "compress" => {
+                p.compress =
+                    crate::core::mutable::parse(&HashMap::from([(key.clone(), value.clone())]))?
+                        .compress
+            }
             "nvmePort" => p.nvme_port = Some(int(key, value, 1u16, 65535, "a TCP port 1-65535")?),
             "ctrlLossTmo" => {
                 p.ctrl_loss_tmo =

@@ -39,6 +39,24 @@ pub fn parse_snapshot_id(id: &str) -> Result<Option<Slot>, String> {
     Ok(is_managed_snapshot_id(id).then(|| Slot::new(id).expect("snap-<uuid> is a valid slot")))
 }
 
+/// A group snapshot's id: `group-<UUIDv5 of the CSI group snapshot name>`. The group itself is
+/// no RouterOS item: its members carry `group=<id>` in their comment.
+pub fn group_id(name: &str) -> String {
+    format!("group-{}", Uuid::new_v5(&Uuid::NAMESPACE_DNS, name.as_bytes()).hyphenated())
+}
+
+/// Whether `id` has the form of [`group_id`].
+pub fn is_group_id(id: &str) -> bool {
+    id.strip_prefix("group-")
+        .is_some_and(|u| Uuid::parse_str(u).is_ok_and(|p| p.hyphenated().to_string() == u))
+}
+
+/// The id of the member of group snapshot `group_name` taken of `volume_id`: the snapshot id
+/// of the name `<group name>/<volume id>`, so a retried group create finds its members.
+pub fn member_id(group_name: &str, volume_id: &str) -> Slot {
+    snapshot_id(&format!("{group_name}/{volume_id}"))
+}
+
 /// How a snapshot's data is copied (VolumeSnapshotClass parameter `mechanism`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mechanism {
@@ -101,6 +119,12 @@ pub struct CopyRecord {
     pub mechanism: String,
     /// Bytes copied so far; `None` when the copy is complete.
     pub copying: Option<u64>,
+    /// While the copy holds the source's writes (docs/snapshots.md "Point in time"): the
+    /// source's allowed hosts to restore (empty = any host). A record that still says so
+    /// after a controller restart names the export to give back.
+    pub paused: Option<Vec<String>>,
+    /// The group snapshot this snapshot belongs to.
+    pub group: Option<String>,
 }
 
 impl CopyRecord {
@@ -114,10 +138,20 @@ impl CopyRecord {
             Some(n) => format!("copying={n}"),
             None => "ready".into(),
         };
-        format!(
-            "rds-csi {kind} source={} created={} mechanism={} {state}",
+        let mut c = format!(
+            "rds-csi {kind} source={} created={} mechanism={}",
             self.source, self.created, self.mechanism
-        )
+        );
+        if let Some(g) = &self.group {
+            c.push_str(&format!(" group={g}"));
+        }
+        if let Some(hosts) = &self.paused {
+            let hosts = if hosts.is_empty() { "*".to_string() } else { hosts.join(",") };
+            c.push_str(&format!(" paused={hosts}"));
+        }
+        c.push(' ');
+        c.push_str(&state);
+        c
     }
 
     pub fn from_comment(comment: &str) -> Option<CopyRecord> {
@@ -136,6 +170,8 @@ impl CopyRecord {
             created: 0,
             mechanism: String::new(),
             copying: None,
+            paused: None,
+            group: None,
         };
         for w in words {
             match w.split_once('=') {
@@ -143,6 +179,11 @@ impl CopyRecord {
                 Some(("created", v)) => rec.created = v.parse().ok()?,
                 Some(("mechanism", v)) => rec.mechanism = v.into(),
                 Some(("copying", v)) => rec.copying = Some(v.parse().ok()?),
+                Some(("group", v)) => rec.group = Some(v.into()),
+                Some(("paused", "*")) => rec.paused = Some(Vec::new()),
+                Some(("paused", v)) => {
+                    rec.paused = Some(v.split(',').map(str::to_string).collect())
+                }
                 _ if w == "ready" => rec.copying = None,
                 _ => {}
             }
@@ -181,6 +222,16 @@ mod tests {
     }
 
     #[test]
+    fn group_ids() {
+        let g = group_id("vgs-1");
+        assert!(is_group_id(&g) && g.starts_with("group-"), "{g}");
+        assert_eq!(group_id("vgs-1"), g, "deterministic");
+        assert!(!is_group_id("group-x") && !is_group_id("snap-1") && !is_group_id(""));
+        assert_ne!(member_id("vgs-1", "pvc-a"), member_id("vgs-1", "pvc-b"));
+        assert!(is_managed_snapshot_id(member_id("vgs-1", "pvc-a").as_str()));
+    }
+
+    #[test]
     fn params() {
         assert_eq!(parse_params(&HashMap::new()), Ok(Mechanism::DiskCopy));
         let m = HashMap::from([("mechanism".to_string(), "file-copy".to_string())]);
@@ -197,6 +248,8 @@ mod tests {
             created: 1_795_300_000,
             mechanism: "disk-copy".into(),
             copying: Some(1 << 30),
+            paused: None,
+            group: None,
         };
         assert_eq!(
             r.to_comment(),
@@ -207,5 +260,15 @@ mod tests {
         assert!(CopyRecord::from_comment(&done.to_comment()).unwrap().ready());
         assert_eq!(CopyRecord::from_comment("rds-csi pvc=ns/x"), None);
         assert_eq!(CopyRecord::from_comment(""), None);
+        // A copy holding its source's writes names the hosts to give the export back to.
+        for hosts in [vec![], vec!["nqn.a:1".to_string(), "nqn.b:2".to_string()]] {
+            let held = CopyRecord {
+                paused: Some(hosts.clone()),
+                group: Some("group-1".into()),
+                ..done.clone()
+            };
+            let back = CopyRecord::from_comment(&held.to_comment()).unwrap();
+            assert_eq!(back, held, "{}", held.to_comment());
+        }
     }
 }

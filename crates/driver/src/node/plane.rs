@@ -46,7 +46,16 @@ impl DataPlane {
                 };
                 // ControllerPublishVolume's answer is the newer word on where to connect.
                 let mut merged = ctx.clone();
-                for k in [key::NVME_ADDRESS, key::NVME_PORT, key::NQN] {
+                // Reconnect parameters there are ControllerModifyVolume's (the volume context is
+                // immutable).
+                for k in [
+                    key::NVME_ADDRESS,
+                    key::NVME_PORT,
+                    key::NQN,
+                    key::CTRL_LOSS_TMO,
+                    key::RECONNECT_DELAY,
+                    key::KEEP_ALIVE_TMO,
+                ] {
                     if let Some(v) = publish.get(k) {
                         merged.insert(k.to_string(), v.clone());
                     }

@@ -242,6 +242,7 @@ pub fn backend_on_with(
         rds_orphan_interval_seconds: 0,
         rds_orphan_grace_seconds: 3600,
         delete_rds_orphans: false,
+        snapshot_pause_max_seconds: 10,
     };
     let mut args = args;
     tweak(&mut args);
