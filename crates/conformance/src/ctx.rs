@@ -39,6 +39,7 @@ pub struct Ctx {
     pub mode: Mode,
     pub plane: Plane,
     pub c: ControllerClient<Channel>,
+    pub g: csi::v1::group_controller_client::GroupControllerClient<Channel>,
     pub n: NodeClient<Channel>,
     pub id: IdentityClient<Channel>,
     /// The rule's directory (kubelet-like paths live under `kubelet/`).

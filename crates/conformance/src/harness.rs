@@ -159,6 +159,7 @@ pub async fn run(target: &Target, mode: Mode, rule: RuleFn) -> Outcome {
         mode,
         plane: target.plane.clone(),
         c: ControllerClient::new(ch.clone()),
+        g: csi::v1::group_controller_client::GroupControllerClient::new(ch.clone()),
         n: NodeClient::new(ch.clone()),
         id: IdentityClient::new(ch),
         dir: dir.clone(),

@@ -3,8 +3,10 @@
 
 pub mod create;
 pub mod delete;
+pub mod groups;
 pub mod identity;
 pub mod lifecycle;
+pub mod modify;
 pub mod node_publish;
 pub mod node_stats;
 pub mod publish;

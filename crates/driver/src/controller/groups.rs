@@ -123,11 +123,14 @@ impl Backend {
         // same instant, also after a restart that interrupted the set half-way.
         let mut members = members;
         let context = format!("creating group snapshot {gid}");
+        // Every source is looked at before any member is made: a missing one leaves nothing.
+        let mut new = Vec::new();
         for src in &sources {
-            if had.contains(src.as_str()) {
-                continue;
+            if !had.contains(src.as_str()) {
+                new.push((src, self.managed_disk(src, "reading source volume").await?));
             }
-            let (disk, file) = self.managed_disk(src, "reading source volume").await?;
+        }
+        for (src, (disk, file)) in new {
             let snap = member_id(&req.name, src.as_str());
             let record = CopyRecord {
                 snapshot: true,
