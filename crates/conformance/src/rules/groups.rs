@@ -61,9 +61,8 @@ pub async fn group_capability_advertised(c: &mut Ctx) {
     let rpcs: Vec<i32> = got
         .capabilities
         .iter()
-        .filter_map(|c| match &c.r#type {
-            Some(group_controller_service_capability::Type::Rpc(r)) => Some(r.r#type),
-            None => None,
+        .filter_map(|c| {
+            c.r#type.as_ref().map(|group_controller_service_capability::Type::Rpc(r)| r.r#type)
         })
         .collect();
     assert_eq!(rpcs, vec![G::CreateDeleteGetVolumeGroupSnapshot as i32]);

@@ -29,9 +29,8 @@ pub async fn modify_capability_advertised(c: &mut Ctx) {
     let rpcs: Vec<i32> = caps
         .capabilities
         .iter()
-        .filter_map(|c| match &c.r#type {
-            Some(controller_service_capability::Type::Rpc(r)) => Some(r.r#type),
-            None => None,
+        .filter_map(|c| {
+            c.r#type.as_ref().map(|controller_service_capability::Type::Rpc(r)| r.r#type)
         })
         .collect();
     assert!(rpcs.contains(&(C::ModifyVolume as i32)), "{rpcs:?}");
