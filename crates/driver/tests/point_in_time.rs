@@ -443,3 +443,40 @@ async fn volumes_are_modified_in_place() {
     let e = c.controller_modify_volume(modify(&[])).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "mutable_parameters is required");
 }
+
+/// A controller that died mid-copy left the source's export withdrawn and the hold in the
+/// copy's comment: the snapshotter's next CreateSnapshot gives the export back and takes the
+/// copy again from the start, once the hold is older than the bound plus the margin; a young
+/// hold (maybe a copy still running in another replica) is UNAVAILABLE and left alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hold_left_by_a_dead_controller_is_given_back() {
+    let (rds, _daemon, mut c) = start_with(&[]).await;
+    c.create_volume(create(A, GIB, &[])).await.unwrap();
+    write_at(&rds, &file(A), 0, b"DATA");
+    publish(&mut c, A, "node-a").await;
+    let hosts = disk(&rds, A)["nvme-tcp-server-allow-host-name"].as_str().unwrap().to_string();
+    let snap = driver::core::snapshots::snapshot_id("interrupted").to_string();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+        as i64;
+    let held = |since: i64| {
+        format!(
+            "rds-csi snapshot source={A} created={since} mechanism=disk-copy paused={hosts} held={since} copying=0"
+        )
+    };
+    rds.ros(&format!("/disk set {A} nvme-tcp-export=no"));
+    rds.ros(&format!(
+        "/disk add type=file slot={snap} file-path=storage-pool/metal-csi/{snap}.img file-size=1G comment=\"{}\"",
+        held(now - 5)
+    ));
+    let e = c.create_snapshot(snap_req("interrupted", A, &[])).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert!(e.message().contains("another controller instance"), "{}", e.message());
+    assert_eq!(disk(&rds, A)["nvme-tcp-export"], false, "a young hold is left alone");
+
+    rds.ros(&format!("/disk set {snap} comment=\"{}\"", held(now - 200)));
+    let s = snapshot_until(&mut c, "interrupted", A, &[]).await.unwrap();
+    assert_eq!(read_at(&rds, &file(&s.snapshot_id), 0, 4), b"DATA");
+    let d = disk(&rds, A);
+    assert_eq!(d["nvme-tcp-export"], true, "{d}");
+    assert_eq!(d["nvme-tcp-server-allow-host-name"], hosts.as_str(), "the recorded hosts");
+}

@@ -239,3 +239,43 @@ async fn no_report_without_the_pv_list() {
     let now = k8s_openapi::jiff::Timestamp::now().as_second();
     assert!(backend.report_rds_orphans(&mut state, now + 86_400).await.is_empty());
 }
+
+/// A controller that died while a point-in-time copy held a volume's writes left its export
+/// withdrawn and the hold in the copy's comment: the reconciler gives the export back (with
+/// the recorded hosts) once the hold is older than the bound plus the margin, never a young
+/// one (it may belong to a copy running in another replica), and marks the copy to start
+/// again. One round trip when nothing is held.
+#[tokio::test]
+async fn exports_held_by_a_dead_copy_are_given_back() {
+    let w = world(vec![], &[], true, false).await;
+    let host = "nqn.2014-08.org.nvmexpress:uuid:11111111-2222-4333-8444-555555555555";
+    let snap = "snap-0a1b2c3d-0000-4000-8000-0000000000f1-at-0a1b2c3d00";
+    let now = k8s_openapi::jiff::Timestamp::now().as_second();
+    let held = |since: i64| {
+        format!(
+            "rds-csi snapshot source={VOL} created={since} mechanism=disk-copy paused={host} held={since} copying=0"
+        )
+    };
+    w.rds.ros(&format!("/disk set {VOL} nvme-tcp-export=no"));
+    w.rds.ros(&format!(
+        "/disk add type=file slot={snap} file-path=storage-pool/metal-csi/{snap}.img file-size=1G comment=\"{}\"",
+        held(now - 10)
+    ));
+    let before = w.rds.emu.command_log().len();
+    assert_eq!(w.backend.give_back_stale_holds().await, Vec::<String>::new(), "a young hold");
+    let export = |w: &World| {
+        w.rds.emu.with_store(|s| s.disks().iter().find(|d| d.slot == VOL).unwrap().nvme.export)
+    };
+    assert!(!export(&w), "a young hold stays: its copy may be running elsewhere");
+    assert_eq!(w.rds.emu.command_log().len() - before, 1, "one list");
+    w.rds.ros(&format!("/disk set {snap} comment=\"{}\"", held(now - 10 - 130 - 10)));
+    assert_eq!(w.backend.give_back_stale_holds().await, vec![VOL.to_string()]);
+    assert!(export(&w), "the export is back");
+    assert_eq!(w.allowed(VOL), host, "with the recorded hosts");
+    let comment = w
+        .rds
+        .emu
+        .with_store(|s| s.disks().iter().find(|d| d.slot == snap).unwrap().comment.clone());
+    assert!(!comment.contains("paused=") && comment.contains("copying=0"), "{comment}");
+    assert_eq!(w.backend.give_back_stale_holds().await, Vec::<String>::new(), "done once");
+}

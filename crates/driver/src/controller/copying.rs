@@ -38,6 +38,10 @@ pub const CHUNK: u64 = 1 << 30;
 /// chunks, so a smaller chunk stops an overrunning copy sooner.
 pub const HELD_CHUNK: u64 = 128 << 20;
 
+/// How much older than the pause bound a recorded hold must be before a controller that does
+/// not run its copy gives the export back.
+pub const HOLD_MARGIN: Duration = Duration::from_secs(120);
+
 /// How long an RPC waits for a fresh copy before answering "not ready yet".
 pub const QUICK_WAIT: Duration = Duration::from_secs(2);
 
@@ -192,12 +196,24 @@ impl Backend {
     }
 
     /// A copy that recorded a hold and no longer runs here (the controller restarted, or the
-    /// copy's destination is being deleted): gives the source its export back.
+    /// copy's destination is being deleted): gives the source its export back. A hold younger
+    /// than the pause bound plus [`HOLD_MARGIN`] may belong to a copy running in another
+    /// controller instance (a replica that led the sidecars until just now): UNAVAILABLE until
+    /// it is older, never a give-back under a running copy.
     pub(super) async fn release_stale_hold(&self, record: &CopyRecord) -> Result<(), ServiceError> {
         let Some(hosts) = &record.paused else { return Ok(()) };
         let Ok(src) = Slot::new(&record.source) else { return Ok(()) };
         if self.copies.holds(src.as_str()) {
             return Ok(());
+        }
+        let age = super::attachments::now_s() - record.held_since.unwrap_or(0);
+        let wait = (self.cfg.pause_max + HOLD_MARGIN).as_secs() as i64;
+        if age < wait {
+            return Err(ServiceError::Unavailable(format!(
+                "the writes of {src} are held by a copy that started {age} s ago, maybe in another controller instance; \
+                 if it does not end, the export is given back {} s from now; the CO retries",
+                wait - age
+            )));
         }
         let context = format!("giving {src} its export back after an interrupted copy");
         match self.rds.get_disk(&src).await.map_err(ServiceError::rds(&context))? {
@@ -218,6 +234,7 @@ impl Backend {
                     .await
                     .map_err(|e| Failure::Retry(e.to_string()))?;
                 job.record.paused = None;
+                job.record.held_since = None;
                 job.record.copying = Some(0);
                 self.rds
                     .set_comment(&job.dst, &job.record.to_comment())
@@ -233,13 +250,42 @@ impl Backend {
             // Decided under the volume's guard, which ControllerPublishVolume holds from its
             // "is a copy reading it?" check to its grant: a publish either comes first (and
             // the copy holds the writes) or waits for the copy.
-            let _guard = self.volume_guard(&job.src).await?;
-            let src = self.rds.get_disk(&job.src).await.map_err(retry("reading the source"))?;
-            if let Some(d) = src {
-                let written =
-                    self.may_be_written(&d).await.map_err(|e| Failure::Retry(e.to_string()))?;
-                if written {
-                    holds.push((job.src.clone(), d.allowed_hosts));
+            // The hold is taken under the guard too: ControllerUnpublishVolume, which changes
+            // the allowed hosts, then waits (ABORTED) instead of being undone by the give-back.
+            let _guard = match self.volume_guard(&job.src).await {
+                Ok(g) => g,
+                Err(f) => {
+                    self.release_all(&holds);
+                    return Err(f);
+                }
+            };
+            let decided = async {
+                let src = self.rds.get_disk(&job.src).await.map_err(retry("reading the source"))?;
+                match src {
+                    Some(d)
+                        if self
+                            .may_be_written(&d)
+                            .await
+                            .map_err(|e| Failure::Retry(e.to_string()))? =>
+                    {
+                        if !self.copies.hold(job.src.as_str()) {
+                            return Err(Failure::Retry(format!(
+                                "another copy holds the writes of {}; this one starts when it ends",
+                                job.src
+                            )));
+                        }
+                        Ok(Some(d.allowed_hosts))
+                    }
+                    _ => Ok(None),
+                }
+            }
+            .await;
+            match decided {
+                Ok(Some(hosts)) => holds.push((job.src.clone(), hosts)),
+                Ok(None) => {}
+                Err(f) => {
+                    self.release_all(&holds);
+                    return Err(f);
                 }
             }
         }
@@ -249,14 +295,22 @@ impl Backend {
             }
             return Ok(());
         }
-        self.run_held(jobs, holds).await
+        let result = self.run_held(jobs, &holds).await;
+        self.release_all(&holds);
+        result
+    }
+
+    fn release_all(&self, holds: &[(Slot, Vec<String>)]) {
+        for (s, _) in holds {
+            self.copies.release(s.as_str());
+        }
     }
 
     /// The copies of sources that may be written: their writes are held for the whole copy.
     async fn run_held(
         &self,
         mut jobs: Vec<Job>,
-        holds: Vec<(Slot, Vec<String>)>,
+        holds: &[(Slot, Vec<String>)],
     ) -> Result<(), Failure> {
         let bound = self.cfg.pause_max;
         let left: u64 = jobs.iter().map(|j| j.total - j.record.copying.unwrap_or(j.total)).sum();
@@ -284,29 +338,14 @@ impl Backend {
                 )));
             }
         }
-        let mut taken: Vec<String> = Vec::new();
-        for (src, _) in &holds {
-            if !self.copies.hold(src.as_str()) {
-                for s in &taken {
-                    self.copies.release(s);
-                }
-                return Err(Failure::Retry(format!(
-                    "another copy holds the writes of {src}; this one starts when it ends"
-                )));
-            }
-            taken.push(src.to_string());
-        }
-        let result = self.copy_held(&mut jobs, &holds, bound).await;
+        let result = self.copy_held(&mut jobs, holds, bound).await;
         // Always give the exports back, whatever the copy did.
         let mut gave_back = Ok(());
-        for (src, hosts) in &holds {
+        for (src, hosts) in holds {
             if let Err(e) = self.give_back(src, hosts).await {
                 tracing::error!(source = %src, error = %e, "could not give the export back; the next call retries");
                 gave_back = Err(Failure::Retry(format!("giving {src} its export back: {e}")));
             }
-        }
-        for s in &taken {
-            self.copies.release(s);
         }
         gave_back?;
         let (done, paused) = match &result {
@@ -315,6 +354,7 @@ impl Backend {
         };
         for job in &mut jobs {
             job.record.paused = None;
+            job.record.held_since = None;
             job.record.copying = if done { None } else { Some(0) };
             self.rds
                 .set_comment(&job.dst, &job.record.to_comment())
@@ -347,6 +387,7 @@ impl Backend {
             // Every destination says "not ready" (a group member recopied for the instant
             // may have said ready), and those of held sources name the hosts to give back.
             job.record.paused = holds.iter().find(|(s, _)| *s == job.src).map(|(_, h)| h.clone());
+            job.record.held_since = job.record.paused.as_ref().map(|_| super::attachments::now_s());
             job.record.copying = Some(job.record.copying.unwrap_or(0));
             self.rds
                 .set_comment(&job.dst, &job.record.to_comment())
@@ -364,6 +405,16 @@ impl Backend {
             jobs.iter().map(|j| j.total - j.record.copying.unwrap_or(j.total)).sum();
         for job in jobs.iter_mut() {
             self.copy_job(job, HELD_CHUNK, Some((started, bound, &mut left))).await?;
+        }
+        // Still withdrawn: nobody (another controller instance taking the hold for stale)
+        // gave an export back during the copy, so the copy is of one instant.
+        for (src, _) in holds {
+            let d = self.rds.get_disk(src).await.map_err(retry("checking the hold"))?;
+            if d.is_some_and(|d| d.export) {
+                return Err(Failure::Retry(format!(
+                    "the export of {src} came back during the copy (another controller instance?); the copy is not of one instant and is taken again"
+                )));
+            }
         }
         Ok(started.elapsed())
     }

@@ -139,6 +139,7 @@ impl Backend {
                 mechanism: Mechanism::DiskCopy.name().into(),
                 copying: Some(0),
                 paused: None,
+                held_since: None,
                 group: Some(gid.clone()),
             };
             let created = self

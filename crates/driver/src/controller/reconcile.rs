@@ -8,6 +8,9 @@
 //!   VolumeAttachment is deleted (the attacher calls ControllerUnpublishVolume and removes its
 //!   finalizer; a node still running the pod gets a new one and its grant back). Each action
 //!   is a `StaleAttachmentCleared` event on the PVC.
+//! - **Held exports**: an export a point-in-time copy withdrew and that no running copy holds
+//!   any more (the controller died mid-copy) is given back once the hold is older than the
+//!   pause bound plus a margin, even if nothing calls for the copy again.
 //! - **RDS orphans**: managed disks (`pvc-<uuid>` slots, files under an allowed base path)
 //!   without a PV, and managed `.img` files without a disk, older than the grace period by
 //!   their age on the RDS (the disk comment's `created=`, else the file's `last-modified`;
@@ -71,6 +74,7 @@ pub async fn run(backend: Weak<Backend>, leadership: Leadership, r: Reconcile) {
         if !leadership.is_leader() {
             continue;
         }
+        b.give_back_stale_holds().await;
         if let Some(grace) = r.stale_attachment_grace {
             b.reconcile_attachments(&mut state, started.elapsed(), grace).await;
         }
@@ -101,6 +105,45 @@ fn stale_reason(
 }
 
 impl Backend {
+    /// Exports withdrawn by point-in-time copies that no longer run (the controller died
+    /// mid-copy, and nothing called for the copy since): given back once the hold is older
+    /// than the pause bound plus the margin (docs/snapshots.md "Point in time"). One round
+    /// trip (the disk list). Returns the sources given back.
+    pub async fn give_back_stale_holds(&self) -> Vec<String> {
+        let disks = match self.rds.list_disks("").await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "held exports: cannot list the disks; next run retries");
+                return Vec::new();
+            }
+        };
+        let mut given = Vec::new();
+        for d in disks {
+            let Some(record) = CopyRecord::from_comment(&d.comment).filter(|r| r.paused.is_some())
+            else {
+                continue;
+            };
+            if self.copies.is_running(&d.slot) {
+                continue;
+            }
+            if let Err(e) = self.release_stale_hold(&record).await {
+                tracing::info!(copy = %d.slot, source = %record.source, reason = %e, "held export not given back yet");
+                continue;
+            }
+            // The interrupted copy is not of one instant: it starts again from the beginning
+            // at the next call for it.
+            let restart = CopyRecord { paused: None, held_since: None, copying: Some(0), ..record };
+            let Ok(slot) = Slot::new(&d.slot) else { continue };
+            match self.rds.set_comment(&slot, &restart.to_comment()).await {
+                Ok(()) => given.push(restart.source),
+                Err(e) => {
+                    tracing::warn!(copy = %d.slot, error = %e, "could not clear the record of the hold; next run retries")
+                }
+            }
+        }
+        given
+    }
+
     /// One pass of the stale-attachment reconciler at `now` (an offset on the caller's
     /// monotonic clock). Returns `(volume, node, action)` for each attachment acted on.
     pub async fn reconcile_attachments(

@@ -131,6 +131,7 @@ impl Backend {
             mechanism: mechanism.name().into(),
             copying: Some(0),
             paused: None,
+            held_since: None,
             group: None,
         };
         if mechanism != Mechanism::DiskCopy && self.may_be_written(&src).await? {
@@ -389,6 +390,7 @@ impl Backend {
             mechanism: Mechanism::DiskCopy.name().into(),
             copying: Some(0),
             paused: None,
+            held_since: None,
             group: None,
         }
     }

@@ -123,6 +123,9 @@ pub struct CopyRecord {
     /// source's allowed hosts to restore (empty = any host). A record that still says so
     /// after a controller restart names the export to give back.
     pub paused: Option<Vec<String>>,
+    /// When the hold began (unix seconds), with `paused`: a hold younger than the bound may
+    /// belong to a copy running in another controller instance.
+    pub held_since: Option<i64>,
     /// The group snapshot this snapshot belongs to.
     pub group: Option<String>,
 }
@@ -148,6 +151,9 @@ impl CopyRecord {
         if let Some(hosts) = &self.paused {
             let hosts = if hosts.is_empty() { "*".to_string() } else { hosts.join(",") };
             c.push_str(&format!(" paused={hosts}"));
+            if let Some(t) = self.held_since {
+                c.push_str(&format!(" held={t}"));
+            }
         }
         c.push(' ');
         c.push_str(&state);
@@ -171,6 +177,7 @@ impl CopyRecord {
             mechanism: String::new(),
             copying: None,
             paused: None,
+            held_since: None,
             group: None,
         };
         for w in words {
@@ -180,6 +187,7 @@ impl CopyRecord {
                 Some(("mechanism", v)) => rec.mechanism = v.into(),
                 Some(("copying", v)) => rec.copying = Some(v.parse().ok()?),
                 Some(("group", v)) => rec.group = Some(v.into()),
+                Some(("held", v)) => rec.held_since = v.parse().ok(),
                 Some(("paused", "*")) => rec.paused = Some(Vec::new()),
                 Some(("paused", v)) => {
                     rec.paused = Some(v.split(',').map(str::to_string).collect())
@@ -249,6 +257,7 @@ mod tests {
             mechanism: "disk-copy".into(),
             copying: Some(1 << 30),
             paused: None,
+            held_since: None,
             group: None,
         };
         assert_eq!(
@@ -264,6 +273,7 @@ mod tests {
         for hosts in [vec![], vec!["nqn.a:1".to_string(), "nqn.b:2".to_string()]] {
             let held = CopyRecord {
                 paused: Some(hosts.clone()),
+                held_since: Some(1_795_300_001),
                 group: Some("group-1".into()),
                 ..done.clone()
             };
