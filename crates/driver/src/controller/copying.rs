@@ -79,7 +79,9 @@ impl Backend {
                 disk.slot
             ))
         })?;
-        Ok(!self.fencing.published_nodes(&disk.slot, &rec).is_empty())
+        // Every holder counts, also one whose Node object is gone: a partitioned node may
+        // still be writing.
+        Ok(!self.fencing.holders(&disk.slot, &rec).is_empty())
     }
 
     /// The guard of volume `slot`, waiting for a running RPC on it to end (at most 30 s).
