@@ -23,7 +23,13 @@ fn file(slot: &str) -> String {
 }
 
 async fn start_with(extra: &[&str]) -> (support::rds::Rds, Daemon, ControllerClient<Channel>) {
-    let rds = rds().await;
+    start_on(rds().await, extra).await
+}
+
+async fn start_on(
+    rds: support::rds::Rds,
+    extra: &[&str],
+) -> (support::rds::Rds, Daemon, ControllerClient<Channel>) {
     let mut flags = rds.flags("ssh");
     flags.push("--known-node-id=node-a,node-b".into());
     flags.extend(extra.iter().map(|s| s.to_string()));
@@ -479,4 +485,30 @@ async fn a_hold_left_by_a_dead_controller_is_given_back() {
     let d = disk(&rds, A);
     assert_eq!(d["nvme-tcp-export"], true, "{d}");
     assert_eq!(d["nvme-tcp-server-allow-host-name"], hosts.as_str(), "the recorded hosts");
+}
+
+/// `compress` needs RouterOS 7.18: before, CreateVolume and ControllerModifyVolume refuse it
+/// with INVALID_ARGUMENT naming the version, and nothing is created; the other mutable
+/// parameters still work.
+#[tokio::test(flavor = "multi_thread")]
+async fn compress_needs_routeros_7_18() {
+    let behaviour =
+        rds_emulator::exec::Behaviour { version: "7.17".parse().unwrap(), ..Default::default() };
+    let (rds, _daemon, mut c) = start_on(support::rds::rds_with(behaviour).await, &[]).await;
+    let e = c.create_volume(create(A, GIB, &[("compress", "yes")])).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("7.18") && e.message().contains("7.17"), "{}", e.message());
+    assert!(!rds.file_exists(&file(A)), "nothing created");
+    c.create_volume(create(A, GIB, &[])).await.unwrap();
+    let modify = |kv: (&str, &str)| ControllerModifyVolumeRequest {
+        volume_id: A.into(),
+        mutable_parameters: HashMap::from([(kv.0.to_string(), kv.1.to_string())]),
+        ..Default::default()
+    };
+    let e = c.controller_modify_volume(modify(("compress", "yes"))).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    c.controller_modify_volume(modify(("reconnectDelay", "3"))).await.unwrap();
+    c.controller_modify_volume(modify(("compress", "no")))
+        .await
+        .expect("already off: nothing to set");
 }
