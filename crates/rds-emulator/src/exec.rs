@@ -1,6 +1,6 @@
 //! Executes parsed RouterOS statements against the store: evaluation of `[find ...]`,
 //! `where`, `:put`, `:serialize`, and the `/file` and `/system` menus. `/disk` mutations live
-//! in `disk_cmd.rs`.
+//! in `disk_cmd.rs`, `/disk/btrfs/subvolume` in `btrfs_cmd.rs`.
 //!
 //! Like RouterOS, a line runs statement by statement and stops at the first error, whose text
 //! is printed after any output so far (exit status 0 by default, see `Behaviour`).
@@ -107,9 +107,15 @@ pub struct Outcome {
 /// Runs one exec line.
 pub fn run_line(line: &str, store: &mut Store, behaviour: &Behaviour, started: Instant) -> Outcome {
     let mut exec = Exec { store, b: behaviour, started, out: String::new(), mutated: false };
-    let result = parse_line(line, &RdsGrammar { file_copy: behaviour.version.has_file_copy() })
-        .map_err(ExecError::from)
-        .and_then(|statements| statements.iter().try_for_each(|s| exec.top(s)));
+    let result = parse_line(
+        line,
+        &RdsGrammar {
+            file_copy: behaviour.version.has_file_copy(),
+            btrfs: behaviour.version.has_compress(),
+        },
+    )
+    .map_err(ExecError::from)
+    .and_then(|statements| statements.iter().try_for_each(|s| exec.top(s)));
     let failed = result.is_err();
     if let Err(e) = result {
         exec.out.push_str(&format!("{e}\n"));
@@ -183,6 +189,10 @@ impl Exec<'_> {
             (["disk"], "set") => self.disk_set(stmt),
             (["disk"], "remove") => self.disk_remove(stmt),
             (["disk"], "copy") => self.disk_copy(stmt),
+            (["disk", "btrfs", "subvolume"], "print") => self.print_subvolumes(stmt),
+            (["disk", "btrfs", "subvolume"], "find") => self.find_subvolumes(stmt),
+            (["disk", "btrfs", "subvolume"], "add") => self.subvolume_add(stmt),
+            (["disk", "btrfs", "subvolume"], "remove") => self.subvolume_remove(stmt),
             (["file"], "print") => self.print_files(stmt),
             (["file"], "find") => self.find_files(stmt),
             (["file"], "remove") => self.file_remove(stmt),
@@ -285,7 +295,7 @@ impl Exec<'_> {
     }
 
     /// Shared tail of every table `print`: word options, proplist, and the output form.
-    fn print(
+    pub(crate) fn print(
         &mut self,
         args: &Args,
         mut rows: Vec<Row>,

@@ -140,9 +140,9 @@ mod tests {
         assert!(!disk_arg_allowed(v("7.21"), "add", "nvme-tcp-host-nqn"));
         assert!(!disk_arg_allowed(v("7.21"), "set", "copy-from"));
         use routeros::syntax::Grammar;
-        let g = RdsGrammar { file_copy: v("7.22").has_file_copy() };
+        let g = RdsGrammar { file_copy: v("7.22").has_file_copy(), btrfs: true };
         assert!(!g.has_command(&["file".into()], "copy"));
-        let g = RdsGrammar { file_copy: v("7.23").has_file_copy() };
+        let g = RdsGrammar { file_copy: v("7.23").has_file_copy(), btrfs: true };
         assert!(g.has_command(&["file".into()], "copy"));
     }
 }

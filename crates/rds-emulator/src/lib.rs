@@ -2,6 +2,7 @@
 //! See docs/emulator.md for every command, flag, fault, and each choice made where the
 //! RouterOS facts are UNKNOWN.
 
+mod btrfs_cmd;
 pub mod control;
 mod disk_cmd;
 pub mod emulator;

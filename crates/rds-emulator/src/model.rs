@@ -35,6 +35,21 @@ pub struct Pool {
     pub size: u64,
     pub fs_uuid: String,
     pub raid_uuid: String,
+    /// The pool's filesystem is btrfs (its directory must be a real btrfs mount; subvolumes
+    /// are made with btrfs-progs); otherwise xfs.
+    #[serde(default)]
+    pub btrfs: bool,
+}
+
+/// A `/disk/btrfs/subvolume` item: `<pool mount point>/<name>` on the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subvolume {
+    pub id: u32,
+    pub name: String,
+    /// The filesystem's label (`<pool slot>-fs`).
+    pub fs: String,
+    pub parent: Option<String>,
+    pub read_only: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -204,7 +219,7 @@ impl Disk {
                 let free = pool.size.saturating_sub(usage.used);
                 p.push(("fs-label", Str(format!("{}-fs", self.slot))));
                 p.push(("fs-uuid", Str(pool.fs_uuid.clone())));
-                p.push(("fs", Bare("xfs".into())));
+                p.push(("fs", Bare(if pool.btrfs { "btrfs" } else { "xfs" }.into())));
                 p.push(("model", Str("RAID0 striped".into())));
                 p.push(("size", Int(pool.size)));
                 p.push(("free", Int(free)));

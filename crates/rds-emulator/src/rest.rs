@@ -86,7 +86,7 @@ fn target(uri: &Uri) -> Option<Target> {
     let path = uri.path().strip_prefix("/rest/")?;
     let parts: Vec<String> =
         path.split('/').filter(|p| !p.is_empty()).map(str::to_string).collect();
-    let grammar = RdsGrammar { file_copy: true };
+    let grammar = RdsGrammar { file_copy: true, btrfs: true };
     let mut menu = Vec::new();
     for (i, part) in parts.iter().enumerate() {
         let mut next = menu.clone();
@@ -319,7 +319,8 @@ async fn post_command(
     command: &str,
     body: &Map<String, Value>,
 ) -> Result<Value, Response> {
-    let grammar = RdsGrammar { file_copy: ctx.emu.behaviour().version.has_file_copy() };
+    let version = ctx.emu.behaviour().version;
+    let grammar = RdsGrammar { file_copy: version.has_file_copy(), btrfs: version.has_compress() };
     if !grammar.has_command(menu_path, command) {
         return Err(error(
             StatusCode::NOT_ACCEPTABLE,

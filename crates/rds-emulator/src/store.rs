@@ -12,7 +12,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Disk, Kind, Pool, Usage};
+use crate::model::{Disk, Kind, Pool, Subvolume, Usage};
 
 const STATE_FILE: &str = "state.json";
 /// Where the RDS file tree lives under the data directory (`/storage-pool/x.img` is `<dir>/fs/storage-pool/x.img`).
@@ -23,6 +23,8 @@ struct State {
     next_id: u32,
     identity: String,
     disks: Vec<Disk>,
+    #[serde(default)]
+    subvolumes: Vec<Subvolume>,
 }
 
 /// How a new data directory is initialised.
@@ -96,11 +98,17 @@ impl Store {
                         size: init.pool_size,
                         fs_uuid: format!("4043{seed:04x}-0c3d-4e5f-8a9b-0c1d2e3f4a5b"),
                         raid_uuid: format!("eadca0af-{seed:04x}-4b2c-9d3e-1f2a3b4c5d6e"),
+                        btrfs: false,
                     }),
                     nvme: Default::default(),
                     compress: false,
                 };
-                State { next_id: 2, identity: "RDS".into(), disks: vec![pool] }
+                State {
+                    next_id: 2,
+                    identity: "RDS".into(),
+                    disks: vec![pool],
+                    subvolumes: Vec::new(),
+                }
             }
             Err(e) => return Err(e),
         };
@@ -188,6 +196,55 @@ impl Store {
         self.save()
     }
 
+    /// Adds a btrfs pool `slot` of `size` bytes mounted at `slot` (tests mount a real btrfs
+    /// filesystem on its directory, [`Store::host_path`]).
+    pub fn add_btrfs_pool(&mut self, slot: &str, size: u64) -> io::Result<()> {
+        let pool = Disk {
+            id: 0,
+            slot: slot.into(),
+            comment: String::new(),
+            disabled: false,
+            kind: Kind::Raid(Pool {
+                mount_point: slot.into(),
+                size,
+                fs_uuid: "b7f5c0de-0000-4000-8000-00000000b7f5".into(),
+                raid_uuid: "b7f5c0de-0000-4000-8000-0000000000aa".into(),
+                btrfs: true,
+            }),
+            nvme: Default::default(),
+            compress: false,
+        };
+        fs::create_dir_all(self.host_path(slot))?;
+        self.insert(pool).map(|_| ())
+    }
+
+    /// The mount point of the btrfs pool whose filesystem label is `label`.
+    pub fn btrfs_mount(&self, label: &str) -> Option<String> {
+        self.state.disks.iter().find_map(|d| match &d.kind {
+            Kind::Raid(p) if p.btrfs && format!("{}-fs", d.slot) == label => {
+                Some(p.mount_point.clone())
+            }
+            _ => None,
+        })
+    }
+
+    pub fn subvolumes(&self) -> &[Subvolume] {
+        &self.state.subvolumes
+    }
+
+    pub fn insert_subvolume(&mut self, mut v: Subvolume) -> io::Result<u32> {
+        v.id = self.state.next_id;
+        self.state.next_id += 1;
+        let id = v.id;
+        self.state.subvolumes.push(v);
+        self.save().map(|_| id)
+    }
+
+    pub fn remove_subvolume(&mut self, id: u32) -> io::Result<()> {
+        self.state.subvolumes.retain(|v| v.id != id);
+        self.save()
+    }
+
     pub fn remove(&mut self, id: u32) -> io::Result<()> {
         self.state.disks.retain(|d| d.id != id);
         self.save()
@@ -204,6 +261,11 @@ impl Store {
         let path = self.host_path(name);
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir)?;
+        }
+        // A file already of that size is left alone (and may be read-only: a disk item over an
+        // image in a read-only btrfs snapshot).
+        if fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() == size) {
+            return Ok(());
         }
         let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
         let old = file.metadata()?.len();

@@ -14,7 +14,7 @@ use std::{
 
 use crate::{
     error::RosError,
-    ops::{Answer, Disk, FileEntry, NewDisk, Op, Pool, SystemInfo},
+    ops::{Answer, Disk, FileEntry, NewDisk, NewSubvolume, Op, Pool, Subvolume, SystemInfo},
     transport::{Backoff, Transport},
     types::{FilePath, Nqn, Slot},
 };
@@ -208,6 +208,47 @@ impl Rds {
     pub async fn set_comment(&self, slot: &Slot, comment: &str) -> Result<(), RosError> {
         let op = Op::SetComment { slot: slot.clone(), comment: comment.to_string() };
         self.run(&op, || async { Ok(None) }).await.map(|_| ())
+    }
+
+    /// Makes a btrfs subvolume (or a snapshot of `parent`), or finds the identical one a lost
+    /// answer already made; another subvolume of that name is `AlreadyExists`.
+    pub async fn add_subvolume(&self, want: &NewSubvolume) -> Result<(), RosError> {
+        let op = Op::AddSubvolume(want.clone());
+        let same = |v: &Subvolume| {
+            v.read_only == (want.parent.is_some() && want.read_only)
+                && v.parent.as_deref() == want.parent.as_ref().map(Slot::as_str)
+        };
+        let look = || async {
+            match self.transport.call(&Op::GetSubvolume(want.name.clone())).await? {
+                Answer::MaybeSubvolume(Some(v)) if same(&v) => Ok(Some(Answer::Done)),
+                Answer::MaybeSubvolume(Some(v)) => Err(RosError::AlreadyExists(format!(
+                    "subvolume {} exists and differs: {v:?}",
+                    want.name
+                ))),
+                _ => Ok(None),
+            }
+        };
+        match self.run(&op, look).await {
+            Ok(_) => Ok(()),
+            Err(RosError::AlreadyExists(text)) => match self.get_subvolume(&want.name).await? {
+                Some(v) if same(&v) => Ok(()),
+                _ => Err(RosError::AlreadyExists(text)),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn get_subvolume(&self, name: &Slot) -> Result<Option<Subvolume>, RosError> {
+        let op = Op::GetSubvolume(name.clone());
+        match self.read(op.clone()).await? {
+            Answer::MaybeSubvolume(v) => Ok(v),
+            other => Err(unexpected(&op, other)),
+        }
+    }
+
+    /// Removes a subvolume and what is in it; a missing one is success.
+    pub async fn remove_subvolume(&self, name: &Slot) -> Result<(), RosError> {
+        self.run(&Op::RemoveSubvolume(name.clone()), || async { Ok(None) }).await.map(|_| ())
     }
 
     /// Sets the disk's `compress` property (RouterOS 7.18+).

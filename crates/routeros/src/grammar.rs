@@ -7,6 +7,8 @@ use crate::syntax::Grammar;
 pub struct RdsGrammar {
     /// `/file/copy` exists (RouterOS 7.23+).
     pub file_copy: bool,
+    /// `/disk/btrfs/subvolume` exists (RouterOS 7.18+, with the storage package).
+    pub btrfs: bool,
 }
 
 impl Grammar for RdsGrammar {
@@ -15,7 +17,8 @@ impl Grammar for RdsGrammar {
         matches!(
             p.as_slice(),
             ["disk"] | ["file"] | ["system"] | ["system", "resource"] | ["system", "identity"]
-        )
+        ) || (self.btrfs
+            && matches!(p.as_slice(), ["disk", "btrfs"] | ["disk", "btrfs", "subvolume"]))
     }
 
     fn has_command(&self, path: &[String], command: &str) -> bool {
@@ -28,6 +31,9 @@ impl Grammar for RdsGrammar {
             }
             ["system", "resource"] => command == "print",
             ["system", "identity"] => ["print", "set"].contains(&command),
+            ["disk", "btrfs", "subvolume"] => {
+                self.btrfs && ["add", "remove", "print", "find"].contains(&command)
+            }
             _ => false,
         }
     }

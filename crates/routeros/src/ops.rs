@@ -91,6 +91,31 @@ pub enum Op {
         dst: FilePath,
     },
     System,
+    /// `/disk/btrfs/subvolume add` (RouterOS 7.18+): a subvolume, or with `parent` a snapshot
+    /// of that subvolume (docs/snapshots.md "btrfs").
+    AddSubvolume(NewSubvolume),
+    GetSubvolume(Slot),
+    /// Removes the subvolume (with what is in it); a missing one is success.
+    RemoveSubvolume(Slot),
+}
+
+/// A btrfs subvolume to make: `name` on filesystem `fs` (its label), a snapshot of `parent`
+/// when set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSubvolume {
+    pub fs: String,
+    pub name: Slot,
+    pub parent: Option<Slot>,
+    pub read_only: bool,
+}
+
+/// A `/disk/btrfs/subvolume` item.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Subvolume {
+    pub name: String,
+    pub fs: String,
+    pub parent: Option<String>,
+    pub read_only: bool,
 }
 
 impl Op {
@@ -103,6 +128,7 @@ impl Op {
                 | Op::ListFiles { .. }
                 | Op::Pool { .. }
                 | Op::System
+                | Op::GetSubvolume(_)
         )
     }
 
@@ -130,6 +156,9 @@ impl Op {
             Op::CopyDisk { .. } => "copy_disk",
             Op::CopyFile { .. } => "copy_file",
             Op::System => "system",
+            Op::AddSubvolume(_) => "add_subvolume",
+            Op::GetSubvolume(_) => "get_subvolume",
+            Op::RemoveSubvolume(_) => "remove_subvolume",
         }
     }
 
@@ -151,6 +180,8 @@ impl Op {
             Op::RemoveLeftover { name, .. } => name.to_string(),
             Op::Pool { mount_point } => mount_point.clone(),
             Op::System => String::new(),
+            Op::AddSubvolume(v) => v.name.to_string(),
+            Op::GetSubvolume(name) | Op::RemoveSubvolume(name) => name.to_string(),
         }
     }
 }
@@ -191,6 +222,9 @@ pub struct Pool {
     pub mount_point: String,
     pub size: u64,
     pub free: u64,
+    /// The filesystem (`fs`: xfs, btrfs, ...) and its label (`fs-label`), when printed.
+    pub fs: Option<String>,
+    pub fs_label: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,6 +256,7 @@ pub enum Answer {
     Files(Vec<FileEntry>),
     Pool(Option<Pool>),
     System(SystemInfo),
+    MaybeSubvolume(Option<Subvolume>),
 }
 
 // ---- values from JSON: typed (`:serialize`) or all strings (REST) ------------------------
@@ -300,6 +335,8 @@ fn pool_from(obj: &Map<String, Value>) -> Result<Pool, RosError> {
         mount_point: text(obj, "mount-point").unwrap_or_default(),
         size: get("size")?,
         free: get("free")?,
+        fs: text(obj, "fs").filter(|f| !f.is_empty()),
+        fs_label: text(obj, "fs-label").filter(|f| !f.is_empty()),
     })
 }
 
@@ -375,6 +412,12 @@ pub fn answer_from_rows(
                 .collect(),
         ),
         Op::Pool { .. } => Answer::Pool(rows.first().map(pool_from).transpose()?),
+        Op::GetSubvolume(_) => Answer::MaybeSubvolume(rows.first().map(|o| Subvolume {
+            name: text(o, "name").unwrap_or_default(),
+            fs: text(o, "fs").unwrap_or_default(),
+            parent: text(o, "parent").filter(|p| !p.is_empty()),
+            read_only: boolean(o, "read-only"),
+        })),
         Op::System => {
             let resource =
                 rows.first().ok_or_else(|| RosError::Unexpected("no /system resource".into()))?;
@@ -510,6 +553,27 @@ pub fn ssh_line(op: &Op, format: ReadFormat) -> String {
         }
         Op::CopyFile { src, dst } => {
             format!("/file/copy {} name={}", quote(src.as_str()), quote(dst.as_str()))
+        }
+        Op::AddSubvolume(v) => {
+            let mut line = format!(
+                "/disk/btrfs/subvolume add fs={} name={}",
+                quote(&v.fs),
+                quote(v.name.as_str())
+            );
+            if let Some(parent) = &v.parent {
+                line.push_str(&format!(
+                    " parent={} read-only={}",
+                    quote(parent.as_str()),
+                    if v.read_only { "yes" } else { "no" }
+                ));
+            }
+            line
+        }
+        Op::GetSubvolume(name) => {
+            read("/disk/btrfs/subvolume", &format!("name={}", quote(name.as_str())), format)
+        }
+        Op::RemoveSubvolume(name) => {
+            format!("/disk/btrfs/subvolume remove [find name={}]", quote(name.as_str()))
         }
         Op::System => match format {
             ReadFormat::Json => ":put [:serialize to=json [/system resource print as-value]]; \

@@ -127,6 +127,25 @@ pub fn rest_calls(op: &Op) -> Vec<RestCall> {
             call("GET", "/system/resource".into(), None),
             call("GET", "/system/identity".into(), None),
         ],
+        Op::AddSubvolume(v) => {
+            let mut body = json!({"fs": v.fs, "name": v.name.as_str()});
+            if let Some(parent) = &v.parent {
+                body["parent"] = parent.as_str().into();
+                body["read-only"] = if v.read_only { "yes" } else { "no" }.into();
+            }
+            vec![call("PUT", "/disk/btrfs/subvolume".into(), Some(body))]
+        }
+        Op::GetSubvolume(name) => {
+            vec![call("GET", format!("/disk/btrfs/subvolume?name={}", enc(name.as_str())), None)]
+        }
+        // `[find ...]` makes a missing subvolume a no-op; REST has no find: /rest/execute.
+        Op::RemoveSubvolume(_) => {
+            vec![call(
+                "POST",
+                "/execute".into(),
+                Some(json!({"script": ssh_line(op, ReadFormat::Json)})),
+            )]
+        }
     }
 }
 
@@ -158,11 +177,13 @@ pub fn parse_rest(op: &Op, bodies: &[Value]) -> Result<Answer, RosError> {
     let rows = |i: usize| bodies.get(i).cloned().map(objects).unwrap_or(Ok(Vec::new()));
     match op {
         Op::CreateDisk(_) => answer_from_rows(op, rows(0)?, None),
-        Op::GetDisk(_) | Op::ListDisks { .. } | Op::ListFiles { .. } | Op::Pool { .. } => {
-            answer_from_rows(op, rows(0)?, None)
-        }
+        Op::GetDisk(_)
+        | Op::ListDisks { .. }
+        | Op::ListFiles { .. }
+        | Op::Pool { .. }
+        | Op::GetSubvolume(_) => answer_from_rows(op, rows(0)?, None),
         Op::SetFileSize { .. } => answer_from_rows(op, rows(1)?, None),
-        Op::DeleteDisk { .. } | Op::RemoveLeftover { .. } => {
+        Op::DeleteDisk { .. } | Op::RemoveLeftover { .. } | Op::RemoveSubvolume(_) => {
             // Errors come back inside a 200 answer (spec §3.1): read them from the text.
             let ret =
                 bodies.first().and_then(|b| b.get("ret")).and_then(Value::as_str).unwrap_or("");

@@ -22,7 +22,7 @@ fn new_disk(comment: &str) -> NewDisk {
 }
 
 fn parse(line: &str) -> Vec<Statement> {
-    parse_line(line, &RdsGrammar { file_copy: true }).unwrap()
+    parse_line(line, &RdsGrammar { file_copy: true, btrfs: true }).unwrap()
 }
 
 /// Both RouterOS file time formats read as the same instant (UTC); nonsense is `None`.

@@ -25,6 +25,8 @@ pub fn parse_ssh(op: &Op, output: &str, format: ReadFormat) -> Result<Answer, Ro
             | Op::RemoveLeftover { .. }
             | Op::CopyDisk { .. }
             | Op::CopyFile { .. }
+            | Op::AddSubvolume(_)
+            | Op::RemoveSubvolume(_)
     );
     if !reads {
         return if output.trim().is_empty() { Ok(Answer::Done) } else { Err(classify(&output)) };

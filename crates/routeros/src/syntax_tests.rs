@@ -3,7 +3,7 @@ use proptest::prelude::*;
 use super::*;
 
 /// The RDS menus (`/file/copy` included).
-const RDS: crate::grammar::RdsGrammar = crate::grammar::RdsGrammar { file_copy: true };
+const RDS: crate::grammar::RdsGrammar = crate::grammar::RdsGrammar { file_copy: true, btrfs: true };
 
 fn parse(s: &str) -> Result<Vec<Statement>, SyntaxError> {
     parse_line(s, &RDS)

@@ -2,7 +2,7 @@
 //! sent for these sample values. This test keeps the document true.
 
 use routeros::{
-    ops::{NewDisk, Op, ReadFormat, rest_calls, ssh_line},
+    ops::{NewDisk, NewSubvolume, Op, ReadFormat, rest_calls, ssh_line},
     types::{FilePath, Nqn, Slot},
 };
 
@@ -49,6 +49,20 @@ pub fn samples() -> Vec<Op> {
         },
         Op::CopyFile { src: file, dst: FilePath::new("storage-pool/metal-csi/pvc-2.img").unwrap() },
         Op::System,
+        Op::AddSubvolume(NewSubvolume {
+            fs: "btrfs-pool-fs".into(),
+            name: Slot::new("pvc-1").unwrap(),
+            parent: None,
+            read_only: false,
+        }),
+        Op::AddSubvolume(NewSubvolume {
+            fs: "btrfs-pool-fs".into(),
+            name: Slot::new("snap-1").unwrap(),
+            parent: Some(Slot::new("pvc-1").unwrap()),
+            read_only: true,
+        }),
+        Op::GetSubvolume(Slot::new("pvc-1").unwrap()),
+        Op::RemoveSubvolume(Slot::new("snap-1").unwrap()),
     ]
 }
 

@@ -18,7 +18,7 @@ use routeros::{
 use super::{
     backend::Backend,
     copying::Job,
-    snapshots::{now, sibling},
+    snapshots::{copy_file_for, now},
 };
 use crate::{
     core::{
@@ -89,7 +89,8 @@ impl Backend {
         if req.source_volume_ids.is_empty() {
             return Err(invalid("source_volume_ids is required: name the volumes of the group"));
         }
-        if parse_params(&req.parameters).map_err(invalid)? != Mechanism::DiskCopy {
+        if parse_params(&req.parameters).map_err(invalid)?.is_some_and(|m| m != Mechanism::DiskCopy)
+        {
             return Err(invalid(
                 "group snapshots use mechanism disk-copy (the copy that holds the volumes' writes at one instant); remove the mechanism parameter",
             ));
@@ -146,7 +147,7 @@ impl Backend {
                 .rds
                 .create_disk(&NewDisk {
                     slot: snap.clone(),
-                    file: sibling(&file, &snap)?,
+                    file: copy_file_for(&disk, &file, &snap)?,
                     size: disk.size,
                     nqn: ids::nqn(&self.cfg.nqn_prefix, &snap)
                         .expect("snapshot ids make valid NQNs"),

@@ -17,6 +17,7 @@ pub mod modify;
 pub mod publish;
 pub mod reconcile;
 pub mod snapshots;
+pub mod subvolumes;
 pub mod sweep;
 pub mod volumes;
 

@@ -24,11 +24,11 @@ use csi::v1::{
     list_snapshots_response,
 };
 use routeros::{
-    ops::{Disk, NewDisk},
+    ops::{Disk, NewDisk, NewSubvolume},
     types::{FilePath, Slot},
 };
 
-use super::{backend::Backend, copying::Job};
+use super::{backend::Backend, copying::Job, subvolumes::subvolume_of};
 use crate::{
     core::{
         ids,
@@ -58,6 +58,19 @@ pub(super) fn sibling(beside: &FilePath, slot: &Slot) -> Result<FilePath, Servic
     dir.join(&format!("{slot}.img")).map_err(|e| invalid(e.to_string()))
 }
 
+/// Where a block copy of `src` (file `src_file`) named `slot` goes: beside it, or for a volume
+/// in its own subvolume in the pool's directory (the subvolume goes with the volume).
+pub(super) fn copy_file_for(
+    src: &Disk,
+    src_file: &FilePath,
+    slot: &Slot,
+) -> Result<FilePath, ServiceError> {
+    match subvolume_of(src) {
+        Some((pool, _)) => pool.join(&format!("{slot}.img")).map_err(|e| invalid(e.to_string())),
+        None => sibling(src_file, slot),
+    }
+}
+
 impl Backend {
     pub(super) fn snapshot_of(&self, disk: &Disk, record: Option<&CopyRecord>) -> Snapshot {
         Snapshot {
@@ -85,8 +98,8 @@ impl Backend {
         let source = ids::parse_volume_id(&req.source_volume_id)
             .map_err(|e| invalid(format!("source_volume_id: {e}")))?
             .ok_or_else(|| ServiceError::NotFound(ids::foreign_volume(&req.source_volume_id)))?;
-        let mechanism = parse_params(&req.parameters).map_err(invalid)?;
-        if mechanism == Mechanism::CopyFrom && !self.cfg.allow_copy_from {
+        let requested = parse_params(&req.parameters).map_err(invalid)?;
+        if requested == Some(Mechanism::CopyFrom) && !self.cfg.allow_copy_from {
             return Err(invalid(
                 "mechanism copy-from is refused: what RouterOS's `/disk add copy-from=` does to a file's data is unverified \
                  (it may copy only the properties and leave an empty file). Use disk-copy, or start the controller with \
@@ -123,7 +136,21 @@ impl Backend {
             });
         }
         let (src, src_file) = self.managed_disk(&source, "reading source volume").await?;
-        let file = sibling(&src_file, &snap)?;
+        let in_subvolume = subvolume_of(&src);
+        // A volume in its own subvolume: a btrfs snapshot by default; a copy of it goes into
+        // the pool's directory, not into the volume's subvolume (which goes with the volume).
+        let mechanism = requested.unwrap_or(if in_subvolume.is_some() {
+            Mechanism::Btrfs
+        } else {
+            Mechanism::DiskCopy
+        });
+        let file = match &in_subvolume {
+            Some((pool, image)) if mechanism == Mechanism::Btrfs => pool
+                .join(snap.as_str())
+                .and_then(|d| d.join(image))
+                .map_err(|e| invalid(e.to_string()))?,
+            _ => copy_file_for(&src, &src_file, &snap)?,
+        };
         let mut record = CopyRecord {
             snapshot: true,
             source: source.to_string(),
@@ -134,9 +161,13 @@ impl Backend {
             held_since: None,
             group: None,
         };
-        if mechanism != Mechanism::DiskCopy && self.may_be_written(&src).await? {
+        if matches!(mechanism, Mechanism::FileCopy | Mechanism::CopyFrom)
+            && self.may_be_written(&src).await?
+        {
             return Err(ServiceError::FailedPrecondition(format!(
-                "volume {source} may be written (it is exported to a node) and mechanism {} copies it over time,                  which can tear the snapshot: use mechanism disk-copy, which holds the volume's writes for the copy,                  or take the snapshot while the volume is unpublished (docs/snapshots.md)",
+                "volume {source} may be written (it is exported to a node) and mechanism {} copies it over time, \
+                 which can tear the snapshot: use mechanism disk-copy, which holds the volume's writes for the copy, \
+                 or take the snapshot while the volume is unpublished (docs/snapshots.md)",
                 mechanism.name()
             )));
         }
@@ -190,6 +221,31 @@ impl Backend {
                     .map_err(ServiceError::rds(&context))?;
                 true
             }
+            // Copy-on-write and atomic: the snapshot is one instant of the subvolume (a write
+            // in flight is in it or not, as after a power cut), with no write held.
+            Mechanism::Btrfs => {
+                let Some((pool, _)) = &in_subvolume else {
+                    return Err(invalid(format!(
+                        "mechanism btrfs needs a volume in its own btrfs subvolume (made with the StorageClass parameter \
+                         layout: subvolume); {source} is a file in {}: use mechanism disk-copy",
+                        src_file.parent().map(|d| d.absolute()).unwrap_or_default()
+                    )));
+                };
+                let fs = self.btrfs_fs(pool).await?;
+                let want = NewSubvolume {
+                    fs,
+                    name: snap.clone(),
+                    parent: Some(source.clone()),
+                    read_only: true,
+                };
+                self.rds.add_subvolume(&want).await.map_err(ServiceError::rds(&context))?;
+                record.copying = None;
+                self.rds
+                    .create_disk(&new_disk(record.to_comment(), None))
+                    .await
+                    .map_err(ServiceError::rds(&context))?;
+                true
+            }
         };
         let disk = Disk { slot: snap.to_string(), size: src.size, ..Default::default() };
         let mut snapshot = self.snapshot_of(&disk, Some(&record));
@@ -228,6 +284,10 @@ impl Backend {
         }
         if let Some(record) = CopyRecord::from_comment(&disk.comment) {
             self.release_stale_hold(&record).await?;
+            // The image of a btrfs snapshot is read-only: it goes with its subvolume.
+            if record.mechanism == Mechanism::Btrfs.name() {
+                self.rds.remove_subvolume(&snap).await.map_err(ServiceError::rds(&context))?;
+            }
         }
         self.rds.delete_disk(&snap, &file).await.map_err(ServiceError::rds(&context))?;
         Ok(DeleteSnapshotResponse {})

@@ -96,7 +96,10 @@ impl Backend {
             return Ok(respond(&disk));
         }
         let nqn = ids::nqn(&self.cfg.nqn_prefix, &slot).map_err(invalid)?;
-        let file = ids::backing_file(&p.volume_path, &slot).map_err(invalid)?;
+        if compress == Some(true) {
+            self.needs_compress().await?;
+        }
+        let (file, fill) = self.placement(&p, &slot, source.as_ref()).await?;
         let pvc = p.pvc.as_ref().map(|(ns, n)| (ns.as_str(), n.as_str()));
         let want = NewDisk {
             slot: slot.clone(),
@@ -105,7 +108,7 @@ impl Backend {
             nqn,
             port: p.nvme_port.unwrap_or(self.cfg.nvme_port),
             comment: mutable::record(
-                &match &source {
+                &match source.as_ref().filter(|_| fill) {
                     Some(src) => Backend::fill_record(src).to_comment(),
                     None => ids::comment(&req.name, derived, pvc, super::attachments::now_s()),
                 },
@@ -115,12 +118,9 @@ impl Backend {
             server_nqn_supported: self.server_nqn_supported().await?,
             export: true,
         };
-        if compress == Some(true) {
-            self.needs_compress().await?;
-        }
         let disk = self.rds.create_disk(&want).await.map_err(ServiceError::rds(&context))?;
         self.apply_compress(&disk, compress).await?;
-        if let Some(src) = &source {
+        if let Some(src) = source.as_ref().filter(|_| fill) {
             self.fill_from(&disk, src).await?;
         }
         Ok(respond(&disk))
@@ -168,6 +168,7 @@ impl Backend {
             self.release_stale_hold(&record).await?;
         }
         self.rds.delete_disk(&slot, &file).await.map_err(ServiceError::rds(&context))?;
+        self.remove_own_subvolume(&disk).await?;
         Ok(DeleteVolumeResponse {})
     }
 

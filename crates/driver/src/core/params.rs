@@ -24,6 +24,9 @@ pub struct VolumeParams {
     pub rds_address: Option<String>,
     /// RouterOS `compress` (7.18+); mutable later with ControllerModifyVolume.
     pub compress: Option<bool>,
+    /// `layout: subvolume`: the volume lives in its own btrfs subvolume (RouterOS 7.18+), so
+    /// its snapshots and clones are btrfs snapshots (docs/snapshots.md).
+    pub subvolume: bool,
 }
 
 pub const KEYS: &[&str] = &[
@@ -35,6 +38,7 @@ pub const KEYS: &[&str] = &[
     "keepAliveTmo",
     "migrationTimeoutSeconds",
     "compress",
+    "layout",
     "csi.storage.k8s.io/fstype",
     "csi.storage.k8s.io/pvc/name",
     "csi.storage.k8s.io/pvc/namespace",
@@ -74,6 +78,7 @@ pub fn parse(
         pvc: None,
         rds_address: None,
         compress: None,
+        subvolume: false,
     };
     let (mut pvc_name, mut pvc_ns) = (None, None);
     let mut keys: Vec<&String> = parameters.keys().collect();
@@ -89,6 +94,18 @@ pub fn parse(
                 p.nvme_address = Some(value.clone());
             }
             "rdsAddress" => p.rds_address = Some(value.clone()),
+            "layout" => {
+                p.subvolume = match value.as_str() {
+                    "file" => false,
+                    "subvolume" => true,
+                    other => {
+                        return Err(format!(
+                            "parameter layout={other:?} is invalid: use file (default: a file in volumePath) or subvolume \
+                             (a btrfs subvolume per volume; volumePath must be the mount point of a btrfs pool, RouterOS 7.18+)"
+                        ));
+                    }
+                }
+            }
             "compress" => {
                 p.compress =
                     crate::core::mutable::parse(&HashMap::from([(key.clone(), value.clone())]))?

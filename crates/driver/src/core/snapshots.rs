@@ -66,6 +66,9 @@ pub enum Mechanism {
     FileCopy,
     /// The Go driver's `/disk add copy-from=` (UNVERIFIED: documented to copy properties).
     CopyFrom,
+    /// A read-only btrfs subvolume snapshot of a volume made with `layout: subvolume`
+    /// (RouterOS 7.18+): copy-on-write and atomic.
+    Btrfs,
 }
 
 impl Mechanism {
@@ -74,6 +77,7 @@ impl Mechanism {
             Mechanism::DiskCopy => "disk-copy",
             Mechanism::FileCopy => "file-copy",
             Mechanism::CopyFrom => "copy-from",
+            Mechanism::Btrfs => "btrfs",
         }
     }
     pub fn parse(s: &str) -> Result<Mechanism, String> {
@@ -81,20 +85,22 @@ impl Mechanism {
             "disk-copy" => Ok(Mechanism::DiskCopy),
             "file-copy" => Ok(Mechanism::FileCopy),
             "copy-from" => Ok(Mechanism::CopyFrom),
+            "btrfs" => Ok(Mechanism::Btrfs),
             other => Err(format!(
-                "parameter mechanism={other:?} is invalid: use disk-copy (default), file-copy (RouterOS 7.23+) or copy-from"
+                "parameter mechanism={other:?} is invalid: use btrfs (default for volumes made with layout: subvolume), \
+                 disk-copy (default otherwise), file-copy (RouterOS 7.23+) or copy-from"
             )),
         }
     }
 }
 
-/// Parses VolumeSnapshotClass parameters: `mechanism` only (the snapshot file lives beside its
-/// source volume's file).
-pub fn parse_params(params: &HashMap<String, String>) -> Result<Mechanism, String> {
-    let mut mechanism = Mechanism::DiskCopy;
+/// Parses VolumeSnapshotClass parameters: `mechanism` only; `None` when not given (btrfs for a
+/// volume in its own subvolume, else disk-copy).
+pub fn parse_params(params: &HashMap<String, String>) -> Result<Option<Mechanism>, String> {
+    let mut mechanism = None;
     for (k, v) in params {
         match k.as_str() {
-            "mechanism" => mechanism = Mechanism::parse(v)?,
+            "mechanism" => mechanism = Some(Mechanism::parse(v)?),
             "csi.storage.k8s.io/volumesnapshot/name"
             | "csi.storage.k8s.io/volumesnapshot/namespace"
             | "csi.storage.k8s.io/volumesnapshotcontent/name" => {}
@@ -241,11 +247,13 @@ mod tests {
 
     #[test]
     fn params() {
-        assert_eq!(parse_params(&HashMap::new()), Ok(Mechanism::DiskCopy));
+        assert_eq!(parse_params(&HashMap::new()), Ok(None));
         let m = HashMap::from([("mechanism".to_string(), "file-copy".to_string())]);
-        assert_eq!(parse_params(&m), Ok(Mechanism::FileCopy));
+        assert_eq!(parse_params(&m), Ok(Some(Mechanism::FileCopy)));
+        let m = HashMap::from([("mechanism".to_string(), "btrfs".to_string())]);
+        assert_eq!(parse_params(&m), Ok(Some(Mechanism::Btrfs)));
         let bad = HashMap::from([("mechanism".to_string(), "reflink".to_string())]);
-        assert!(parse_params(&bad).unwrap_err().contains("disk-copy (default)"));
+        assert!(parse_params(&bad).unwrap_err().contains("disk-copy (default otherwise)"));
     }
 
     #[test]
