@@ -22,6 +22,6 @@ fn the_spec_rules_hold_over_native_nvme_tcp() {
     preflight::run_checks(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vm/conformance_nvme.sh"),
         &[env!("CARGO_BIN_EXE_csi-conformance"), &driver.display().to_string()],
-        &[("NVME_VM_TIMEOUT", "1500"), ("NVME_VM_MEM", "2G")],
+        &[("NVME_VM_TIMEOUT", "2400"), ("NVME_VM_MEM", "2G")],
     );
 }
