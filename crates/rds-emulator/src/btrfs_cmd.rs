@@ -64,10 +64,7 @@ fn props(v: &Subvolume) -> Vec<(String, PropValue)> {
 }
 
 impl Exec<'_> {
-    fn subvolume_rows(
-        &mut self,
-        filter: Option<&Expr>,
-    ) -> Result<Vec<SubvolumeRow>, ExecError> {
+    fn subvolume_rows(&mut self, filter: Option<&Expr>) -> Result<Vec<SubvolumeRow>, ExecError> {
         let mut out = Vec::new();
         for (index, v) in self.store.subvolumes().to_vec().iter().enumerate() {
             let p = props(v);
