@@ -28,23 +28,11 @@ const D: &str = "pvc-b7f50000-0000-4000-8000-00000000000d";
 const POOL: &str = "btrfs-pool";
 
 fn btrfs_available() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let tools = ["mkfs.btrfs", "btrfs", "mount"].iter().all(|t| {
-        Command::new("sh")
-            .arg("-c")
-            .arg(format!("command -v {t}"))
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
-    let why = match (root, tools) {
-        (true, true) => return true,
-        (false, _) => "needs root (a loop-mounted btrfs filesystem)",
-        (_, false) => "needs mkfs.btrfs and btrfs (btrfs-progs)",
-    };
-    assert!(std::env::var_os("CI").is_none(), "the btrfs tests must run in CI: {why}");
-    eprintln!("SKIPPED: {why}");
-    false
+    support::root_with(
+        &["mkfs.btrfs", "btrfs", "mount"],
+        "a loop-mounted btrfs filesystem",
+        "btrfs",
+    )
 }
 
 /// The btrfs filesystem mounted on the emulator's pool directory; unmounted on drop.
@@ -77,20 +65,9 @@ async fn start(transport: &str) -> (support::rds::Rds, Daemon, ControllerClient<
     });
     run(Command::new("mount").arg("-o").arg("loop").arg(&file).arg(&at));
     let mounted = Mounted { at, _image: image };
-    let mut flags = rds.flags(transport);
-    flags.extend([
-        "--allowed-base-path=/storage-pool/metal-csi".to_string(),
-        format!("--allowed-base-path=/{POOL}"),
-        "--known-node-id=node-a".to_string(),
-    ]);
-    let daemon = Daemon::start_owned(&flags);
-    for _ in 0..200 {
-        if daemon.http_get("/readyz").0 == 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let c = ControllerClient::new(daemon.channel().await);
+    let allowed = format!("--allowed-base-path=/{POOL}");
+    let flags = ["--allowed-base-path=/storage-pool/metal-csi", &allowed, "--known-node-id=node-a"];
+    let (rds, daemon, c) = start_with_flags(rds, transport, &flags).await;
     (rds, daemon, c, mounted)
 }
 
@@ -115,6 +92,16 @@ fn read_only(p: &Path) -> bool {
 
 fn subvolume_req(name: &str, bytes: i64) -> CreateVolumeRequest {
     create(name, bytes, &[("volumePath", "/btrfs-pool"), ("layout", "subvolume")])
+}
+
+fn with_source(
+    req: CreateVolumeRequest,
+    source: volume_content_source::Type,
+) -> CreateVolumeRequest {
+    CreateVolumeRequest {
+        volume_content_source: Some(VolumeContentSource { r#type: Some(source) }),
+        ..req
+    }
 }
 
 async fn until_created(c: &mut ControllerClient<Channel>, req: CreateVolumeRequest) -> Vec<Code> {
@@ -273,8 +260,7 @@ async fn drill(transport: &str) {
     let from_snap = volume_content_source::Type::Snapshot(volume_content_source::SnapshotSource {
         snapshot_id: s.snapshot_id.clone(),
     });
-    let mut req = subvolume_req(B, 2 * GIB);
-    req.volume_content_source = Some(VolumeContentSource { r#type: Some(from_snap.clone()) });
+    let req = with_source(subvolume_req(B, 2 * GIB), from_snap.clone());
     let v = c.create_volume(req).await.unwrap().into_inner().volume.unwrap();
     assert_eq!(v.capacity_bytes, 2 * GIB, "grown to the request");
     let b_file = format!("{POOL}/{B}/{A}.img");
@@ -284,18 +270,15 @@ async fn drill(transport: &str) {
     assert_eq!(read_at(&rds, &s_file, 0, 6), b"BEFORE", "the snapshot is untouched");
 
     // A clone of a volume in a subvolume is a writable snapshot of it.
-    let mut req = subvolume_req(C, GIB);
-    req.volume_content_source = Some(VolumeContentSource {
-        r#type: Some(volume_content_source::Type::Volume(volume_content_source::VolumeSource {
-            volume_id: A.into(),
-        })),
+    let of_a = volume_content_source::Type::Volume(volume_content_source::VolumeSource {
+        volume_id: A.into(),
     });
+    let req = with_source(subvolume_req(C, GIB), of_a);
     assert_eq!(until_created(&mut c, req).await, Vec::<Code>::new(), "at once");
     assert_eq!(read_at(&rds, &format!("{POOL}/{C}/{A}.img"), 0, 6), b"AFTER!");
 
     // A restore into the file layout is filled by a copy of the snapshot's image.
-    let mut req = create(D, GIB, &[]);
-    req.volume_content_source = Some(VolumeContentSource { r#type: Some(from_snap) });
+    let req = from_source(D, GIB, from_snap);
     let answers = until_created(&mut c, req).await;
     assert!(answers.iter().all(|c| *c == Code::Aborted), "{answers:?}");
     assert_eq!(read_at(&rds, &format!("storage-pool/metal-csi/{D}.img"), 0, 6), b"BEFORE");

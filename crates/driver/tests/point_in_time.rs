@@ -30,20 +30,9 @@ async fn start_on(
     rds: support::rds::Rds,
     extra: &[&str],
 ) -> (support::rds::Rds, Daemon, ControllerClient<Channel>) {
-    let mut flags = rds.flags("ssh");
-    flags.push("--known-node-id=node-a,node-b".into());
-    flags.extend(extra.iter().map(|s| s.to_string()));
-    let daemon = Daemon::start_owned(&flags);
-    for _ in 0..200 {
-        if daemon.http_get("/readyz").0 == 200
-            && rds.commands().iter().any(|c| c.contains("system"))
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let client = ControllerClient::new(daemon.channel().await);
-    (rds, daemon, client)
+    let mut flags = vec!["--known-node-id=node-a,node-b"];
+    flags.extend_from_slice(extra);
+    start_with_flags(rds, "ssh", &flags).await
 }
 
 async fn publish(

@@ -163,18 +163,11 @@ impl Exec<'_> {
         reject_unknown(&args, &[])?;
         let all = self.subvolume_rows(None)?;
         let mut ids = Vec::new();
-        for (value, _) in &args.unnamed {
-            let refs = match self.eval(value)? {
-                RValue::Ids(ids) => ids,
-                RValue::Text(t) => vec![t],
-                _ => return Err(no_such_item()),
-            };
-            for r in refs {
-                let found = all.iter().find(|(row, v, _)| {
-                    v[0].1.raw() == r || row.props.first().is_some_and(|(_, n)| n.raw() == r)
-                });
-                ids.push(found.ok_or_else(no_such_item)?.2);
-            }
+        for r in self.item_refs(&args)? {
+            let found = all.iter().find(|(row, v, _)| {
+                v[0].1.raw() == r || row.props.first().is_some_and(|(_, n)| n.raw() == r)
+            });
+            ids.push(found.ok_or_else(no_such_item)?.2);
         }
         for id in ids {
             let v = self

@@ -480,22 +480,29 @@ impl Exec<'_> {
         Ok(RValue::Ids(rows.into_iter().map(|(_, v, _)| v[0].1.raw()).collect()))
     }
 
+    /// The item references of a command's unnamed arguments: names, or `*N` ids from
+    /// `[find ...]` (an empty find gives none).
+    pub(crate) fn item_refs(&mut self, args: &Args) -> Result<Vec<String>, ExecError> {
+        let mut refs = Vec::new();
+        for (value, _) in &args.unnamed {
+            match self.eval(value)? {
+                RValue::Ids(ids) => refs.extend(ids),
+                RValue::Text(t) => refs.push(t),
+                _ => return Err(no_such_item()),
+            }
+        }
+        Ok(refs)
+    }
+
     /// Resolves file references (names or `*N` ids from `find`) to names.
     fn file_names(&mut self, args: &Args) -> Result<Vec<String>, ExecError> {
         let all = self.file_rows(None)?;
         let mut names = Vec::new();
-        for (value, _) in &args.unnamed {
-            let refs = match self.eval(value)? {
-                RValue::Ids(ids) => ids,
-                RValue::Text(t) => vec![t],
-                _ => return Err(no_such_item()),
-            };
-            for r in refs {
-                let found = all
-                    .iter()
-                    .find(|(_, v, name)| v[0].1.raw() == r || *name == r.trim_start_matches('/'));
-                names.push(found.ok_or_else(no_such_item)?.2.clone());
-            }
+        for r in self.item_refs(args)? {
+            let found = all
+                .iter()
+                .find(|(_, v, name)| v[0].1.raw() == r || *name == r.trim_start_matches('/'));
+            names.push(found.ok_or_else(no_such_item)?.2.clone());
         }
         Ok(names)
     }

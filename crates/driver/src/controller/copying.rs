@@ -26,7 +26,7 @@ use routeros::{
 use super::{
     attachments::FENCED_HOST_NQN,
     backend::Backend,
-    copies::{Failure, estimate},
+    copies::{Copies, Failure, estimate},
 };
 use crate::{core::snapshots::CopyRecord, error::ServiceError};
 
@@ -58,6 +58,26 @@ pub struct Job {
 /// placeholder.
 fn open_export(disk: &Disk) -> bool {
     disk.export && !(disk.allowed_hosts.len() == 1 && disk.allowed_hosts[0] == FENCED_HOST_NQN)
+}
+
+/// Bytes the jobs still have to copy.
+fn remaining(jobs: &[Job]) -> u64 {
+    jobs.iter().map(|j| j.total - j.record.copying.unwrap_or(j.total)).sum()
+}
+
+/// The sources whose writes this copy holds (with their allowed hosts), released in
+/// [`Copies`] when the copy ends, however it ends.
+struct Holds<'a> {
+    copies: &'a Copies,
+    held: Vec<(Slot, Vec<String>)>,
+}
+
+impl Drop for Holds<'_> {
+    fn drop(&mut self) {
+        for (s, _) in &self.held {
+            self.copies.release(s.as_str());
+        }
+    }
 }
 
 fn retry(context: &str) -> impl Fn(routeros::error::RosError) -> Failure + '_ {
@@ -176,25 +196,15 @@ impl Backend {
         Ok(false)
     }
 
-    /// Gives `src` its export back with `hosts` (empty: any host), retrying: an export left
-    /// withdrawn stalls its initiators.
+    /// Gives `src` its export back with `hosts` (empty: any host). The client retries what
+    /// may be transient within its deadline (an export left withdrawn stalls its initiators).
     pub(super) async fn give_back(
         &self,
         src: &Slot,
         hosts: &[String],
     ) -> Result<(), routeros::error::RosError> {
         let nqns: Vec<Nqn> = hosts.iter().filter_map(|h| Nqn::new(h).ok()).collect();
-        let mut last = None;
-        for attempt in 0..5u64 {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
-            }
-            match self.rds.set_export(src, true, &nqns).await {
-                Ok(()) => return Ok(()),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.expect("an attempt"))
+        self.rds.set_export(src, true, &nqns).await
     }
 
     /// A copy that recorded a hold and no longer runs here (the controller restarted, or the
@@ -227,85 +237,67 @@ impl Backend {
         }
     }
 
+    /// An interrupted copy's hold (`record` of `dst`): the export given back
+    /// ([`Self::release_stale_hold`]) and the record reset to copy again from the start (the
+    /// data copied before is not of one instant). Returns the reset record.
+    pub(super) async fn abandon_hold(
+        &self,
+        dst: &Slot,
+        record: &CopyRecord,
+    ) -> Result<CopyRecord, ServiceError> {
+        self.release_stale_hold(record).await?;
+        let restart =
+            CopyRecord { paused: None, held_since: None, copying: Some(0), ..record.clone() };
+        self.rds
+            .set_comment(dst, &restart.to_comment())
+            .await
+            .map_err(ServiceError::rds(format!("recording the restart of the copy into {dst}")))?;
+        Ok(restart)
+    }
+
     async fn run_copies(&self, mut jobs: Vec<Job>) -> Result<(), Failure> {
-        // An interrupted run's hold: give the export back, and copy again from the start (the
-        // data copied before the restart is not of this run's instant).
         for job in &mut jobs {
             if job.record.paused.is_some() {
-                self.release_stale_hold(&job.record)
+                job.record = self
+                    .abandon_hold(&job.dst, &job.record)
                     .await
                     .map_err(|e| Failure::Retry(e.to_string()))?;
-                job.record.paused = None;
-                job.record.held_since = None;
-                job.record.copying = Some(0);
-                self.rds
-                    .set_comment(&job.dst, &job.record.to_comment())
-                    .await
-                    .map_err(retry("recording the restart"))?;
             }
         }
-        let mut holds: Vec<(Slot, Vec<String>)> = Vec::new();
+        let mut holds = Holds { copies: &self.copies, held: Vec::new() };
         for job in jobs.iter().filter(|j| !j.record.ready()) {
-            if holds.iter().any(|(s, _)| *s == job.src) {
+            if holds.held.iter().any(|(s, _)| *s == job.src) {
                 continue;
             }
-            // Decided under the volume's guard, which ControllerPublishVolume holds from its
-            // "is a copy reading it?" check to its grant: a publish either comes first (and
-            // the copy holds the writes) or waits for the copy.
-            // The hold is taken under the guard too: ControllerUnpublishVolume, which changes
-            // the allowed hosts, then waits (ABORTED) instead of being undone by the give-back.
-            let _guard = match self.volume_guard(&job.src).await {
-                Ok(g) => g,
-                Err(f) => {
-                    self.release_all(&holds);
-                    return Err(f);
-                }
+            // Decided, and the hold taken, under the volume's guard, which
+            // ControllerPublishVolume holds from its "is a copy reading it?" check to its grant
+            // and ControllerUnpublishVolume while it changes the allowed hosts: a publish either
+            // comes first (and the copy holds the writes) or waits for the copy, and an
+            // unpublish is never undone by the give-back.
+            let _guard = self.volume_guard(&job.src).await?;
+            let Some(src) =
+                self.rds.get_disk(&job.src).await.map_err(retry("reading the source"))?
+            else {
+                continue;
             };
-            let decided = async {
-                let src = self.rds.get_disk(&job.src).await.map_err(retry("reading the source"))?;
-                match src {
-                    Some(d)
-                        if self
-                            .may_be_written(&d)
-                            .await
-                            .map_err(|e| Failure::Retry(e.to_string()))? =>
-                    {
-                        if !self.copies.hold(job.src.as_str()) {
-                            return Err(Failure::Retry(format!(
-                                "another copy holds the writes of {}; this one starts when it ends",
-                                job.src
-                            )));
-                        }
-                        Ok(Some(d.allowed_hosts))
-                    }
-                    _ => Ok(None),
-                }
+            if !self.may_be_written(&src).await.map_err(|e| Failure::Retry(e.to_string()))? {
+                continue;
             }
-            .await;
-            match decided {
-                Ok(Some(hosts)) => holds.push((job.src.clone(), hosts)),
-                Ok(None) => {}
-                Err(f) => {
-                    self.release_all(&holds);
-                    return Err(f);
-                }
+            if !self.copies.hold(job.src.as_str()) {
+                return Err(Failure::Retry(format!(
+                    "another copy holds the writes of {}; this one starts when it ends",
+                    job.src
+                )));
             }
+            holds.held.push((job.src.clone(), src.allowed_hosts));
         }
-        if holds.is_empty() {
+        if holds.held.is_empty() {
             for job in &mut jobs {
                 self.copy_job(job, CHUNK, None).await?;
             }
             return Ok(());
         }
-        let result = self.run_held(jobs, &holds).await;
-        self.release_all(&holds);
-        result
-    }
-
-    fn release_all(&self, holds: &[(Slot, Vec<String>)]) {
-        for (s, _) in holds {
-            self.copies.release(s.as_str());
-        }
+        self.run_held(jobs, &holds.held).await
     }
 
     /// The copies of sources that may be written: their writes are held for the whole copy.
@@ -315,7 +307,7 @@ impl Backend {
         holds: &[(Slot, Vec<String>)],
     ) -> Result<(), Failure> {
         let bound = self.cfg.pause_max;
-        let left: u64 = jobs.iter().map(|j| j.total - j.record.copying.unwrap_or(j.total)).sum();
+        let left = remaining(&jobs);
         let sources: Vec<String> = holds.iter().map(|(s, _)| s.to_string()).collect();
         let refuse = |why: String| {
             Failure::Refused(format!(
@@ -350,23 +342,19 @@ impl Backend {
             }
         }
         gave_back?;
-        let (done, paused) = match &result {
-            Ok(paused) => (true, *paused),
-            Err(_) => (false, Duration::ZERO),
-        };
         for job in &mut jobs {
             job.record.paused = None;
             job.record.held_since = None;
-            job.record.copying = if done { None } else { Some(0) };
+            job.record.copying = if result.is_ok() { None } else { Some(0) };
             self.rds
                 .set_comment(&job.dst, &job.record.to_comment())
                 .await
                 .map_err(retry("recording the copy's end"))?;
         }
         match &result {
-            Ok(_) => {
+            Ok(paused) => {
                 tracing::info!(sources = ?sources, paused_ms = paused.as_millis() as u64, bytes = left, "point-in-time copy done; writes were held");
-                self.heal.held_copy("done", Some(paused));
+                self.heal.held_copy("done", Some(*paused));
             }
             Err(Failure::Refused(_)) => self.heal.held_copy("refused", None),
             Err(Failure::Retry(_)) => self.heal.held_copy("failed", None),
@@ -386,11 +374,11 @@ impl Backend {
         bound: Duration,
     ) -> Result<Duration, Failure> {
         for job in jobs.iter_mut() {
-            // Every destination says "not ready" (a group member recopied for the instant
-            // may have said ready), and those of held sources name the hosts to give back.
+            // Every destination's comment is written from its job (a group member recopied
+            // for the instant may still say ready on the RDS); those of held sources name the
+            // hosts to give back.
             job.record.paused = holds.iter().find(|(s, _)| *s == job.src).map(|(_, h)| h.clone());
             job.record.held_since = job.record.paused.as_ref().map(|_| super::attachments::now_s());
-            job.record.copying = Some(job.record.copying.unwrap_or(0));
             self.rds
                 .set_comment(&job.dst, &job.record.to_comment())
                 .await
@@ -403,8 +391,7 @@ impl Backend {
                 .await
                 .map_err(retry("withdrawing the export to hold writes"))?;
         }
-        let mut left: u64 =
-            jobs.iter().map(|j| j.total - j.record.copying.unwrap_or(j.total)).sum();
+        let mut left = remaining(jobs);
         for job in jobs.iter_mut() {
             self.copy_job(job, HELD_CHUNK, Some((started, bound, &mut left))).await?;
         }

@@ -10,16 +10,9 @@ use csi::v1::{
     DeleteVolumeGroupSnapshotRequest, DeleteVolumeGroupSnapshotResponse,
     GetVolumeGroupSnapshotRequest, GetVolumeGroupSnapshotResponse, VolumeGroupSnapshot,
 };
-use routeros::{
-    ops::{Disk, NewDisk},
-    types::Slot,
-};
+use routeros::{ops::Disk, types::Slot};
 
-use super::{
-    backend::Backend,
-    copying::Job,
-    snapshots::{copy_file_for, now},
-};
+use super::{attachments::now_s, backend::Backend, copying::Job, snapshots::copy_file_for};
 use crate::{
     core::{
         ids,
@@ -134,29 +127,13 @@ impl Backend {
         for (src, (disk, file)) in new {
             let snap = member_id(&req.name, src.as_str());
             let record = CopyRecord {
-                snapshot: true,
-                source: src.to_string(),
-                created: now(),
-                mechanism: Mechanism::DiskCopy.name().into(),
-                copying: Some(0),
-                paused: None,
-                held_since: None,
                 group: Some(gid.clone()),
+                ..CopyRecord::started(true, src.as_str(), Mechanism::DiskCopy, now_s())
             };
+            let file = copy_file_for(&disk, &file, &snap)?;
             let created = self
                 .rds
-                .create_disk(&NewDisk {
-                    slot: snap.clone(),
-                    file: copy_file_for(&disk, &file, &snap)?,
-                    size: disk.size,
-                    nqn: ids::nqn(&self.cfg.nqn_prefix, &snap)
-                        .expect("snapshot ids make valid NQNs"),
-                    port: self.cfg.nvme_port,
-                    comment: record.to_comment(),
-                    copy_from: None,
-                    server_nqn_supported: false,
-                    export: false,
-                })
+                .create_disk(&self.snapshot_disk(&snap, &file, disk.size, record.to_comment()))
                 .await
                 .map_err(ServiceError::rds(&context))?;
             members.push(Member { disk: created, record });

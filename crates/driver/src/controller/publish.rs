@@ -193,7 +193,7 @@ impl Backend {
             }
         }
         Ok(ControllerPublishVolumeResponse {
-            publish_context: self.publish_context(&disk, &req, node),
+            publish_context: self.publish_context(&disk, &changed, &req, node),
         })
     }
 
@@ -203,6 +203,7 @@ impl Backend {
     fn publish_context(
         &self,
         disk: &routeros::ops::Disk,
+        changed: &HashMap<String, String>,
         req: &ControllerPublishVolumeRequest,
         node: &str,
     ) -> HashMap<String, String> {
@@ -221,9 +222,9 @@ impl Backend {
         }
         // Reconnect parameters changed by ControllerModifyVolume: the node prefers these to
         // the (immutable) volume context at its next stage.
-        for (k, v) in crate::core::mutable::recorded(&disk.comment) {
+        for (k, v) in changed {
             if k != key::MIGRATION_TIMEOUT {
-                out.insert(k, v);
+                out.insert(k.clone(), v.clone());
             }
         }
         // The node checks its device against it (volumes only grow, so an older answer

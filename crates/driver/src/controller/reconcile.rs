@@ -126,18 +126,12 @@ impl Backend {
             if self.copies.is_running(&d.slot) {
                 continue;
             }
-            if let Err(e) = self.release_stale_hold(&record).await {
-                tracing::info!(copy = %d.slot, source = %record.source, reason = %e, "held export not given back yet");
-                continue;
-            }
-            // The interrupted copy is not of one instant: it starts again from the beginning
-            // at the next call for it.
-            let restart = CopyRecord { paused: None, held_since: None, copying: Some(0), ..record };
             let Ok(slot) = Slot::new(&d.slot) else { continue };
-            match self.rds.set_comment(&slot, &restart.to_comment()).await {
-                Ok(()) => given.push(restart.source),
+            // The copy starts again from the beginning at the next call for it.
+            match self.abandon_hold(&slot, &record).await {
+                Ok(_) => given.push(record.source),
                 Err(e) => {
-                    tracing::warn!(copy = %d.slot, error = %e, "could not clear the record of the hold; next run retries")
+                    tracing::info!(copy = %d.slot, source = %record.source, reason = %e, "held export not given back yet")
                 }
             }
         }

@@ -13,10 +13,7 @@
 //! resumes it, so the failure reaches the CO and the VolumeSnapshot's or PVC's events, not
 //! only a log line.
 
-use std::{
-    sync::Arc,
-    time::{SystemTime, UNIX_EPOCH},
-};
+use std::sync::Arc;
 
 use csi::v1::{
     CreateSnapshotRequest, CreateSnapshotResponse, DeleteSnapshotRequest, DeleteSnapshotResponse,
@@ -28,7 +25,7 @@ use routeros::{
     types::{FilePath, Slot},
 };
 
-use super::{backend::Backend, copying::Job, subvolumes::subvolume_of};
+use super::{attachments::now_s, backend::Backend, copying::Job, subvolumes::subvolume_of};
 use crate::{
     core::{
         ids,
@@ -42,10 +39,6 @@ fn invalid(msg: impl Into<String>) -> ServiceError {
     ServiceError::InvalidArgument(msg.into())
 }
 
-pub(super) fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
-}
-
 fn file_of(disk: &Disk) -> Result<FilePath, ServiceError> {
     disk.file.as_deref().and_then(|f| FilePath::new(f).ok()).ok_or_else(|| {
         ServiceError::FailedPrecondition(format!("disk {} is not a file disk", disk.slot))
@@ -53,7 +46,7 @@ fn file_of(disk: &Disk) -> Result<FilePath, ServiceError> {
 }
 
 /// The file of `slot` in the same directory as `beside`.
-pub(super) fn sibling(beside: &FilePath, slot: &Slot) -> Result<FilePath, ServiceError> {
+fn sibling(beside: &FilePath, slot: &Slot) -> Result<FilePath, ServiceError> {
     let dir = beside.parent().ok_or_else(|| invalid(format!("{beside} is not in a directory")))?;
     dir.join(&format!("{slot}.img")).map_err(|e| invalid(e.to_string()))
 }
@@ -72,6 +65,28 @@ pub(super) fn copy_file_for(
 }
 
 impl Backend {
+    /// The unexported disk item of snapshot `snap` over `file` (copied into, or a btrfs
+    /// snapshot's image), with the record `comment`.
+    pub(super) fn snapshot_disk(
+        &self,
+        snap: &Slot,
+        file: &FilePath,
+        size: u64,
+        comment: String,
+    ) -> NewDisk {
+        NewDisk {
+            slot: snap.clone(),
+            file: file.clone(),
+            size,
+            nqn: ids::nqn(&self.cfg.nqn_prefix, snap).expect("snapshot ids make valid NQNs"),
+            port: self.cfg.nvme_port,
+            comment,
+            copy_from: None,
+            server_nqn_supported: false,
+            export: false,
+        }
+    }
+
     pub(super) fn snapshot_of(&self, disk: &Disk, record: Option<&CopyRecord>) -> Snapshot {
         Snapshot {
             size_bytes: disk.size as i64,
@@ -151,16 +166,7 @@ impl Backend {
                 .map_err(|e| invalid(e.to_string()))?,
             _ => copy_file_for(&src, &src_file, &snap)?,
         };
-        let mut record = CopyRecord {
-            snapshot: true,
-            source: source.to_string(),
-            created: now(),
-            mechanism: mechanism.name().into(),
-            copying: Some(0),
-            paused: None,
-            held_since: None,
-            group: None,
-        };
+        let mut record = CopyRecord::started(true, source.as_str(), mechanism, now_s());
         if matches!(mechanism, Mechanism::FileCopy | Mechanism::CopyFrom)
             && self.may_be_written(&src).await?
         {
@@ -172,15 +178,8 @@ impl Backend {
             )));
         }
         let new_disk = |comment: String, copy_from: Option<Slot>| NewDisk {
-            slot: snap.clone(),
-            file: file.clone(),
-            size: src.size,
-            nqn: ids::nqn(&self.cfg.nqn_prefix, &snap).expect("snapshot ids make valid NQNs"),
-            port: self.cfg.nvme_port,
-            comment,
             copy_from,
-            server_nqn_supported: false,
-            export: false,
+            ..self.snapshot_disk(&snap, &file, src.size, comment)
         };
         let ready = match mechanism {
             Mechanism::DiskCopy => {
@@ -294,7 +293,7 @@ impl Backend {
     }
 
     /// Snapshots of this driver among `disks`: under the allowed paths, with a snapshot record.
-    pub(super) fn snapshots_of(&self, disks: &[Disk]) -> Vec<Snapshot> {
+    fn snapshots_of(&self, disks: &[Disk]) -> Vec<Snapshot> {
         disks
             .iter()
             .filter(|d| {
@@ -443,15 +442,6 @@ impl Backend {
 
     /// The comment of a volume being filled from `source`.
     pub fn fill_record(source: &Disk) -> CopyRecord {
-        CopyRecord {
-            snapshot: false,
-            source: source.slot.clone(),
-            created: now(),
-            mechanism: Mechanism::DiskCopy.name().into(),
-            copying: Some(0),
-            paused: None,
-            held_since: None,
-            group: None,
-        }
+        CopyRecord::started(false, &source.slot, Mechanism::DiskCopy, now_s())
     }
 }

@@ -27,6 +27,15 @@ fn int(key: &str, value: &str, min: i64, max: i64, form: &str) -> Result<String,
     }
 }
 
+/// The value of `compress` (StorageClass, VolumeAttributesClass).
+pub fn compress(v: &str) -> Result<bool, String> {
+    match v {
+        "yes" | "true" => Ok(true),
+        "no" | "false" => Ok(false),
+        _ => Err(format!("parameter compress={v:?} is invalid: expected yes or no")),
+    }
+}
+
 /// Parses ControllerModifyVolume's `mutable_parameters`: any other key is an error naming the
 /// mutable ones.
 pub fn parse(params: &HashMap<String, String>) -> Result<Mutable, String> {
@@ -37,15 +46,7 @@ pub fn parse(params: &HashMap<String, String>) -> Result<Mutable, String> {
         let v = params[key].as_str();
         let (name, value) = match key.as_str() {
             "compress" => {
-                m.compress = Some(match v {
-                    "yes" | "true" => true,
-                    "no" | "false" => false,
-                    _ => {
-                        return Err(format!(
-                            "parameter compress={v:?} is invalid: expected yes or no"
-                        ));
-                    }
-                });
+                m.compress = Some(compress(v)?);
                 continue;
             }
             "migrationTimeoutSeconds" => {

@@ -106,11 +106,7 @@ pub fn parse(
                     }
                 }
             }
-            "compress" => {
-                p.compress =
-                    crate::core::mutable::parse(&HashMap::from([(key.clone(), value.clone())]))?
-                        .compress
-            }
+            "compress" => p.compress = Some(crate::core::mutable::compress(value)?),
             "nvmePort" => p.nvme_port = Some(int(key, value, 1u16, 65535, "a TCP port 1-65535")?),
             "ctrlLossTmo" => {
                 p.ctrl_loss_tmo =

@@ -137,6 +137,20 @@ pub struct CopyRecord {
 }
 
 impl CopyRecord {
+    /// The record of a copy about to start: nothing copied, no hold, no group.
+    pub fn started(snapshot: bool, source: &str, mechanism: Mechanism, created: i64) -> CopyRecord {
+        CopyRecord {
+            snapshot,
+            source: source.to_string(),
+            created,
+            mechanism: mechanism.name().into(),
+            copying: Some(0),
+            paused: None,
+            held_since: None,
+            group: None,
+        }
+    }
+
     pub fn ready(&self) -> bool {
         self.copying.is_none()
     }

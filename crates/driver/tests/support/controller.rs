@@ -28,7 +28,18 @@ pub async fn start(transport: &str) -> (Rds, Daemon, ControllerClient<Channel>) 
 }
 
 pub async fn start_on(rds: Rds, transport: &str) -> (Rds, Daemon, ControllerClient<Channel>) {
-    let daemon = Daemon::start_owned(&rds.flags(transport));
+    start_with_flags(rds, transport, &[]).await
+}
+
+/// [`start_on`] with `extra` controller flags.
+pub async fn start_with_flags(
+    rds: Rds,
+    transport: &str,
+    extra: &[&str],
+) -> (Rds, Daemon, ControllerClient<Channel>) {
+    let mut flags = rds.flags(transport);
+    flags.extend(extra.iter().map(|f| f.to_string()));
+    let daemon = Daemon::start_owned(&flags);
     // Ready (connected) and the RouterOS version learnt, so round trips below are the RPCs' own.
     for _ in 0..200 {
         let ready = daemon.http_get("/readyz").0 == 200;

@@ -22,6 +22,32 @@ use serde_json::Value;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_rds-csi");
+
+/// Whether this process is root and has `tools`; otherwise prints why the `suite` tests skip
+/// (`root_why`: what root is needed for), and under `CI` fails: they must run there.
+pub fn root_with(tools: &[&str], root_why: &str, suite: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|t| {
+            !Command::new("sh")
+                .arg("-c")
+                .arg(format!("command -v {t}"))
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .collect();
+    let why = match (root, missing.is_empty()) {
+        (true, true) => return true,
+        (false, _) => format!("needs root ({root_why})"),
+        (_, false) => format!("needs {}", tools.join(", ")),
+    };
+    assert!(std::env::var_os("CI").is_none(), "the {suite} tests must run in CI: {why}");
+    eprintln!("SKIPPED: {why}");
+    false
+}
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A running `rds-csi serve`, killed on drop if still running.
