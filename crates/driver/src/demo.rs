@@ -195,7 +195,10 @@ pub async fn run(fs: String, storage_fencing: bool) -> Result<(), String> {
         rds_orphan_interval_seconds: 0,
         rds_orphan_grace_seconds: 3600,
         delete_rds_orphans: false,
-        snapshot_pause_max_seconds: 10,
+        // The demo's snapshot holds the writes of its published 2 GiB volume while it is
+        // copied; it also runs in the VM under software emulation (tests/node_vm.rs), where
+        // the copy can take longer than the 10 s default and would be refused.
+        snapshot_pause_max_seconds: 120,
     };
     // The demo's walk is short: no background loops.
     let node =
