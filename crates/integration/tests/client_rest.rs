@@ -48,6 +48,9 @@ async fn every_operation_over_https_with_a_pinned_certificate() {
         1
     );
     assert_eq!(rds.system().await.unwrap().version_number(), Some((7, 21)));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let clock = rds.clock().await.unwrap();
+    assert!(clock.time.is_some_and(|t| t.abs_diff(now as i64) < 5), "{clock:?} vs {now}");
 
     let before = t.round_trips();
     let file = FilePath::new("storage-pool/metal-csi/pvc-r.img").unwrap();

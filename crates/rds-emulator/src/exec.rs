@@ -5,7 +5,10 @@
 //! Like RouterOS, a line runs statement by statement and stops at the first error, whose text
 //! is printed after any output so far (exit status 0 by default, see `Behaviour`).
 
-use std::{collections::HashMap, time::Instant};
+use std::{
+    collections::HashMap,
+    time::{Instant, SystemTime},
+};
 
 use regex::Regex;
 use routeros::{
@@ -198,6 +201,7 @@ impl Exec<'_> {
             (["file"], "remove") => self.file_remove(stmt),
             (["file"], "copy") => self.file_copy(stmt),
             (["system", "resource"], "print") => self.print_singleton(stmt, self.resource()),
+            (["system", "clock"], "print") => self.print_singleton(stmt, clock(SystemTime::now())),
             (["system", "identity"], "print") => {
                 let name = vec![("name".to_string(), PropValue::Str(self.store.identity().into()))];
                 self.print_singleton(stmt, name)
@@ -561,6 +565,21 @@ pub(crate) fn io_failure(e: std::io::Error) -> ExecError {
 
 fn kv_line(props: &[(String, PropValue)]) -> String {
     props.iter().map(|(k, v)| format!("{k}={}", v.raw())).collect::<Vec<_>>().join(";")
+}
+
+/// `/system clock` at `t`: the emulator's clock runs in UTC.
+fn clock(t: SystemTime) -> Vec<(String, PropValue)> {
+    let stamp = timestamp(t);
+    let (date, time) = stamp.split_once(' ').unwrap_or_default();
+    let b = |s: &str| PropValue::Bare(s.to_string());
+    vec![
+        ("time".into(), b(time)),
+        ("date".into(), b(date)),
+        ("time-zone-autodetect".into(), b("no")),
+        ("time-zone-name".into(), b("UTC")),
+        ("gmt-offset".into(), b("+00:00")),
+        ("dst-active".into(), b("no")),
+    ]
 }
 
 /// `2026-11-22 00:50:00` (RouterOS 7.10+ style), UTC.

@@ -14,7 +14,7 @@ use std::{
 
 use crate::{
     error::RosError,
-    ops::{Answer, Disk, FileEntry, NewDisk, NewSubvolume, Op, Pool, Subvolume, SystemInfo},
+    ops::{Answer, Clock, Disk, FileEntry, NewDisk, NewSubvolume, Op, Pool, Subvolume, SystemInfo},
     transport::{Backoff, Transport},
     types::{FilePath, Nqn, Slot},
 };
@@ -361,6 +361,14 @@ impl Rds {
         match self.read(Op::System).await? {
             Answer::System(s) => Ok(s),
             other => Err(unexpected(&Op::System, other)),
+        }
+    }
+
+    /// The RDS's clock (`rds-csi doctor`).
+    pub async fn clock(&self) -> Result<Clock, RosError> {
+        match self.read(Op::Clock).await? {
+            Answer::Clock(c) => Ok(c),
+            other => Err(unexpected(&Op::Clock, other)),
         }
     }
 }

@@ -297,6 +297,13 @@ pub fn answer(op: &Op, output: &str) -> Result<Answer, RosError> {
         }
         return answer_from_rows(op, vec![map.clone()], Some(map));
     }
+    if let Op::Clock = op {
+        let map = singleton(output);
+        if !map.contains_key("time") {
+            return Err(classify(output));
+        }
+        return answer_from_rows(op, vec![map], None);
+    }
     let is_print = first.is_empty() || first.starts_with("Flags:") || entry_start(first).is_some();
     if !is_print {
         return Err(classify(output));

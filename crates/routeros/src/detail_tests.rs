@@ -135,6 +135,18 @@ fn errors_and_empty_prints() {
         panic!()
     };
     assert_eq!((s.version_number(), s.identity.as_str()), (Some((7, 20)), "lab"));
+    // `/system clock print` of RouterOS before 7.10 writes the date as `dec/01/2026`.
+    let clock = "      time: 21:15:00\n      date: dec/01/2026\n  time-zone-name: Europe/Riga\n      gmt-offset: +02:00\n";
+    let Ok(Answer::Clock(c)) = crate::ssh_answer::parse_ssh(&Op::Clock, clock, ReadFormat::Detail)
+    else {
+        panic!()
+    };
+    assert_eq!(c.time, crate::values::file_time("2026-12-01 21:15:00"));
+    assert_eq!((c.zone.as_str(), c.gmt_offset.as_deref()), ("Europe/Riga", Some("+02:00")));
+    assert_eq!(
+        answer(&Op::Clock, "bad command name clock\n").unwrap_err().label(),
+        "invalid_argument"
+    );
 }
 
 proptest! {

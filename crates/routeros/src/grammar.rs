@@ -16,7 +16,12 @@ impl Grammar for RdsGrammar {
         let p: Vec<&str> = path.iter().map(String::as_str).collect();
         matches!(
             p.as_slice(),
-            ["disk"] | ["file"] | ["system"] | ["system", "resource"] | ["system", "identity"]
+            ["disk"]
+                | ["file"]
+                | ["system"]
+                | ["system", "resource"]
+                | ["system", "identity"]
+                | ["system", "clock"]
         ) || (self.btrfs
             && matches!(p.as_slice(), ["disk", "btrfs"] | ["disk", "btrfs", "subvolume"]))
     }
@@ -29,7 +34,7 @@ impl Grammar for RdsGrammar {
                 ["print", "find", "remove"].contains(&command)
                     || (command == "copy" && self.file_copy)
             }
-            ["system", "resource"] => command == "print",
+            ["system", "resource"] | ["system", "clock"] => command == "print",
             ["system", "identity"] => ["print", "set"].contains(&command),
             ["disk", "btrfs", "subvolume"] => {
                 self.btrfs && ["add", "remove", "print", "find"].contains(&command)

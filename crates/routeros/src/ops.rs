@@ -91,6 +91,8 @@ pub enum Op {
         dst: FilePath,
     },
     System,
+    /// `/system clock`: the RDS's date and time (`rds-csi doctor`'s clock check).
+    Clock,
     /// `/disk/btrfs/subvolume add` (RouterOS 7.18+): a subvolume, or with `parent` a snapshot
     /// of that subvolume (docs/snapshots.md "btrfs").
     AddSubvolume(NewSubvolume),
@@ -128,6 +130,7 @@ impl Op {
                 | Op::ListFiles { .. }
                 | Op::Pool { .. }
                 | Op::System
+                | Op::Clock
                 | Op::GetSubvolume(_)
         )
     }
@@ -156,6 +159,7 @@ impl Op {
             Op::CopyDisk { .. } => "copy_disk",
             Op::CopyFile { .. } => "copy_file",
             Op::System => "system",
+            Op::Clock => "clock",
             Op::AddSubvolume(_) => "add_subvolume",
             Op::GetSubvolume(_) => "get_subvolume",
             Op::RemoveSubvolume(_) => "remove_subvolume",
@@ -179,7 +183,7 @@ impl Op {
             Op::ListDisks { slot_prefix } => slot_prefix.clone(),
             Op::RemoveLeftover { name, .. } => name.to_string(),
             Op::Pool { mount_point } => mount_point.clone(),
-            Op::System => String::new(),
+            Op::System | Op::Clock => String::new(),
             Op::AddSubvolume(v) => v.name.to_string(),
             Op::GetSubvolume(name) | Op::RemoveSubvolume(name) => name.to_string(),
         }
@@ -227,6 +231,16 @@ pub struct Pool {
     pub fs_label: Option<String>,
 }
 
+/// `/system clock print`: the RDS's time (read as UTC, like file times) and its zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Clock {
+    /// `date` and `time` as seconds since the epoch, read as UTC.
+    pub time: Option<i64>,
+    pub zone: String,
+    /// `gmt-offset` as printed (`+02:00`), when printed.
+    pub gmt_offset: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SystemInfo {
     /// `7.21 (stable)` as printed; see [`SystemInfo::version_number`].
@@ -256,6 +270,7 @@ pub enum Answer {
     Files(Vec<FileEntry>),
     Pool(Option<Pool>),
     System(SystemInfo),
+    Clock(Clock),
     MaybeSubvolume(Option<Subvolume>),
 }
 
@@ -340,6 +355,8 @@ fn pool_from(obj: &Map<String, Value>) -> Result<Pool, RosError> {
     })
 }
 
+pub use crate::values::file_time;
+
 fn file_from(obj: &Map<String, Value>) -> FileEntry {
     FileEntry {
         name: text(obj, "name").unwrap_or_default().trim_start_matches('/').to_string(),
@@ -349,36 +366,6 @@ fn file_from(obj: &Map<String, Value>) -> FileEntry {
             .or_else(|| text(obj, "creation-time"))
             .and_then(|t| file_time(&t)),
     }
-}
-
-/// `2025-11-11 16:47:07` (7.16+) or `nov/11/2025 16:47:07` (older) as seconds since the
-/// epoch, read as UTC.
-pub fn file_time(s: &str) -> Option<i64> {
-    let (date, time) = s.trim().split_once(' ')?;
-    let (y, m, d): (i64, i64, i64) = if let Some((mon, rest)) = date.split_once('/') {
-        const MONTHS: [&str; 12] =
-            ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
-        let m = MONTHS.iter().position(|x| x.eq_ignore_ascii_case(mon))? as i64 + 1;
-        let (d, y) = rest.split_once('/')?;
-        (y.parse().ok()?, m, d.parse().ok()?)
-    } else {
-        let mut p = date.split('-');
-        (p.next()?.parse().ok()?, p.next()?.parse().ok()?, p.next()?.parse().ok()?)
-    };
-    let mut t = time.split(':');
-    let (hh, mm, ss): (i64, i64, i64) =
-        (t.next()?.parse().ok()?, t.next()?.parse().ok()?, t.next()?.parse().ok()?);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
-        return None;
-    }
-    // Days from the civil date (H. Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
 }
 
 /// Turns the parsed rows of a read into the op's answer.
@@ -426,6 +413,16 @@ pub fn answer_from_rows(
                 version: text(resource, "version").unwrap_or_default(),
                 board: text(resource, "board-name").unwrap_or_default(),
                 identity,
+            })
+        }
+        Op::Clock => {
+            let row =
+                rows.first().ok_or_else(|| RosError::Unexpected("no /system clock".into()))?;
+            let (date, time) = (text(row, "date"), text(row, "time"));
+            Answer::Clock(Clock {
+                time: date.zip(time).and_then(|(d, t)| file_time(&format!("{d} {t}"))),
+                zone: text(row, "time-zone-name").unwrap_or_default(),
+                gmt_offset: text(row, "gmt-offset"),
             })
         }
         _ => Answer::Done,
@@ -580,6 +577,10 @@ pub fn ssh_line(op: &Op, format: ReadFormat) -> String {
                                  :put [:serialize to=json [/system identity print as-value]]"
                 .to_string(),
             ReadFormat::Detail => "/system resource print; /system identity print".to_string(),
+        },
+        Op::Clock => match format {
+            ReadFormat::Json => ":put [:serialize to=json [/system clock print as-value]]".into(),
+            ReadFormat::Detail => "/system clock print".into(),
         },
     }
 }

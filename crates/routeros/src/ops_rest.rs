@@ -127,6 +127,7 @@ pub fn rest_calls(op: &Op) -> Vec<RestCall> {
             call("GET", "/system/resource".into(), None),
             call("GET", "/system/identity".into(), None),
         ],
+        Op::Clock => vec![call("GET", "/system/clock".into(), None)],
         Op::AddSubvolume(v) => {
             let mut body = json!({"fs": v.fs, "name": v.name.as_str()});
             if let Some(parent) = &v.parent {
@@ -200,6 +201,7 @@ pub fn parse_rest(op: &Op, bodies: &[Value]) -> Result<Answer, RosError> {
             };
             answer_from_rows(op, rows(0)?, identity)
         }
+        Op::Clock => answer_from_rows(op, rows(0)?, None),
         _ => Ok(Answer::Done),
     }
 }

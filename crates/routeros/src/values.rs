@@ -84,6 +84,36 @@ pub fn parse_bool(s: &str) -> Option<bool> {
     }
 }
 
+/// `2025-11-11 16:47:07` (7.16+) or `nov/11/2025 16:47:07` (older) as seconds since the
+/// epoch, read as UTC.
+pub fn file_time(s: &str) -> Option<i64> {
+    let (date, time) = s.trim().split_once(' ')?;
+    let (y, m, d): (i64, i64, i64) = if let Some((mon, rest)) = date.split_once('/') {
+        const MONTHS: [&str; 12] =
+            ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
+        let m = MONTHS.iter().position(|x| x.eq_ignore_ascii_case(mon))? as i64 + 1;
+        let (d, y) = rest.split_once('/')?;
+        (y.parse().ok()?, m, d.parse().ok()?)
+    } else {
+        let mut p = date.split('-');
+        (p.next()?.parse().ok()?, p.next()?.parse().ok()?, p.next()?.parse().ok()?)
+    };
+    let mut t = time.split(':');
+    let (hh, mm, ss): (i64, i64, i64) =
+        (t.next()?.parse().ok()?, t.next()?.parse().ok()?, t.next()?.parse().ok()?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    // Days from the civil date (H. Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;

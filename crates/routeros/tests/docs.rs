@@ -49,6 +49,7 @@ pub fn samples() -> Vec<Op> {
         },
         Op::CopyFile { src: file, dst: FilePath::new("storage-pool/metal-csi/pvc-2.img").unwrap() },
         Op::System,
+        Op::Clock,
         Op::AddSubvolume(NewSubvolume {
             fs: "btrfs-pool-fs".into(),
             name: Slot::new("pvc-1").unwrap(),
