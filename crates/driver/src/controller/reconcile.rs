@@ -33,7 +33,7 @@ use super::{
     leader::Leadership,
 };
 use crate::core::{
-    ids,
+    inventory::{OrphanCandidate, orphan_candidates},
     sightings::{Decision, Sightings},
     snapshots::CopyRecord,
 };
@@ -286,55 +286,13 @@ impl Backend {
                 }
             }
         }
-        let norm = |p: &str| FilePath::new(p).map(|f| f.as_str().to_string()).unwrap_or_default();
-        let file_times: HashMap<String, Option<i64>> =
-            files.iter().map(|e| (norm(&e.name), e.modified)).collect();
-        let disk_files: HashSet<String> =
-            disks.iter().filter_map(|d| d.file.as_deref()).map(norm).collect();
-        let mut found = Vec::new();
-        for d in &disks {
-            let Some(file) = d.file.as_deref().and_then(|p| FilePath::new(p).ok()) else {
-                continue;
-            };
-            if !ids::is_managed_volume_id(&d.slot)
-                || !self.is_managed(&file)
-                || handles.contains(&d.slot)
-            {
-                continue;
-            }
-            if CopyRecord::from_comment(&d.comment).is_some_and(|r| !r.ready()) {
-                tracing::debug!(slot = %d.slot, "RDS orphan report: a copy into it is running; not a candidate");
-                continue;
-            }
-            let made = ids::comment_created(&d.comment)
-                .or_else(|| file_times.get(file.as_str()).copied().flatten());
-            found.push(("disk", d.slot.clone(), file.as_str().to_string(), made));
-        }
-        for e in &files {
-            let name = norm(&e.name);
-            let stem = name.rsplit('/').next().and_then(|n| n.strip_suffix(".img")).unwrap_or("");
-            if e.kind == "directory"
-                || !ids::is_managed_volume_id(stem)
-                || disk_files.contains(&name)
-                || handles.contains(stem)
-            {
-                continue;
-            }
-            found.push(("file", name.clone(), name, e.modified));
-        }
         let grace = self.cfg.reconcile.rds_orphan_grace_s;
+        let found =
+            orphan_candidates(&disks, &files, &handles, |f| self.is_managed(f), now_s, grace);
         let mut out = Vec::new();
         let mut now_keys = HashSet::new();
-        for (kind, name, file, made) in found {
+        for OrphanCandidate { kind, name, file, age_s } in found {
             let key = format!("{kind}:{name}");
-            let age_s = made.map(|t| now_s.saturating_sub(t));
-            // Younger than the grace period it is not an orphan yet (its PV may be on its
-            // way: the provisioner writes it after CreateVolume answers). An unknown age is
-            // reported, never deleted.
-            if age_s.is_some_and(|a| a < grace) {
-                tracing::debug!(kind, name = %name, age_s, "RDS orphan report: no PV yet, but younger than the grace period");
-                continue;
-            }
             let twice = state.previous_orphans.contains(&key);
             now_keys.insert(key);
             let action = if self.cfg.reconcile.delete_rds_orphans && age_s.is_some() && twice {

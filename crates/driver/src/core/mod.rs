@@ -10,6 +10,7 @@ pub mod context;
 pub mod fabrics;
 pub mod fencing;
 pub mod ids;
+pub mod inventory;
 pub mod lease;
 pub mod mount_options;
 pub mod mountinfo;
