@@ -16,7 +16,7 @@ use driver::controller::{
     kube_cluster::KubeCluster,
     leader::Elector,
 };
-use driver::core::lease::Timing;
+use driver::{core::lease::Timing, tools::cluster::ClusterReader};
 use http::{Request, Response};
 use kube::client::Body;
 use serde_json::{Value, json};
@@ -203,6 +203,11 @@ async fn the_driver_roles_grant_exactly_the_calls_the_code_makes() {
     assert!(leadership.is_leader());
     task.abort();
     Elector::release(&api, &name, &identity, Duration::from_secs(2)).await;
+    // The operator tools, run in the controller pod with its service account.
+    let tools = ClusterReader::new(client.clone(), DRIVER, Duration::from_secs(5));
+    assert_eq!(tools.view().await.unwrap().attachments.len(), 1);
+    let _ = tools.csidriver().await; // the mock answers no CSIDriver body: only the call counts
+    tools.images(NS).await.unwrap();
 
     let (cluster_role, role) = granted();
     let calls = seen.lock().unwrap().clone();
@@ -228,11 +233,13 @@ async fn the_driver_roles_grant_exactly_the_calls_the_code_makes() {
             "/persistentvolumes:list",
             "/persistentvolumes:patch",
             "/persistentvolumes:watch",
+            "/pods:list",
             "coordination.k8s.io/leases:create",
             "coordination.k8s.io/leases:get",
             "coordination.k8s.io/leases:update",
             "events.k8s.io/events:create",
             "events.k8s.io/events:patch",
+            "storage.k8s.io/csidrivers:get",
             "storage.k8s.io/csinodes:list",
             "storage.k8s.io/csinodes:watch",
             "storage.k8s.io/volumeattachments:delete",

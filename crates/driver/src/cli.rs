@@ -12,6 +12,7 @@ use crate::{
     names::{topology_zone_key, validate_driver_name},
     node::config::{NodeArgs, NodeConfig},
     rds::{RdsArgs, RdsConfig},
+    tools::{DoctorArgs, OrphansArgs, ToolArgs},
 };
 
 #[derive(Debug, Parser)]
@@ -43,6 +44,20 @@ pub enum Command {
     /// its life (create, stage, publish, write, expand, snapshot, restore, unstage, delete),
     /// printing every step. Without root: the controller steps only.
     Demo(DemoArgs),
+    /// Every managed disk on the RDS: size, file, export, PVC, holders, state (bound, orphan,
+    /// new, copying, leftover-file; unknown without cluster access).
+    Volumes(Box<ToolArgs>),
+    /// Snapshots on the RDS: source, mechanism, ready or copying (how far), size, group.
+    Snapshots(Box<ToolArgs>),
+    /// VolumeAttachments of this driver with the storage fence of each node and the window
+    /// left of live migrations (needs cluster access).
+    Attachments(Box<ToolArgs>),
+    /// What the orphan reconciler would report; with --delete, deletes it (asks first).
+    Orphans(Box<OrphansArgs>),
+    /// Checks the RDS connection, host key, RouterOS features, pool space, clock, NVMe/TCP
+    /// port, kernel modules, host NQN, NQN prefixes, CSIDriver and sidecars: OK/WARN/FAIL
+    /// with the fix.
+    Doctor(Box<DoctorArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -60,6 +75,10 @@ pub struct DemoArgs {
         action = clap::ArgAction::Set
     )]
     pub storage_fencing: bool,
+    /// Keep the emulator's state in DIR and leave the demo's restored volume and snapshot
+    /// there, to look at with the operator tools (`rds-csi volumes --emulated-rds DIR`).
+    #[arg(long, value_name = "DIR")]
+    pub keep: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -13,7 +13,7 @@
 use std::{
     collections::HashMap,
     os::unix::fs::FileExt,
-    path::{Path, PathBuf},
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -88,27 +88,21 @@ fn create(
         name: name.into(),
         capacity_range: Some(CapacityRange { required_bytes: bytes, limit_bytes: 0 }),
         volume_capabilities: vec![capability(fs)],
-        parameters: HashMap::from([("csi.storage.k8s.io/fstype".into(), fs.into())]),
+        // As csi-provisioner's --extra-create-metadata passes them: the PVC goes into the
+        // disk comment, where `rds-csi volumes` shows it.
+        parameters: HashMap::from([
+            ("csi.storage.k8s.io/fstype".into(), fs.into()),
+            ("csi.storage.k8s.io/pvc/namespace".into(), "demo".into()),
+            ("csi.storage.k8s.io/pvc/name".into(), demo_pvc(name).into()),
+        ]),
         volume_content_source: source.map(|t| VolumeContentSource { r#type: Some(t) }),
         ..Default::default()
     }
 }
 
-async fn channel(socket: &Path) -> Result<Channel, String> {
-    let socket = socket.to_path_buf();
-    tonic::transport::Endpoint::try_from("http://[::1]:50051")
-        .map_err(err)?
-        .connect_timeout(Duration::from_secs(5))
-        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-            let socket = socket.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(socket).await?,
-                ))
-            }
-        }))
-        .await
-        .map_err(err)
+/// The demo's PVC names: `data` and, for the restore, `data-restored`.
+fn demo_pvc(volume: &str) -> &'static str {
+    if volume == SOURCE { "data" } else { "data-restored" }
 }
 
 /// The node's tools this demo needs, when absent from PATH.
@@ -129,9 +123,10 @@ fn is_root() -> bool {
 }
 
 /// Runs the demo; returns an error message on failure.
-pub async fn run(fs: String, storage_fencing: bool) -> Result<(), String> {
+pub async fn run(fs: String, storage_fencing: bool, keep: Option<PathBuf>) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(err)?;
     let base = dir.path();
+    let rds_dir = keep.clone().unwrap_or_else(|| base.join("rds"));
     println!(
         "rds-csi {} demo: controller and node against the embedded RDS emulator",
         crate::version::VERSION
@@ -160,8 +155,8 @@ pub async fn run(fs: String, storage_fencing: bool) -> Result<(), String> {
     };
     let nvmet =
         (plane == Some(DataPlaneKind::NvmeTcp)).then(|| "127.0.0.1:4420".parse().expect("address"));
-    let rds = emulated::start(&base.join("rds"), nvmet).await?;
-    println!("  RDS emulator: SSH {}, data in {}", rds.ssh_address, base.join("rds").display());
+    let rds = emulated::start(&rds_dir, nvmet).await?;
+    println!("  RDS emulator: SSH {}, data in {}", rds.ssh_address, rds_dir.display());
     match plane {
         Some(DataPlaneKind::NvmeTcp) => {
             println!("  data plane: NVMe/TCP (kernel target on 127.0.0.1:4420, native connect)")
@@ -223,7 +218,7 @@ pub async fn run(fs: String, storage_fencing: bool) -> Result<(), String> {
     }));
     let mut identity = None;
     for _ in 0..100 {
-        if let Ok(ch) = channel(&socket).await {
+        if let Ok(ch) = crate::endpoint::unix_channel(&socket).await {
             identity = Some(IdentityClient::new(ch));
             break;
         }
@@ -244,7 +239,7 @@ pub async fn run(fs: String, storage_fencing: bool) -> Result<(), String> {
         socket.display()
     );
 
-    let ch = channel(&socket).await?;
+    let ch = crate::endpoint::unix_channel(&socket).await?;
     let mut steps =
         Steps { emu: &rds.emu, seen: rds.emu.command_log().len(), started: Instant::now() };
     let mut walk = Walk {
@@ -254,6 +249,7 @@ pub async fn run(fs: String, storage_fencing: bool) -> Result<(), String> {
         steps: &mut steps,
         fs,
         files: rds.files.clone(),
+        keep: keep.is_some(),
     };
     // Ctrl-C stops the walk, and the cleanup below still unmounts and detaches.
     let result = tokio::select! {
@@ -269,6 +265,12 @@ pub async fn run(fs: String, storage_fencing: bool) -> Result<(), String> {
     println!(
         "\ndemo complete: every step above ran through the real CSI gRPC API against the emulator."
     );
+    if let Some(dir) = keep {
+        println!(
+            "kept in {0}: look with `rds-csi volumes --emulated-rds {0}` (and snapshots, doctor)",
+            dir.display()
+        );
+    }
     Ok(())
 }
 
@@ -279,6 +281,8 @@ struct Walk<'a, 'e> {
     steps: &'a mut Steps<'e>,
     files: PathBuf,
     fs: String,
+    /// `--keep`: the restored volume and the snapshot stay.
+    keep: bool,
 }
 
 const NODE: &str = "demo-node";
@@ -564,6 +568,10 @@ impl Walk<'_, '_> {
     }
 
     async fn delete_all(&mut self, snap: &Snapshot) -> Result<(), String> {
+        if self.keep {
+            println!("\n  --keep: the volumes and the snapshot stay on the emulated RDS");
+            return Ok(());
+        }
         self.steps.begin("DeleteVolume x2, DeleteSnapshot");
         for id in [SOURCE, RESTORED] {
             self.c

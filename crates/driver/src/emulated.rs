@@ -29,6 +29,11 @@ pub struct EmulatedRds {
     pub nvmet: Option<SocketAddr>,
 }
 
+/// The file a running emulator leaves in its directory: its SSH address and host key
+/// fingerprint, one per line, so that the operator tools (`rds-csi volumes --emulated-rds
+/// DIR`) reach it over SSH like a real RDS.
+pub const ENDPOINT_FILE: &str = "ssh-endpoint";
+
 /// The loop root of an emulator whose data directory is `dir`.
 pub fn files_dir(dir: &Path) -> PathBuf {
     dir.join(FILES_DIR)
@@ -56,6 +61,8 @@ pub async fn start(dir: &Path, nvmet: Option<SocketAddr>) -> Result<EmulatedRds,
     let key_file = dir.join("client_ed25519");
     let ssh::Loopback { address, fingerprint, .. } =
         ssh::serve_loopback(emu.clone(), &key_file).await?;
+    std::fs::write(dir.join(ENDPOINT_FILE), format!("{address}\n{fingerprint}\n"))
+        .map_err(|e| format!("--emulated-rds {}: {e}", dir.display()))?;
     let mut opts = routeros::ssh::SshOptions::new(
         &address.to_string(),
         "admin",

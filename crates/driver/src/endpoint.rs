@@ -63,6 +63,24 @@ pub fn parse_metrics_address(s: &str) -> Result<Option<SocketAddr>, String> {
     })
 }
 
+/// A gRPC channel to a unix socket (the demo's client side), connecting within 5 s.
+pub async fn unix_channel(socket: &std::path::Path) -> Result<tonic::transport::Channel, String> {
+    let socket = socket.to_path_buf();
+    tonic::transport::Endpoint::try_from("http://[::1]:50051")
+        .map_err(|e| e.to_string())?
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let socket = socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
+        }))
+        .await
+        .map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

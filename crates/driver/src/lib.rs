@@ -27,4 +27,5 @@ pub mod readiness;
 pub mod rpc;
 pub mod server;
 pub mod telemetry;
+pub mod tools;
 pub mod version;

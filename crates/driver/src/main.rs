@@ -5,15 +5,16 @@ use std::process::ExitCode;
 use clap::Parser;
 use driver::{
     cli::{Cli, Command},
-    server, telemetry,
+    server, telemetry, tools,
 };
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The demo prints its own walkthrough; its logs stay quiet unless a level is asked for.
+    // The demo and the operator tools print their own output; their logs stay quiet unless a
+    // level is asked for.
     let explicit_level = std::env::args().any(|a| a.starts_with("--log-level"))
         || std::env::var_os("RDS_CSI_LOG_LEVEL").is_some();
-    let level = if matches!(cli.command, Command::Demo(_)) && !explicit_level {
+    let level = if !matches!(cli.command, Command::Serve(_)) && !explicit_level {
         "warn"
     } else {
         cli.log_level.as_str()
@@ -26,13 +27,30 @@ fn main() -> ExitCode {
         Command::Serve(args) => *args,
         Command::Demo(demo) => {
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-            return match runtime.block_on(driver::demo::run(demo.fs_type, demo.storage_fencing)) {
+            return match runtime.block_on(driver::demo::run(
+                demo.fs_type,
+                demo.storage_fencing,
+                demo.keep,
+            )) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: demo failed: {e}");
                     ExitCode::FAILURE
                 }
             };
+        }
+        tool => {
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            return tools::exit(runtime.block_on(async {
+                match &tool {
+                    Command::Volumes(a) => tools::listing::volumes(a).await,
+                    Command::Snapshots(a) => tools::listing::snapshots(a).await,
+                    Command::Attachments(a) => tools::listing::attachments(a).await,
+                    Command::Orphans(a) => tools::orphans::run(a).await,
+                    Command::Doctor(a) => tools::doctor::run(a).await,
+                    Command::Serve(_) | Command::Demo(_) => unreachable!("handled above"),
+                }
+            }));
         }
     };
     let config = match args.validate() {

@@ -24,17 +24,10 @@ use crate::{
 /// (when the cluster records attachments; without Kubernetes the grants are the only record
 /// and never expire).
 const UNRECORDED_TTL: Duration = Duration::from_secs(120);
-/// The allow list of a disk no node may reach (storage fencing with no holder left): an
-/// empty list would mean "any host".
-pub const FENCED_HOST_NQN: &str = "nqn.2000-02.io.srvlab.rds-csi:fenced";
-pub use crate::core::context::publish::{CAPACITY, HOST_NQN, READONLY};
-
-/// A node's host NQN under storage fencing: derived from its node id, so the controller
-/// knows it without asking the node (`nqn.2014-08.org.nvmexpress:uuid:<uuid v5>`).
-pub fn host_nqn_for(node_id: &str) -> String {
-    const NS: uuid::Uuid = uuid::Uuid::from_u128(0x5d3c_3f4e_7a1b_4c2d_9e8f_0a1b_2c3d_4e5f);
-    format!("nqn.2014-08.org.nvmexpress:uuid:{}", uuid::Uuid::new_v5(&NS, node_id.as_bytes()))
-}
+pub use crate::core::{
+    context::publish::{CAPACITY, HOST_NQN, READONLY},
+    fencing::{FENCED_HOST_NQN, host_nqn_for},
+};
 
 pub struct Fencing {
     pub cluster: Box<dyn Cluster>,

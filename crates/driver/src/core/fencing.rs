@@ -12,6 +12,17 @@
 //! - A holder whose Kubernetes Node object no longer exists does not block (the node is gone
 //!   for good); a NotReady node keeps its fence (it may be partitioned and still writing).
 
+/// The allow list of a disk no node may reach (storage fencing with no holder left): an
+/// empty list would mean "any host".
+pub const FENCED_HOST_NQN: &str = "nqn.2000-02.io.srvlab.rds-csi:fenced";
+
+/// A node's host NQN under storage fencing: derived from its node id, so the controller
+/// knows it without asking the node (`nqn.2014-08.org.nvmexpress:uuid:<uuid v5>`).
+pub fn host_nqn_for(node_id: &str) -> String {
+    const NS: uuid::Uuid = uuid::Uuid::from_u128(0x5d3c_3f4e_7a1b_4c2d_9e8f_0a1b_2c3d_4e5f);
+    format!("nqn.2014-08.org.nvmexpress:uuid:{}", uuid::Uuid::new_v5(&NS, node_id.as_bytes()))
+}
+
 /// How many nodes may hold a volume.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {

@@ -12,7 +12,11 @@ use routeros::{
 };
 use serde::Serialize;
 
-use super::{ids, snapshots::CopyRecord};
+use super::{
+    fencing::{FENCED_HOST_NQN, host_nqn_for},
+    ids,
+    snapshots::CopyRecord,
+};
 
 /// The migration window of a PV without `migrationTimeoutSeconds` (StorageClass default).
 pub const DEFAULT_MIGRATION_TIMEOUT_S: i64 = 300;
@@ -160,6 +164,10 @@ pub struct VolumeRow {
     pub holders: Vec<String>,
     /// The disk's NVMe/TCP allow list (empty: any host).
     pub allowed_hosts: Vec<String>,
+    /// The allow list for people: `any host`, `no host (fenced)`, or the nodes it names (the
+    /// nodes of the cluster's VolumeAttachments are recognised by their host NQN), `+N` for
+    /// hosts not recognised.
+    pub allows: String,
     /// `bound` (a PV uses it), `orphan` (no PV, older than the grace period), `new` (no PV
     /// yet, younger), `copying` (a clone or restore is filling it), `leftover-file` (a managed
     /// file without a disk), `unknown` (no cluster access: PVs not read).
@@ -174,6 +182,31 @@ fn comment_pvc(comment: &str) -> Option<String> {
     let mut words = comment.split_whitespace();
     (words.next()? == "rds-csi").then_some(())?;
     words.find_map(|w| w.strip_prefix("pvc=")).map(str::to_string)
+}
+
+/// [`VolumeRow::allows`].
+fn allows(hosts: &[String], cluster: Option<&ClusterView>) -> String {
+    if hosts.is_empty() {
+        return "any host".into();
+    }
+    if hosts.iter().all(|h| h == FENCED_HOST_NQN) {
+        return "no host (fenced)".into();
+    }
+    let nodes: HashMap<String, &str> = cluster
+        .map(|c| c.attachments.iter().map(|a| (host_nqn_for(&a.node), a.node.as_str())).collect())
+        .unwrap_or_default();
+    let mut named: Vec<&str> = hosts.iter().filter_map(|h| nodes.get(h).copied()).collect();
+    named.sort();
+    named.dedup();
+    let unknown = hosts.iter().filter(|h| !nodes.contains_key(*h)).count();
+    let mut out = named.join(",");
+    if unknown > 0 {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str(&format!("+{unknown} host(s)"));
+    }
+    out
 }
 
 /// The rows of `rds-csi volumes`: every managed volume disk, and every managed file without a
@@ -210,6 +243,7 @@ pub fn volumes(
             pv: pv.map(|p| p.name.clone()),
             holders: cluster.map(|c| c.attached_nodes(&d.slot)).unwrap_or_default(),
             allowed_hosts: d.allowed_hosts.clone(),
+            allows: allows(&d.allowed_hosts, cluster),
             state,
             age_s,
             source: record.map(|r| r.source),
@@ -239,6 +273,7 @@ pub fn volumes(
             pv: pv.map(|p| p.name.clone()),
             holders: Vec::new(),
             allowed_hosts: Vec::new(),
+            allows: String::new(),
             state: "leftover-file",
             age_s: e.modified.map(|t| now_s.saturating_sub(t)),
             source: None,

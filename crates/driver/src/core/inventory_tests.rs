@@ -178,3 +178,14 @@ fn attachment_rows_show_the_fence_and_the_migration_window() {
     let late = attachments(&c, None, nqn, NOW + 1000);
     assert_eq!(late[0].migration_left_s, Some(-500), "an expired window is negative");
 }
+
+#[test]
+fn allow_lists_name_the_nodes() {
+    let c = cluster();
+    assert_eq!(allows(&[], Some(&c)), "any host");
+    assert_eq!(allows(&[FENCED_HOST_NQN.into()], Some(&c)), "no host (fenced)");
+    let hosts =
+        vec![host_nqn_for("n2"), host_nqn_for("n1"), "nqn.2014-08.org.nvmexpress:uuid:x".into()];
+    assert_eq!(allows(&hosts, Some(&c)), "n1,n2,+1 host(s)");
+    assert_eq!(allows(&hosts, None), "+3 host(s)");
+}
