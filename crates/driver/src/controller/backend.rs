@@ -36,6 +36,8 @@ pub struct Backend {
     pub fencing: Fencing,
     /// The reconcilers' metrics (reconcile.rs).
     pub heal: crate::metrics::HealMetrics,
+    /// Events published recently (one per window, publish.rs `emit`).
+    pub events: std::sync::Mutex<crate::core::events::Dedup>,
 }
 
 impl Backend {
@@ -55,6 +57,7 @@ impl Backend {
             copies: Default::default(),
             fencing: Default::default(),
             heal: Default::default(),
+            events: Default::default(),
         }
     }
 

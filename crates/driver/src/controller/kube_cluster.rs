@@ -42,6 +42,17 @@ use crate::core::{
     fencing::Holder,
 };
 
+/// The event's `action` (events.k8s.io): what the driver was doing.
+fn action_of(reason: &str) -> &'static str {
+    use super::outcomes::reason::*;
+    match reason {
+        PROVISIONED | PROVISIONING_FAILED => "Provision",
+        EXPANDED | EXPANSION_FAILED => "Expand",
+        SNAPSHOT_TAKEN | SNAPSHOT_FAILED => "Snapshot",
+        _ => "Attach",
+    }
+}
+
 /// Deadline of a PV patch or an event post inside an RPC (both are informational: a slow API
 /// server must not hold up an attach).
 const API_TIMEOUT: Duration = Duration::from_secs(10);
@@ -363,7 +374,7 @@ impl Cluster for KubeCluster {
             type_: if e.warning { EventType::Warning } else { EventType::Normal },
             reason: e.reason.into(),
             note: Some(e.note),
-            action: "Attach".into(),
+            action: action_of(e.reason).into(),
             secondary: None,
         };
         match tokio::time::timeout(API_TIMEOUT, self.recorder.publish(&event, &reference)).await {

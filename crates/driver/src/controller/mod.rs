@@ -14,6 +14,7 @@ pub mod groups;
 pub mod kube_cluster;
 pub mod leader;
 pub mod modify;
+pub mod outcomes;
 pub mod publish;
 pub mod reconcile;
 pub mod snapshots;
@@ -31,8 +32,13 @@ use csi::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::{core::access, error::ServiceError, rpc::RpcRunner};
+use crate::{
+    core::{access, context::key},
+    error::ServiceError,
+    rpc::RpcRunner,
+};
 pub use backend::Backend;
+use outcomes::reason;
 
 #[derive(Clone)]
 pub struct ControllerService {
@@ -105,7 +111,26 @@ impl Controller for ControllerService {
 
     async fn create_volume(&self, r: Request<CreateVolumeRequest>) -> Answer<CreateVolumeResponse> {
         self.rpc
-            .run("CreateVolume", r, |req| async move { self.backend()?.create_volume(req).await })
+            .run("CreateVolume", r, |req| async move {
+                let b = self.backend()?;
+                let claim = outcomes::claim_of_params(&req.parameters);
+                let doing = format!("provisioning volume {:?} on the RDS", req.name);
+                let out = b.create_volume(req).await;
+                let reasons = (reason::PROVISIONED, reason::PROVISIONING_FAILED);
+                b.outcome(&claim, &out, reasons, &doing, |r| {
+                    let v = r.volume.clone().unwrap_or_default();
+                    let ctx = &v.volume_context;
+                    format!(
+                        "volume {} ({} bytes) on the RDS: file {}, exported over NVMe/TCP as {}",
+                        v.volume_id,
+                        v.capacity_bytes,
+                        ctx.get(key::VOLUME_PATH).map_or("-", String::as_str),
+                        ctx.get(key::NQN).map_or("-", String::as_str)
+                    )
+                })
+                .await;
+                out
+            })
             .await
     }
 
@@ -167,11 +192,23 @@ impl Controller for ControllerService {
         r: Request<CreateSnapshotRequest>,
     ) -> Answer<CreateSnapshotResponse> {
         self.rpc
-            .run(
-                "CreateSnapshot",
-                r,
-                |req| async move { self.backend()?.create_snapshot(req).await },
-            )
+            .run("CreateSnapshot", r, |req| async move {
+                let b = self.backend()?;
+                let claim = b.claim_of(&req.source_volume_id).await;
+                let doing = format!("snapshot {:?} of {}", req.name, req.source_volume_id);
+                let out = b.create_snapshot(req).await;
+                let reasons = (reason::SNAPSHOT_TAKEN, reason::SNAPSHOT_FAILED);
+                b.outcome(&claim, &out, reasons, &doing, |r| {
+                    let s = r.snapshot.clone().unwrap_or_default();
+                    let state = if s.ready_to_use { "ready" } else { "copying" };
+                    format!(
+                        "snapshot {} of {} ({} bytes): {state}",
+                        s.snapshot_id, s.source_volume_id, s.size_bytes
+                    )
+                })
+                .await;
+                out
+            })
             .await
     }
 
@@ -216,8 +253,17 @@ impl Controller for ControllerService {
                 let block = req.volume_capability.as_ref().is_some_and(access::is_block);
                 let (required, limit) =
                     req.capacity_range.map_or((0, 0), |c| (c.required_bytes, c.limit_bytes));
-                let (size, node) =
-                    self.backend()?.expand(&req.volume_id, required, limit, block).await?;
+                let b = self.backend()?;
+                let out = b.expand(&req.volume_id, required, limit, block).await;
+                let claim = b.claim_of(&req.volume_id).await;
+                let doing = format!("expanding {}", req.volume_id);
+                let reasons = (reason::EXPANDED, reason::EXPANSION_FAILED);
+                b.outcome(&claim, &out, reasons, &doing, |(size, node)| {
+                    let then = if *node { "; the node grows the filesystem" } else { "" };
+                    format!("{} expanded to {size} bytes on the RDS{then}", req.volume_id)
+                })
+                .await;
+                let (size, node) = out?;
                 Ok(ControllerExpandVolumeResponse {
                     capacity_bytes: size as i64,
                     node_expansion_required: node,

@@ -23,6 +23,7 @@ use crate::{
             key,
             publish::{CAPACITY, HOST_NQN, READONLY},
         },
+        events::{Admit, Dedup},
         fencing::{self, Access, Decision, Holder, Refusal},
         ids,
     },
@@ -41,15 +42,20 @@ impl Backend {
         reason: &'static str,
         note: String,
     ) {
-        match claim {
-            Some(c) => {
-                self.fencing
-                    .cluster
-                    .event(PvcEvent { claim: c.clone(), warning, reason, note })
-                    .await
+        let Some(c) = claim else {
+            tracing::info!(reason, %note, "event not published: the volume has no PVC");
+            return;
+        };
+        let key = format!("{}/{}|{reason}|{note}", c.0, c.1);
+        let admit = self.events.lock().unwrap_or_else(|p| p.into_inner()).admit(&key, now_s());
+        let note = match admit {
+            Admit::Publish { repeats } => Dedup::note(&note, repeats),
+            Admit::Suppress => {
+                tracing::debug!(reason, %note, "event not published again within the window");
+                return;
             }
-            None => tracing::info!(reason, %note, "event not published: the volume has no PVC"),
-        }
+        };
+        self.fencing.cluster.event(PvcEvent { claim: c.clone(), warning, reason, note }).await
     }
 
     /// Sets the disk's allow list to the host NQNs of `nodes` (storage fencing); an empty

@@ -7,6 +7,7 @@ pub mod blank;
 pub mod breaker;
 pub mod capacity;
 pub mod context;
+pub mod events;
 pub mod fabrics;
 pub mod fencing;
 pub mod ids;

@@ -81,11 +81,28 @@ impl NodeKube {
             name: Some(claim.1.clone()),
             ..Default::default()
         };
+        self.event_on(reference, warning, reason, note).await
+    }
+
+    /// An event on `reference` (a PVC or a pod); its action is `Stage` for the stage and
+    /// publish outcomes, `Heal` for the rest.
+    pub async fn event_on(
+        &self,
+        reference: ObjectReference,
+        warning: bool,
+        reason: &str,
+        note: String,
+    ) {
+        let action = if reason.starts_with("VolumeStage") || reason.starts_with("VolumePublish") {
+            "Stage"
+        } else {
+            "Heal"
+        };
         let event = Event {
             type_: if warning { EventType::Warning } else { EventType::Normal },
             reason: reason.into(),
             note: Some(note),
-            action: "Heal".into(),
+            action: action.into(),
             secondary: None,
         };
         if let Err(e) =

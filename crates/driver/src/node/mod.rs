@@ -6,6 +6,7 @@
 pub mod breakers;
 mod capability;
 pub mod config;
+pub mod events;
 pub mod format;
 pub mod health;
 pub mod holders;
@@ -47,6 +48,8 @@ pub struct NodeState {
     pub heal: HealMetrics,
     /// The Kubernetes API, with `--node-events` or `--recover-pods`.
     pub kube: Option<kube::NodeKube>,
+    /// Events published recently (one per window, events.rs).
+    pub events: std::sync::Mutex<crate::core::events::Dedup>,
 }
 
 impl NodeState {
@@ -77,7 +80,16 @@ impl NodeState {
             )?),
         };
         let breakers = breakers::Breakers::new(cfg.breaker, heal.clone());
-        Ok(NodeState { cfg, host, plane, locks: Locks::default(), breakers, heal, kube: None })
+        Ok(NodeState {
+            cfg,
+            host,
+            plane,
+            locks: Locks::default(),
+            breakers,
+            heal,
+            kube: None,
+            events: Default::default(),
+        })
     }
 }
 
@@ -177,7 +189,14 @@ impl Node for NodeService {
         &self,
         r: Request<NodeStageVolumeRequest>,
     ) -> Answer<NodeStageVolumeResponse> {
-        self.rpc.run("NodeStageVolume", r, |req| self.stage(req)).await
+        self.rpc
+            .run("NodeStageVolume", r, |req| async move {
+                let (vid, ctx) = (req.volume_id.clone(), req.volume_context.clone());
+                let out = self.stage(req).await;
+                self.stage_outcome(&vid, &ctx, &out).await;
+                out
+            })
+            .await
     }
 
     async fn node_unstage_volume(
@@ -191,7 +210,14 @@ impl Node for NodeService {
         &self,
         r: Request<NodePublishVolumeRequest>,
     ) -> Answer<NodePublishVolumeResponse> {
-        self.rpc.run("NodePublishVolume", r, |req| self.publish(req)).await
+        self.rpc
+            .run("NodePublishVolume", r, |req| async move {
+                let (vid, ctx) = (req.volume_id.clone(), req.volume_context.clone());
+                let out = self.publish(req).await;
+                self.publish_outcome(&vid, &ctx, &out).await;
+                out
+            })
+            .await
     }
 
     async fn node_unpublish_volume(
