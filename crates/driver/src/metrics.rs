@@ -63,6 +63,17 @@ struct OutcomeLabels {
     outcome: &'static str,
 }
 
+/// The outcomes of ControllerPublishVolume (`rds_csi_attach_total{outcome}`).
+const ATTACH_OUTCOMES: [&str; 7] = [
+    "granted",
+    "granted_migration",
+    "already_attached",
+    "conflict",
+    "too_many_nodes",
+    "migration_window_expired",
+    "unavailable",
+];
+
 /// Attachment fencing (ControllerPublish/Unpublish): outcomes, conflicts, migrations.
 #[derive(Debug, Clone)]
 pub struct AttachMetrics {
@@ -139,6 +150,19 @@ impl AttachMetrics {
     }
 
     fn register(&self, registry: &mut Registry) {
+        // Every outcome exists from the start (at 0), so rates and alerts see it before it
+        // first happens.
+        for outcome in ATTACH_OUTCOMES {
+            let _ = self.attaches.get_or_create(&OutcomeLabels { outcome });
+        }
+        for outcome in ["detached", "not_attached"] {
+            let _ = self.detaches.get_or_create(&OutcomeLabels { outcome });
+        }
+        registry.register(
+            "migration_timeouts",
+            "Migration windows that expired with both nodes still attached",
+            self.migration_timeouts.clone(),
+        );
         registry.register("attach", "ControllerPublishVolume outcomes (granted, granted_migration, already_attached, conflict, too_many_nodes, migration_window_expired, unavailable)", self.attaches.clone());
         registry.register(
             "detach",
@@ -297,7 +321,37 @@ impl HealMetrics {
         self.register(r);
     }
 
+    /// Creates every known label value at 0, so that each series exists from the start.
+    fn zero(&self) {
+        let actions: [(&Family<ActionLabels, Counter>, &[&'static str]); 5] = [
+            (
+                &self.orphan_subsystems,
+                &["disconnected", "would_disconnect", "disconnect_failed", "busy"],
+            ),
+            (&self.repairs, &["staging_remounted", "target_rebound", "reattached"]),
+            (&self.pods_recovered, &["deleted", "no_controller", "failed"]),
+            (&self.stale_attachments, &["fenced", "deleted", "failed", "busy"]),
+            (&self.held_copies, &["done", "refused", "failed"]),
+        ];
+        for (family, values) in actions {
+            for action in values {
+                let _ = family.get_or_create(&ActionLabels { action });
+            }
+        }
+        for reason in ["device_gone", "device_mismatch", "io_error", "io_hang"] {
+            let _ = self.stale_mounts.get_or_create(&ReasonLabels { reason });
+        }
+        for operation in ["NodeStageVolume", "NodePublishVolume", "NodeUnstageVolume"] {
+            let _ = self.breaker_trips.get_or_create(&OperationLabels { operation });
+        }
+        for kind in ["disk", "file"] {
+            let _ = self.rds_orphans.get_or_create(&KindLabels { kind });
+            let _ = self.rds_orphans_deleted.get_or_create(&KindLabels { kind });
+        }
+    }
+
     fn register(&self, r: &mut Registry) {
+        self.zero();
         r.register(
             "controller_held_copies",
             "Point-in-time copies that held their sources' writes, by outcome (done, refused)",
