@@ -359,6 +359,31 @@ async fn doctor_checks_and_explains() {
     assert!(by("host-key")["fix"].as_str().unwrap().contains("ssh-keygen -lf"));
     assert_eq!(by("nvme-tcp-port")["status"], "FAIL");
     assert_eq!(by("pool-space")["status"], "SKIP");
+
+    // In a node pod (no RDS credentials): the node's checks only.
+    let node = [
+        "--no-cluster",
+        "-o",
+        "json",
+        "--sysfs",
+        sysfs.path().to_str().unwrap(),
+        "--host-nqn-file",
+        hostnqn.to_str().unwrap(),
+        "--nvme-address",
+        "127.0.0.1",
+        "--nvme-port",
+        "1",
+    ];
+    let out = tool("doctor", node.map(String::from).to_vec()).await;
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let status: Vec<&str> =
+        doc.as_array().unwrap().iter().map(|c| c["status"].as_str().unwrap()).collect();
+    assert_eq!(
+        status,
+        ["SKIP", "SKIP", "SKIP", "SKIP", "SKIP", "FAIL", "OK", "OK", "OK", "SKIP", "SKIP"],
+        "{doc:#}"
+    );
+    assert!(doc[0]["found"].as_str().unwrap().contains("controller pod"));
 }
 
 /// A pseudo-terminal: (controller side, the terminal's path side as an fd for the child).

@@ -109,7 +109,11 @@ impl Backend {
             port: p.nvme_port.unwrap_or(self.cfg.nvme_port),
             comment: mutable::record(
                 &match source.as_ref().filter(|_| fill) {
-                    Some(src) => Backend::fill_record(src).to_comment(),
+                    Some(src) => crate::core::snapshots::CopyRecord {
+                        pvc: pvc.map(|(ns, n)| format!("{ns}/{n}")),
+                        ..Backend::fill_record(src)
+                    }
+                    .to_comment(),
                     None => ids::comment(&req.name, derived, pvc, super::attachments::now_s()),
                 },
                 &changeable,

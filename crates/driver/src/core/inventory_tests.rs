@@ -107,7 +107,7 @@ fn volume_rows_join_the_rds_and_the_cluster() {
         disk(
             C,
             &format!(
-                "rds-csi volume source={SNAP} created={} mechanism=disk-copy copying=5",
+                "rds-csi volume source={SNAP} created={} mechanism=disk-copy pvc=db/clone copying=5",
                 NOW - 5
             ),
         ),
@@ -123,9 +123,9 @@ fn volume_rows_join_the_rds_and_the_cluster() {
         [
             (A, "bound", Some("db/data"), vec!["n1".to_string(), "n2".to_string()]),
             (B, "orphan", Some("web/cache"), vec![]),
-            (C, "copying", None, vec![]),
+            (C, "copying", Some("db/clone"), vec![]),
         ],
-        "the PV's claim wins over the comment's; snapshots are not volumes"
+        "the PV's claim wins over the comment's (a restore's copy record has one too); snapshots are not volumes"
     );
     assert_eq!(rows[2].source.as_deref(), Some(SNAP));
     let blind = volumes(

@@ -134,6 +134,9 @@ pub struct CopyRecord {
     pub held_since: Option<i64>,
     /// The group snapshot this snapshot belongs to.
     pub group: Option<String>,
+    /// `namespace/name` of a restored or cloned volume's PVC (from csi-provisioner's
+    /// `--extra-create-metadata`), for `rds-csi volumes` without cluster access.
+    pub pvc: Option<String>,
 }
 
 impl CopyRecord {
@@ -148,6 +151,7 @@ impl CopyRecord {
             paused: None,
             held_since: None,
             group: None,
+            pvc: None,
         }
     }
 
@@ -167,6 +171,9 @@ impl CopyRecord {
         );
         if let Some(g) = &self.group {
             c.push_str(&format!(" group={g}"));
+        }
+        if let Some(p) = &self.pvc {
+            c.push_str(&format!(" pvc={p}"));
         }
         if let Some(hosts) = &self.paused {
             let hosts = if hosts.is_empty() { "*".to_string() } else { hosts.join(",") };
@@ -199,6 +206,7 @@ impl CopyRecord {
             paused: None,
             held_since: None,
             group: None,
+            pvc: None,
         };
         for w in words {
             match w.split_once('=') {
@@ -207,6 +215,7 @@ impl CopyRecord {
                 Some(("mechanism", v)) => rec.mechanism = v.into(),
                 Some(("copying", v)) => rec.copying = Some(v.parse().ok()?),
                 Some(("group", v)) => rec.group = Some(v.into()),
+                Some(("pvc", v)) => rec.pvc = Some(v.into()),
                 Some(("held", v)) => rec.held_since = v.parse().ok(),
                 Some(("paused", "*")) => rec.paused = Some(Vec::new()),
                 Some(("paused", v)) => {
@@ -281,6 +290,7 @@ mod tests {
             paused: None,
             held_since: None,
             group: None,
+            pvc: None,
         };
         assert_eq!(
             r.to_comment(),
@@ -289,6 +299,12 @@ mod tests {
         assert_eq!(CopyRecord::from_comment(&r.to_comment()), Some(r.clone()));
         let done = CopyRecord { copying: None, ..r };
         assert!(CopyRecord::from_comment(&done.to_comment()).unwrap().ready());
+        let restored = CopyRecord { snapshot: false, pvc: Some("db/data".into()), ..done.clone() };
+        assert_eq!(
+            restored.to_comment(),
+            "rds-csi volume source=pvc-1 created=1795300000 mechanism=disk-copy pvc=db/data ready"
+        );
+        assert_eq!(CopyRecord::from_comment(&restored.to_comment()), Some(restored));
         assert_eq!(CopyRecord::from_comment("rds-csi pvc=ns/x"), None);
         assert_eq!(CopyRecord::from_comment(""), None);
         // A copy holding its source's writes names the hosts to give the export back to.

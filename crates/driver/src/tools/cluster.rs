@@ -44,7 +44,9 @@ impl ClusterReader {
                     .map_err(|e| format!("--kubeconfig {}: {e}", path.display()))?
             }
             None => kube::Config::infer().await.map_err(|e| {
-                format!("no cluster access (no kubeconfig, not in a pod: {e}); RDS state only")
+                tracing::debug!(error = %e, "no Kubernetes configuration");
+                "no cluster access (no kubeconfig, not in a pod; --kubeconfig names one): RDS state only"
+                    .to_string()
             })?,
         };
         let client = Client::try_from(config).map_err(|e| format!("Kubernetes client: {e}"))?;

@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use super::{
     DoctorArgs,
+    cluster::ClusterReader,
     session::{Session, bounded, now_s},
     table::{print, size},
 };
@@ -241,10 +242,125 @@ pub fn sidecars_check(images: &[(String, String, String)]) -> Check {
 
 pub async fn run(args: &DoctorArgs) -> Result<ExitCode, String> {
     let t = &args.tool;
-    let s = Session::open(t).await?;
-    let mut checks = Vec::new();
     let emulated = t.emulated_rds.is_some();
+    let mut checks = Vec::new();
+    // A node pod has no RDS credentials: its doctor runs the node's and the cluster's checks.
+    let session = if emulated || t.rds.validate()?.is_some() {
+        let s = Session::open(t).await?;
+        rds_checks(&s, &mut checks).await;
+        Some(s)
+    } else {
+        let why = "no RDS connection configured here (a node pod has none): run doctor in the controller pod for these";
+        for name in ["rds-reachable", "host-key", "routeros-version", "pool-space", "clock"] {
+            checks.push(check(name, Status::Skip, why, None));
+        }
+        None
+    };
+    let cfg = t.controller.validate()?;
+    let (cluster, cluster_note) = match &session {
+        Some(s) => (None, s.cluster_note.clone()),
+        None if t.no_cluster => (None, Some("--no-cluster".to_string())),
+        None => {
+            match ClusterReader::connect(t.kubeconfig.as_deref(), &t.driver_name, t.call_timeout())
+                .await
+            {
+                Ok(c) => (Some(c), None),
+                Err(e) => (None, Some(e)),
+            }
+        }
+    };
+    let cluster = session.as_ref().and_then(|s| s.cluster.as_ref()).or(cluster.as_ref());
 
+    // The NVMe/TCP port, from this node.
+    let host = cfg.nvme_address.clone().or_else(|| session.as_ref().map(|s| s.rds_config.host()));
+    let emulated_export =
+        session.as_ref().and_then(|s| s.emulator.as_ref()).and_then(|e| e.nvmet).is_some();
+    checks.push(if emulated && !emulated_export {
+        check("nvme-tcp-port", Status::Skip, "the emulated RDS exports through loop devices here", None)
+    } else if let Some(host) = host {
+        let target = format!("{host}:{}", cfg.nvme_port);
+        match tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(&target)).await {
+            Ok(Ok(_)) => check("nvme-tcp-port", Status::Ok, format!("{target} accepts connections"), None),
+            Ok(Err(e)) => check("nvme-tcp-port", Status::Fail, format!("{target}: {e}"), Some(
+                "nodes connect there: check --nvme-address/--nvme-port, that the RDS exports over NVMe/TCP on that port, and firewalls between the nodes and the RDS")),
+            Err(_) => check("nvme-tcp-port", Status::Fail, format!("{target}: no answer within 3 s"), Some(
+                "a firewall drops the packets, or the address is wrong: check --nvme-address")),
+        }
+    } else {
+        check("nvme-tcp-port", Status::Skip, "no address: pass --nvme-address (the RDS's NVMe/TCP address)", None)
+    });
+    checks.push(modules_check(&args.sysfs, emulated));
+    checks.push(host_nqn_check(&args.host_nqn_file));
+    checks.push(prefix_check(&cfg.nqn_prefix, &args.managed_nqn_prefix, &args.sysfs));
+
+    // The cluster side.
+    match cluster {
+        None => {
+            let why = cluster_note.unwrap_or_default();
+            checks.push(check("csidriver", Status::Skip, why.clone(), None));
+            checks.push(check("sidecars", Status::Skip, why, None));
+        }
+        Some(c) => {
+            checks.push(match c.csidriver().await {
+                Ok(Some(d)) => {
+                    let spec = d.spec;
+                    let attach = spec.attach_required.unwrap_or(true);
+                    let pod_info = spec.pod_info_on_mount.unwrap_or(false);
+                    let found = format!("{}: attachRequired={attach}, podInfoOnMount={pod_info}", t.driver_name);
+                    if attach {
+                        check("csidriver", Status::Ok, found, None)
+                    } else {
+                        check("csidriver", Status::Fail, found, Some("attachRequired must be true: fencing runs in ControllerPublishVolume; reinstall the chart's CSIDriver"))
+                    }
+                }
+                Ok(None) => check("csidriver", Status::Fail, format!("no CSIDriver {}", t.driver_name), Some(
+                    "install the chart (it creates the CSIDriver), or check --driver-name")),
+                Err(e) => check("csidriver", Status::Warn, e, None),
+            });
+            checks.push(match &args.namespace {
+                None => check(
+                    "sidecars",
+                    Status::Skip,
+                    "not in a pod (pass --namespace to read the driver's pods)",
+                    None,
+                ),
+                Some(ns) => match c.images(ns).await {
+                    Ok(images) => sidecars_check(&images),
+                    Err(e) => check("sidecars", Status::Warn, e, None),
+                },
+            });
+        }
+    }
+
+    let failed = checks.iter().filter(|c| c.status == Status::Fail).count();
+    let warned = checks.iter().filter(|c| c.status == Status::Warn).count();
+    print(t.output, &checks, || {
+        let cells: Vec<Vec<String>> = checks
+            .iter()
+            .map(|c| {
+                let status = serde_json::to_value(c.status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                let mut found = c.found.clone();
+                if let Some(fix) = &c.fix {
+                    found.push_str(&format!("\n{:>w$}fix: {fix}", "", w = 24));
+                }
+                vec![status, c.check.to_string(), found]
+            })
+            .collect();
+        let mut out = String::new();
+        for row in cells {
+            out.push_str(&format!("{:<5} {:<17} {}\n", row[0], row[1], row[2]));
+        }
+        out.push_str(&format!("{} check(s): {failed} failed, {warned} warning(s)\n", checks.len()));
+        out
+    })?;
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// The RDS side: reachable, host key, version and features, pool space, clock.
+async fn rds_checks(s: &Session, checks: &mut Vec<Check>) {
     // RDS reachable, and the host key it presented.
     let started = Instant::now();
     let sys = bounded(s.call_timeout, "reading /system resource", s.rds.system()).await;
@@ -310,90 +426,6 @@ pub async fn run(args: &DoctorArgs) -> Result<ExitCode, String> {
         checks.push(check("pool-space", Status::Skip, "the RDS is not reachable", None));
         checks.push(check("clock", Status::Skip, "the RDS is not reachable", None));
     }
-
-    // The NVMe/TCP port, from this node.
-    let host = s.cfg.nvme_address.clone().unwrap_or_else(|| s.rds_config.host());
-    let target = format!("{host}:{}", s.cfg.nvme_port);
-    let emulated_export = s.emulator.as_ref().and_then(|e| e.nvmet).is_some();
-    checks.push(if emulated && !emulated_export {
-        check("nvme-tcp-port", Status::Skip, "the emulated RDS exports through loop devices here", None)
-    } else {
-        match tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(&target)).await {
-            Ok(Ok(_)) => check("nvme-tcp-port", Status::Ok, format!("{target} accepts connections"), None),
-            Ok(Err(e)) => check("nvme-tcp-port", Status::Fail, format!("{target}: {e}"), Some(
-                "nodes connect there: check --nvme-address/--nvme-port, that the RDS exports over NVMe/TCP on that port, and firewalls between the nodes and the RDS")),
-            Err(_) => check("nvme-tcp-port", Status::Fail, format!("{target}: no answer within 3 s"), Some(
-                "a firewall drops the packets, or the address is wrong: check --nvme-address")),
-        }
-    });
-    checks.push(modules_check(&args.sysfs, emulated));
-    checks.push(host_nqn_check(&args.host_nqn_file));
-    checks.push(prefix_check(&s.cfg.nqn_prefix, &args.managed_nqn_prefix, &args.sysfs));
-
-    // The cluster side.
-    match &s.cluster {
-        None => {
-            let why = s.cluster_note.clone().unwrap_or_default();
-            checks.push(check("csidriver", Status::Skip, why.clone(), None));
-            checks.push(check("sidecars", Status::Skip, why, None));
-        }
-        Some(c) => {
-            checks.push(match c.csidriver().await {
-                Ok(Some(d)) => {
-                    let spec = d.spec;
-                    let attach = spec.attach_required.unwrap_or(true);
-                    let pod_info = spec.pod_info_on_mount.unwrap_or(false);
-                    let found = format!("{}: attachRequired={attach}, podInfoOnMount={pod_info}", t.driver_name);
-                    if attach {
-                        check("csidriver", Status::Ok, found, None)
-                    } else {
-                        check("csidriver", Status::Fail, found, Some("attachRequired must be true: fencing runs in ControllerPublishVolume; reinstall the chart's CSIDriver"))
-                    }
-                }
-                Ok(None) => check("csidriver", Status::Fail, format!("no CSIDriver {}", t.driver_name), Some(
-                    "install the chart (it creates the CSIDriver), or check --driver-name")),
-                Err(e) => check("csidriver", Status::Warn, e, None),
-            });
-            checks.push(match &args.namespace {
-                None => check(
-                    "sidecars",
-                    Status::Skip,
-                    "not in a pod (pass --namespace to read the driver's pods)",
-                    None,
-                ),
-                Some(ns) => match c.images(ns).await {
-                    Ok(images) => sidecars_check(&images),
-                    Err(e) => check("sidecars", Status::Warn, e, None),
-                },
-            });
-        }
-    }
-
-    let failed = checks.iter().filter(|c| c.status == Status::Fail).count();
-    let warned = checks.iter().filter(|c| c.status == Status::Warn).count();
-    print(t.output, &checks, || {
-        let cells: Vec<Vec<String>> = checks
-            .iter()
-            .map(|c| {
-                let status = serde_json::to_value(c.status)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default();
-                let mut found = c.found.clone();
-                if let Some(fix) = &c.fix {
-                    found.push_str(&format!("\n{:>w$}fix: {fix}", "", w = 24));
-                }
-                vec![status, c.check.to_string(), found]
-            })
-            .collect();
-        let mut out = String::new();
-        for row in cells {
-            out.push_str(&format!("{:<5} {:<17} {}\n", row[0], row[1], row[2]));
-        }
-        out.push_str(&format!("{} check(s): {failed} failed, {warned} warning(s)\n", checks.len()));
-        out
-    })?;
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn rds_address(c: &RdsConfig) -> String {
