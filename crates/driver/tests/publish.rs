@@ -76,9 +76,13 @@ async fn start(extra: &[&str]) -> (support::rds::Rds, Daemon, ControllerClient<C
 
 #[tokio::test]
 async fn read_write_once_volumes_attach_to_one_node_at_a_time() {
-    let (_rds, daemon, mut c) = start(&["--storage-fencing=false"]).await;
+    let (rds, daemon, mut c) = start(&["--storage-fencing=false"]).await;
     let rwo = cap(false, Mode::SingleNodeWriter);
     let v = create(&mut c, "pvc-00000000-0000-4000-8000-0000000000a1", rwo.clone()).await;
+    let hosts = rds.emu.with_store(|s| {
+        s.disks().iter().find(|d| d.slot == v.volume_id).map(|d| d.nvme.allow_host_name.clone())
+    });
+    assert_eq!(hosts.as_deref(), Some(""), "without storage fencing: any host, as before");
     let ctx = publish(&mut c, &v, "node-a", &rwo, &[]).await.unwrap();
     assert_eq!(ctx.len(), 4, "{ctx:?}");
     assert_eq!(ctx["capacityBytes"], "1073741824");
@@ -180,6 +184,11 @@ async fn storage_fencing_allows_only_the_attached_nodes_on_the_disk() {
     };
     let rwx = cap(true, Mode::MultiNodeMultiWriter);
     let v = create(&mut c, "pvc-00000000-0000-4000-8000-0000000000c1", rwx.clone()).await;
+    assert_eq!(
+        allowed(&v.volume_id),
+        "nqn.2000-02.io.srvlab.rds-csi:fenced",
+        "a new volume allows no host before its first publish (not any host)"
+    );
     let a = publish(&mut c, &v, "node-a", &rwx, &[]).await.unwrap();
     let nqn_a = a["hostNqn"].clone();
     assert!(nqn_a.starts_with("nqn.2014-08.org.nvmexpress:uuid:"), "{a:?}");

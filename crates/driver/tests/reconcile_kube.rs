@@ -278,4 +278,15 @@ async fn exports_held_by_a_dead_copy_are_given_back() {
         .with_store(|s| s.disks().iter().find(|d| d.slot == snap).unwrap().comment.clone());
     assert!(!comment.contains("paused=") && comment.contains("copying=0"), "{comment}");
     assert_eq!(w.backend.give_back_stale_holds().await, Vec::<String>::new(), "done once");
+    // The recovery is an event on the volume's PVC.
+    let events: Vec<(String, String)> = w
+        .api
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/events"))
+        .map(|r| (r.body["reason"].to_string(), r.body["regarding"]["name"].to_string()))
+        .collect();
+    assert_eq!(events, [("\"HeldExportRestored\"".to_string(), "\"data\"".to_string())]);
 }

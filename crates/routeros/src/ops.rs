@@ -29,6 +29,9 @@ pub struct NewDisk {
     pub server_nqn_supported: bool,
     /// Export over NVMe/TCP (volumes); snapshot disks are not exported.
     pub export: bool,
+    /// With `export`: `nvme-tcp-server-allow-host-name` from the start (empty: not sent, any
+    /// host). With storage fencing a new volume allows no node until it is published.
+    pub allowed_hosts: Vec<Nqn>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -484,6 +487,13 @@ pub fn ssh_line(op: &Op, format: ReadFormat) -> String {
                 add.push_str(&format!(" nvme-tcp-export=yes nvme-tcp-server-port={}", d.port));
                 if d.server_nqn_supported {
                     add.push_str(&format!(" nvme-tcp-server-nqn={}", quote(d.nqn.as_str())));
+                }
+                if !d.allowed_hosts.is_empty() {
+                    let hosts: Vec<&str> = d.allowed_hosts.iter().map(Nqn::as_str).collect();
+                    add.push_str(&format!(
+                        " nvme-tcp-server-allow-host-name={}",
+                        quote(&hosts.join(","))
+                    ));
                 }
             }
             add.push_str(&format!(" comment={}", quote(&d.comment)));

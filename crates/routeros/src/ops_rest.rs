@@ -48,6 +48,10 @@ pub fn rest_calls(op: &Op) -> Vec<RestCall> {
                 if d.server_nqn_supported {
                     body["nvme-tcp-server-nqn"] = d.nqn.as_str().into();
                 }
+                if !d.allowed_hosts.is_empty() {
+                    let hosts: Vec<&str> = d.allowed_hosts.iter().map(Nqn::as_str).collect();
+                    body["nvme-tcp-server-allow-host-name"] = hosts.join(",").into();
+                }
             }
             if let Some(src) = &d.copy_from {
                 body["copy-from"] = src.as_str().into();

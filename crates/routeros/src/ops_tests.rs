@@ -18,6 +18,7 @@ fn new_disk(comment: &str) -> NewDisk {
         copy_from: None,
         server_nqn_supported: true,
         export: true,
+        allowed_hosts: Vec::new(),
     }
 }
 

@@ -20,6 +20,8 @@ pub fn samples() -> Vec<Op> {
         copy_from: None,
         server_nqn_supported: true,
         export: true,
+        // With storage fencing (the default) a new volume allows no node until published.
+        allowed_hosts: vec![Nqn::new("nqn.2000-02.io.srvlab.rds-csi:fenced").unwrap()],
     };
     vec![
         Op::CreateDisk(disk),

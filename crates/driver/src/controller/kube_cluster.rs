@@ -49,6 +49,7 @@ fn action_of(reason: &str) -> &'static str {
         PROVISIONED | PROVISIONING_FAILED => "Provision",
         EXPANDED | EXPANSION_FAILED => "Expand",
         SNAPSHOT_TAKEN | SNAPSHOT_FAILED => "Snapshot",
+        EXPORT_RESTORED => "Heal",
         _ => "Attach",
     }
 }

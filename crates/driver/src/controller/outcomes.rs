@@ -22,6 +22,8 @@ pub mod reason {
     pub const EXPANSION_FAILED: &str = "VolumeExpansionFailed";
     pub const SNAPSHOT_TAKEN: &str = "SnapshotTaken";
     pub const SNAPSHOT_FAILED: &str = "SnapshotFailed";
+    /// The leader gave back an export a dead copy had withdrawn (a recovery).
+    pub const EXPORT_RESTORED: &str = "HeldExportRestored";
 }
 
 impl Backend {

@@ -31,6 +31,7 @@ use super::{
     backend::Backend,
     config::Reconcile,
     leader::Leadership,
+    outcomes::reason::EXPORT_RESTORED,
 };
 use crate::core::{
     inventory::{OrphanCandidate, orphan_candidates},
@@ -129,7 +130,15 @@ impl Backend {
             let Ok(slot) = Slot::new(&d.slot) else { continue };
             // The copy starts again from the beginning at the next call for it.
             match self.abandon_hold(&slot, &record).await {
-                Ok(_) => given.push(record.source),
+                Ok(_) => {
+                    let note = format!(
+                        "the NVMe/TCP export of {} was withdrawn by a point-in-time copy ({}) whose controller stopped; given back (its nodes reconnect); the copy starts again when it is next asked for",
+                        record.source, d.slot
+                    );
+                    let claim = self.claim_of(&record.source).await;
+                    self.emit(&claim, true, EXPORT_RESTORED, note).await;
+                    given.push(record.source)
+                }
                 Err(e) => {
                     tracing::info!(copy = %d.slot, source = %record.source, reason = %e, "held export not given back yet")
                 }

@@ -84,6 +84,7 @@ impl Backend {
             copy_from: None,
             server_nqn_supported: false,
             export: false,
+            allowed_hosts: Vec::new(),
         }
     }
 

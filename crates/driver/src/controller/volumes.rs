@@ -16,7 +16,9 @@ use routeros::{
 use super::backend::Backend;
 use crate::{
     core::{
-        access, capacity, ids, mutable,
+        access, capacity,
+        fencing::FENCED_HOST_NQN,
+        ids, mutable,
         paging::{self, Listing},
         params,
     },
@@ -121,6 +123,13 @@ impl Backend {
             copy_from: None,
             server_nqn_supported: self.server_nqn_supported().await?,
             export: true,
+            // With storage fencing no host may connect before the first publish (not even
+            // while a restore or clone fills it): an empty list would allow any host.
+            allowed_hosts: if self.fencing.storage_fencing {
+                vec![routeros::types::Nqn::new(FENCED_HOST_NQN).expect("a valid NQN")]
+            } else {
+                Vec::new()
+            },
         };
         let disk = self.rds.create_disk(&want).await.map_err(ServiceError::rds(&context))?;
         self.apply_compress(&disk, compress).await?;

@@ -134,6 +134,7 @@ pub fn new_disk(name: &str, size: u64) -> NewDisk {
         copy_from: None,
         server_nqn_supported: true,
         export: true,
+        allowed_hosts: Vec::new(),
     }
 }
 
