@@ -6,6 +6,7 @@
 //! mount and Kubernetes). [`error`] holds the one mapping from errors to gRPC statuses.
 
 pub mod cli;
+pub mod clock;
 pub mod controller;
 pub mod core;
 pub mod crashpoint;

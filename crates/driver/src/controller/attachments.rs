@@ -58,11 +58,7 @@ impl Default for Fencing {
     }
 }
 
-pub(super) fn now_s() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
+pub(super) use crate::clock::now_s;
 
 pub(super) fn time(s: i64) -> String {
     k8s_openapi::jiff::Timestamp::from_second(s).map_or_else(|_| s.to_string(), |t| t.to_string())

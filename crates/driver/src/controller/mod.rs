@@ -113,7 +113,8 @@ impl Controller for ControllerService {
         self.rpc
             .run("CreateVolume", r, |req| async move {
                 let b = self.backend()?;
-                let claim = outcomes::claim_of_params(&req.parameters);
+                // No PV yet: the PVC csi-provisioner's `--extra-create-metadata` names.
+                let claim = attachments::claim(&Default::default(), &req.parameters);
                 let doing = format!("provisioning volume {:?} on the RDS", req.name);
                 let out = b.create_volume(req).await;
                 let reasons = (reason::PROVISIONED, reason::PROVISIONING_FAILED);
@@ -194,7 +195,7 @@ impl Controller for ControllerService {
         self.rpc
             .run("CreateSnapshot", r, |req| async move {
                 let b = self.backend()?;
-                let claim = b.claim_of(&req.source_volume_id).await;
+                let claim = b.claim_of(&req.source_volume_id, &Default::default()).await;
                 let doing = format!("snapshot {:?} of {}", req.name, req.source_volume_id);
                 let out = b.create_snapshot(req).await;
                 let reasons = (reason::SNAPSHOT_TAKEN, reason::SNAPSHOT_FAILED);
@@ -255,7 +256,7 @@ impl Controller for ControllerService {
                     req.capacity_range.map_or((0, 0), |c| (c.required_bytes, c.limit_bytes));
                 let b = self.backend()?;
                 let out = b.expand(&req.volume_id, required, limit, block).await;
-                let claim = b.claim_of(&req.volume_id).await;
+                let claim = b.claim_of(&req.volume_id, &Default::default()).await;
                 let doing = format!("expanding {}", req.volume_id);
                 let reasons = (reason::EXPANDED, reason::EXPANSION_FAILED);
                 b.outcome(&claim, &out, reasons, &doing, |(size, node)| {

@@ -8,12 +8,6 @@ use std::collections::HashMap;
 use super::{attachments::claim, backend::Backend};
 use crate::error::ServiceError;
 
-/// The PVC of a CreateVolume: the parameters csi-provisioner's `--extra-create-metadata` adds.
-pub fn claim_of_params(params: &HashMap<String, String>) -> Option<(String, String)> {
-    use crate::core::context::key;
-    Some((params.get(key::PVC_NAMESPACE)?.clone(), params.get(key::PVC_NAME)?.clone()))
-}
-
 /// The reasons of the outcome events.
 pub mod reason {
     pub const PROVISIONED: &str = "VolumeProvisioned";
@@ -27,10 +21,15 @@ pub mod reason {
 }
 
 impl Backend {
-    /// The PVC of volume `vid`, from its PV (with Kubernetes).
-    pub(super) async fn claim_of(&self, vid: &str) -> Option<(String, String)> {
+    /// The PVC of volume `vid`: its PV's claim (with Kubernetes), else the one `ctx` names
+    /// (CreateVolume's parameters from csi-provisioner's `--extra-create-metadata`).
+    pub(super) async fn claim_of(
+        &self,
+        vid: &str,
+        ctx: &HashMap<String, String>,
+    ) -> Option<(String, String)> {
         let rec = self.fencing.cluster.recorded(vid).await.unwrap_or_default();
-        claim(&rec, &HashMap::new())
+        claim(&rec, ctx)
     }
 
     /// Publishes the outcome of `doing` on `claim`: `success` with `describe(answer)`, or

@@ -23,7 +23,6 @@ use crate::{
             key,
             publish::{CAPACITY, HOST_NQN, READONLY},
         },
-        events::{Admit, Dedup},
         fencing::{self, Access, Decision, Holder, Refusal},
         ids,
     },
@@ -46,14 +45,16 @@ impl Backend {
             tracing::info!(reason, %note, "event not published: the volume has no PVC");
             return;
         };
-        let key = format!("{}/{}|{reason}|{note}", c.0, c.1);
-        let admit = self.events.lock().unwrap_or_else(|p| p.into_inner()).admit(&key, now_s());
-        let note = match admit {
-            Admit::Publish { repeats } => Dedup::note(&note, repeats),
-            Admit::Suppress => {
-                tracing::debug!(reason, %note, "event not published again within the window");
-                return;
-            }
+        let object = format!("{}/{}", c.0, c.1);
+        let publishable = self.events.lock().unwrap_or_else(|p| p.into_inner()).publishable(
+            &object,
+            reason,
+            &note,
+            now_s(),
+        );
+        let Some(note) = publishable else {
+            tracing::debug!(reason, %note, "event not published again within the window");
+            return;
         };
         self.fencing.cluster.event(PvcEvent { claim: c.clone(), warning, reason, note }).await
     }

@@ -135,7 +135,7 @@ impl Backend {
                         "the NVMe/TCP export of {} was withdrawn by a point-in-time copy ({}) whose controller stopped; given back (its nodes reconnect); the copy starts again when it is next asked for",
                         record.source, d.slot
                     );
-                    let claim = self.claim_of(&record.source).await;
+                    let claim = self.claim_of(&record.source, &Default::default()).await;
                     self.emit(&claim, true, EXPORT_RESTORED, note).await;
                     given.push(record.source)
                 }

@@ -57,6 +57,21 @@ impl Dedup {
         }
     }
 
+    /// The note to publish for `reason` with `note` on `object` (`namespace/name`) at `now_s`,
+    /// or `None` while the same event is suppressed.
+    pub fn publishable(
+        &mut self,
+        object: &str,
+        reason: &str,
+        note: &str,
+        now_s: i64,
+    ) -> Option<String> {
+        match self.admit(&format!("{object}|{reason}|{note}"), now_s) {
+            Admit::Publish { repeats } => Some(Dedup::note(note, repeats)),
+            Admit::Suppress => None,
+        }
+    }
+
     /// The note to publish: `note`, plus how often it repeated meanwhile.
     pub fn note(note: &str, repeats: u32) -> String {
         if repeats == 0 {

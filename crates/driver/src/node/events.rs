@@ -8,14 +8,8 @@ use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 
-use super::NodeService;
-use crate::{
-    core::{
-        context::key,
-        events::{Admit, Dedup},
-    },
-    error::ServiceError,
-};
+use super::{NodeService, kube::claim_ref};
+use crate::{clock::now_s, core::context::key, error::ServiceError};
 
 pub const STAGED: &str = "VolumeStaged";
 pub const STAGE_FAILED: &str = "VolumeStageFailed";
@@ -35,13 +29,7 @@ fn pod_of(ctx: &HashMap<String, String>) -> Option<ObjectReference> {
 
 /// The PVC of a volume, from its volume context.
 fn claim_of(ctx: &HashMap<String, String>) -> Option<ObjectReference> {
-    Some(ObjectReference {
-        api_version: Some("v1".into()),
-        kind: Some("PersistentVolumeClaim".into()),
-        namespace: Some(ctx.get(key::PVC_NAMESPACE)?.clone()),
-        name: Some(ctx.get(key::PVC_NAME)?.clone()),
-        ..Default::default()
-    })
+    Some(claim_ref(&(ctx.get(key::PVC_NAMESPACE)?.clone(), ctx.get(key::PVC_NAME)?.clone())))
 }
 
 impl NodeService {
@@ -54,17 +42,21 @@ impl NodeService {
     ) {
         let st = &self.state;
         let (Some(k), Some(object), true) = (&st.kube, object, st.cfg.node_events) else { return };
-        let key = format!(
-            "{}/{}|{reason}|{note}",
+        let name = format!(
+            "{}/{}",
             object.namespace.as_deref().unwrap_or(""),
             object.name.as_deref().unwrap_or("")
         );
-        let admit = st.events.lock().unwrap_or_else(|p| p.into_inner()).admit(&key, now_s());
-        if let Admit::Publish { repeats } = admit {
-            k.event_on(object, warning, reason, Dedup::note(&note, repeats)).await;
+        let note = st.events.lock().unwrap_or_else(|p| p.into_inner()).publishable(
+            &name,
+            reason,
+            &note,
+            now_s(),
+        );
+        if let Some(note) = note {
+            k.event_on(object, warning, reason, "Stage", note).await;
         }
     }
-
     /// A NodeStageVolume's outcome on the PVC.
     pub(super) async fn stage_outcome<T>(
         &self,
@@ -100,10 +92,4 @@ impl NodeService {
             self.publish_event(pod_of(ctx), true, PUBLISH_FAILED, note).await
         }
     }
-}
-
-fn now_s() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }

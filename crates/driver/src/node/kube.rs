@@ -22,6 +22,17 @@ pub struct NodeKube {
     driver: String,
 }
 
+/// The reference of the PVC `(namespace, name)`.
+pub fn claim_ref(claim: &(String, String)) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("PersistentVolumeClaim".into()),
+        namespace: Some(claim.0.clone()),
+        name: Some(claim.1.clone()),
+        ..Default::default()
+    }
+}
+
 /// A pod on this node, as `--recover-pods` needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodInfo {
@@ -72,32 +83,20 @@ impl NodeKube {
         Ok((claim, handle))
     }
 
-    /// An event on the PVC `claim`.
+    /// An event of the self-healing loops (action `Heal`) on the PVC `claim`.
     pub async fn event(&self, claim: &(String, String), warning: bool, reason: &str, note: String) {
-        let reference = ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("PersistentVolumeClaim".into()),
-            namespace: Some(claim.0.clone()),
-            name: Some(claim.1.clone()),
-            ..Default::default()
-        };
-        self.event_on(reference, warning, reason, note).await
+        self.event_on(claim_ref(claim), warning, reason, "Heal", note).await
     }
 
-    /// An event on `reference` (a PVC or a pod); its action is `Stage` for the stage and
-    /// publish outcomes, `Heal` for the rest.
+    /// An event on `reference` (a PVC or a pod) for `action` (`Heal`, `Stage`).
     pub async fn event_on(
         &self,
         reference: ObjectReference,
         warning: bool,
         reason: &str,
+        action: &str,
         note: String,
     ) {
-        let action = if reason.starts_with("VolumeStage") || reason.starts_with("VolumePublish") {
-            "Stage"
-        } else {
-            "Heal"
-        };
         let event = Event {
             type_: if warning { EventType::Warning } else { EventType::Normal },
             reason: reason.into(),

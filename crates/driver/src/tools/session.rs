@@ -138,9 +138,4 @@ impl Session {
     }
 }
 
-/// Seconds since the epoch by this machine's clock.
-pub fn now_s() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
+pub use crate::clock::now_s;
