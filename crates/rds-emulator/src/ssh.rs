@@ -141,6 +141,9 @@ pub async fn serve(
     let opts = Arc::new(opts);
     loop {
         let (socket, peer) = listener.accept().await?;
+        // run_stream does not apply `config.nodelay`: without this, Nagle's algorithm holds
+        // each answer's last segment for the client's delayed ACK (about 40 ms per command).
+        let _ = socket.set_nodelay(true);
         if !emu.accepting() || emu.open_connections() >= opts.max_sessions {
             tracing::info!(%peer, "SSH connection refused (rebooting, refusing, or at max-sessions)");
             drop(socket);
