@@ -177,6 +177,36 @@ impl Rds {
         }
     }
 
+    /// Creates a file disk by sending the add first (one round trip when the slot is free),
+    /// looking only when the add fails or its answer is lost. Returns the disk and whether
+    /// it was there before (a different disk, or this one from an earlier call): the caller
+    /// compares, as CSI's idempotency rule wants. RouterOS refuses an add into a taken slot
+    /// before it touches any file (an item is addressed by its slot), so the add never
+    /// changes a disk that exists; the emulator does the same.
+    pub async fn create_or_find_disk(&self, want: &NewDisk) -> Result<(Disk, bool), RosError> {
+        let op = Op::CreateDisk(want.clone());
+        // After a lost answer: our own add (the same disk) counts as made now.
+        let look = || async {
+            Ok(match self.transport.call(&Op::GetDisk(want.slot.clone())).await? {
+                Answer::MaybeDisk(Some(d)) if same_disk(&d, want) => Some(Answer::Disk(d)),
+                Answer::MaybeDisk(Some(d)) => Some(Answer::MaybeDisk(Some(d))),
+                _ => None,
+            })
+        };
+        match self.run(&op, look).await {
+            Ok(Answer::Disk(d)) => Ok((d, false)),
+            Ok(Answer::MaybeDisk(Some(d))) => Ok((d, true)),
+            Ok(other) => Err(unexpected(&op, other)),
+            // Refused: the slot may be taken (RouterOS's exact words for that are not known,
+            // spec §4), so look once whatever the text said.
+            Err(e) if !e.is_ambiguous() => match self.get_disk(&want.slot).await? {
+                Some(d) => Ok((d, true)),
+                None => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
     pub async fn list_disks(&self, slot_prefix: &str) -> Result<Vec<Disk>, RosError> {
         let op = Op::ListDisks { slot_prefix: slot_prefix.to_string() };
         match self.read(op.clone()).await? {

@@ -382,6 +382,16 @@ pub fn answer_from_rows(
             let row = rows.first().ok_or_else(|| {
                 RosError::Unexpected(format!("disk {} missing right after add", d.slot))
             })?;
+            // Never expected (a slot names one item), but two disks in one slot must stop
+            // everything rather than hand out one of them.
+            if rows.len() > 1 {
+                return Err(RosError::Unexpected(format!(
+                    "{} disks in slot {} right after add; check /disk print where slot={} by hand",
+                    rows.len(),
+                    d.slot,
+                    d.slot
+                )));
+            }
             Answer::Disk(disk_from(row)?)
         }
         Op::SetFileSize { slot, .. } => {

@@ -33,7 +33,9 @@ fn invalid(msg: impl Into<String>) -> ServiceError {
 
 impl Backend {
     /// CSI "CreateVolume": idempotent by name; an existing volume of a compatible size is
-    /// returned, an incompatible one is ALREADY_EXISTS. At most 2 round trips (look, create).
+    /// returned, an incompatible one is ALREADY_EXISTS. One round trip for a new volume of
+    /// the file layout (the add with its confirming read); a retry costs a second (the look
+    /// after RouterOS refuses the taken slot).
     pub async fn create_volume(
         self: &std::sync::Arc<Self>,
         req: CreateVolumeRequest,
@@ -83,13 +85,21 @@ impl Backend {
             }
             CreateVolumeResponse { volume: Some(volume) }
         };
-        if let Some(disk) = self.rds.get_disk(&slot).await.map_err(ServiceError::rds(&context))? {
+        let conflict = |disk: &Disk| {
+            ServiceError::AlreadyExists(format!(
+                "volume {slot} for {:?} already exists with {} bytes, which does not fit the requested range \
+                 (required {required}, limit {limit}); delete it or request a compatible size",
+                req.name, disk.size
+            ))
+        };
+        // The subvolume layout makes its subvolume before the disk, so it looks first: a
+        // retry never makes anything for a volume that exists.
+        if p.subvolume
+            && let Some(disk) =
+                self.rds.get_disk(&slot).await.map_err(ServiceError::rds(&context))?
+        {
             if !capacity::compatible(disk.size, required, limit) {
-                return Err(ServiceError::AlreadyExists(format!(
-                    "volume {slot} for {:?} already exists with {} bytes, which does not fit the requested range \
-                     (required {required}, limit {limit}); delete it or request a compatible size",
-                    req.name, disk.size
-                )));
+                return Err(conflict(&disk));
             }
             self.apply_compress(&disk, compress).await?;
             if let Some(src) = &source {
@@ -131,7 +141,18 @@ impl Backend {
                 Vec::new()
             },
         };
-        let disk = self.rds.create_disk(&want).await.map_err(ServiceError::rds(&context))?;
+        let disk = if p.subvolume {
+            self.rds.create_disk(&want).await.map_err(ServiceError::rds(&context))?
+        } else {
+            // The file layout sends the add first: one round trip for a new volume; a retry
+            // learns from RouterOS's refusal that the slot is taken, then looks and compares.
+            let (disk, existed) =
+                self.rds.create_or_find_disk(&want).await.map_err(ServiceError::rds(&context))?;
+            if existed && !capacity::compatible(disk.size, required, limit) {
+                return Err(conflict(&disk));
+            }
+            disk
+        };
         self.apply_compress(&disk, compress).await?;
         if let Some(src) = source.as_ref().filter(|_| fill) {
             self.fill_from(&disk, src).await?;
