@@ -261,9 +261,22 @@ async fn suite(transport: &str) {
     let (r, trips) = counted(&rds, c.delete_volume(del(name))).await;
     r.unwrap();
     // Look + one joined remove line (over REST through /rest/execute).
-    assert!(trips <= 2, "delete took {trips} round trips over {transport}");
+    assert_eq!(trips, 1, "delete took {trips} round trips over {transport}: {:?}", rds.commands());
     assert!(!rds.file_exists(&format!("storage-pool/metal-csi/{name}.img")));
     assert!(c.delete_volume(del(name)).await.is_ok(), "deleting a deleted volume succeeds");
+    // A crash between the disk's and the file's removal left the file: the same one line
+    // removes it (in a subdirectory too), and nothing else.
+    let left = "pvc-1e000000-0000-4000-8000-00000000001e";
+    rds.ros(&format!(
+        "/disk add type=file slot={left} file-path=storage-pool/metal-csi/{left}.img file-size=1M"
+    ));
+    rds.ros(&format!("/disk add type=file slot=keep-me file-path=storage-pool/metal-csi/keep-{left}.img file-size=1M"));
+    rds.ros(&format!("/disk remove [find slot={left}]"));
+    let (r, trips) = counted(&rds, c.delete_volume(del(left))).await;
+    r.unwrap();
+    assert_eq!(trips, 1, "a leftover file: {:?}", rds.commands());
+    assert!(!rds.file_exists(&format!("storage-pool/metal-csi/{left}.img")));
+    assert!(rds.file_exists(&format!("storage-pool/metal-csi/keep-{left}.img")), "only <id>.img");
     assert_eq!(code(c.delete_volume(del("")).await).0, Code::InvalidArgument);
     // An id this driver never makes names no volume of it: OK, and nothing is touched.
     rds.ros("/disk add type=file slot=pvc-foreign file-path=storage-pool/metal-csi/pvc-foreign.img file-size=1M");
@@ -279,6 +292,15 @@ async fn suite(transport: &str) {
     ));
     let (k, m) = code(c.delete_volume(del(outside)).await);
     assert!(k == Code::FailedPrecondition && m.contains("outside the allowed base paths"), "{m}");
+    assert!(rds.file_exists(&format!("storage-pool/other/{outside}.img")));
+    // Also when a stray `<id>.img` lies under the allowed base path: the one-line delete
+    // sees the disk is not the plain case and removes nothing at all.
+    rds.ros(&format!(
+        "/disk add type=file slot=stray file-path=storage-pool/metal-csi/{outside}.img file-size=1M"
+    ));
+    let (k, _) = code(c.delete_volume(del(outside)).await);
+    assert_eq!(k, Code::FailedPrecondition);
+    assert!(rds.file_exists(&format!("storage-pool/metal-csi/{outside}.img")));
     assert!(rds.file_exists(&format!("storage-pool/other/{outside}.img")));
 
     // The per-RPC round-trip metric agrees: every CreateVolume took at most 2 (1 when new).

@@ -476,6 +476,33 @@ async fn a_hold_left_by_a_dead_controller_is_given_back() {
     assert_eq!(d["nvme-tcp-server-allow-host-name"], hosts.as_str(), "the recorded hosts");
 }
 
+/// DeleteVolume of a clone whose copy died holding its source's writes: the one-line delete
+/// leaves such a disk alone (its comment says ` paused=`), and the careful path gives the
+/// source its export back before the clone and its record go.
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_a_clone_that_holds_its_source_gives_the_export_back() {
+    let (rds, _daemon, mut c) = start_with(&[]).await;
+    c.create_volume(create(A, GIB, &[])).await.unwrap();
+    publish(&mut c, A, "node-a").await;
+    let hosts = disk(&rds, A)["nvme-tcp-server-allow-host-name"].as_str().unwrap().to_string();
+    let long_ago =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+            as i64
+            - 3600;
+    rds.ros(&format!("/disk set {A} nvme-tcp-export=no"));
+    rds.ros(&format!(
+        "/disk add type=file slot={B} file-path=storage-pool/metal-csi/{B}.img file-size=1G \
+         comment=\"rds-csi volume source={A} created={long_ago} mechanism=disk-copy paused={hosts} held={long_ago} copying=0\""
+    ));
+    c.delete_volume(DeleteVolumeRequest { volume_id: B.into(), ..Default::default() })
+        .await
+        .unwrap();
+    assert!(!rds.file_exists(&file(B)), "the clone is gone");
+    let d = disk(&rds, A);
+    assert_eq!(d["nvme-tcp-export"], true, "the source's export is back: {d}");
+    assert_eq!(d["nvme-tcp-server-allow-host-name"], hosts.as_str());
+}
+
 /// `compress` needs RouterOS 7.18: before, CreateVolume and ControllerModifyVolume refuse it
 /// with INVALID_ARGUMENT naming the version, and nothing is created; the other mutable
 /// parameters still work.

@@ -1,6 +1,7 @@
 //! Executes parsed RouterOS statements against the store: evaluation of `[find ...]`,
 //! `where`, `:put`, `:serialize`, and the `/file` and `/system` menus. `/disk` mutations live
-//! in `disk_cmd.rs`, `/disk/btrfs/subvolume` in `btrfs_cmd.rs`.
+//! in `disk_cmd.rs`, `/disk/btrfs/subvolume` in `btrfs_cmd.rs`, `:if`/`:len`/`:error` in
+//! `script_cmd.rs`.
 //!
 //! Like RouterOS, a line runs statement by statement and stops at the first error, whose text
 //! is printed after any output so far (exit status 0 by default, see `Behaviour`).
@@ -139,10 +140,12 @@ pub(crate) struct Args<'s> {
     pub named: HashMap<&'s str, (&'s Value, Pos)>,
     pub unnamed: Vec<(&'s Value, Pos)>,
     pub filter: Option<&'s Expr>,
+    /// `:if`'s condition.
+    pub cond: Option<(&'s Value, CmpOp, &'s Value)>,
 }
 
 pub(crate) fn split_args(stmt: &Statement) -> Args<'_> {
-    let mut a = Args { named: HashMap::new(), unnamed: Vec::new(), filter: None };
+    let mut a = Args { named: HashMap::new(), unnamed: Vec::new(), filter: None, cond: None };
     for arg in &stmt.args {
         match arg {
             Arg::Named { name, value, pos } => {
@@ -150,13 +153,14 @@ pub(crate) fn split_args(stmt: &Statement) -> Args<'_> {
             }
             Arg::Unnamed { value, pos } => a.unnamed.push((value, *pos)),
             Arg::Where { expr, .. } => a.filter = Some(expr),
+            Arg::Cond { left, op, right, .. } => a.cond = Some((left, *op, right)),
         }
     }
     a
 }
 
 impl Exec<'_> {
-    fn top(&mut self, stmt: &Statement) -> Result<(), ExecError> {
+    pub(crate) fn top(&mut self, stmt: &Statement) -> Result<(), ExecError> {
         // At top level, values are discarded except what commands print themselves.
         self.eval_statement(stmt).map(|_| ())
     }
@@ -166,6 +170,7 @@ impl Exec<'_> {
         match value {
             Value::Text { text, .. } => Ok(RValue::Text(text.clone())),
             Value::Sub(stmt) => self.eval_statement(stmt),
+            Value::Block(_) => Err(failure("a block is not a value here")),
         }
     }
 
@@ -185,6 +190,9 @@ impl Exec<'_> {
         match (menu.as_slice(), command) {
             ([], ":put") => self.put(stmt),
             ([], ":serialize") => self.serialize(stmt),
+            ([], ":len") => self.len(stmt),
+            ([], ":error") => self.error(stmt),
+            ([], ":if") => self.script_if(stmt),
             ([], other) => Err(ExecError::Message(format!("bad command name {}", &other[1..]))),
             (["disk"], "print") => self.print_disks(stmt),
             (["disk"], "find") => self.find_disks(stmt),

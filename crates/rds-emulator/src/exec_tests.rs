@@ -289,3 +289,38 @@ fn disk_full_and_slot_derivation() {
         "file-storage-pool-swapfile"
     );
 }
+
+#[test]
+fn script_if_len_and_error() {
+    let mut r = Rds::new();
+    r.ok("/disk add type=file slot=pvc-a file-path=storage-pool/v/pvc-a.img file-size=1M comment=\"x\"");
+    assert_eq!(r.ok(":put [:len [/disk find where slot=\"pvc-a\"]]"), "1\n");
+    assert_eq!(r.ok(":put [:len [/disk find where slot=\"pvc-a\" and file-path=\"/storage-pool/v/pvc-a.img\"]]"), "1\n");
+    assert_eq!(
+        r.ok(":put [:len [/disk find where slot=\"pvc-a\" and !(comment~\" paused=\")]]"),
+        "1\n"
+    );
+    assert_eq!(r.ok(":put [:len [/disk find where slot=\"pvc-b\"]]"), "0\n");
+}
+
+#[test]
+fn script_if_runs_one_branch_and_error_stops_the_line() {
+    let mut r = Rds::new();
+    r.ok("/disk add type=file slot=pvc-a file-path=storage-pool/v/pvc-a.img file-size=1M");
+    let line = |slot: &str| {
+        format!(
+            ":if ([:len [/disk find where slot=\"{slot}\"]] > 0) do={{:error \"kept {slot}\"}} else={{:put \"free\"}}; :put \"after\""
+        )
+    };
+    assert_eq!(r.err(&line("pvc-a")), "kept pvc-a", "the error stops the line");
+    assert_eq!(r.ok(&line("pvc-b")), "free\nafter\n");
+    assert_eq!(
+        r.ok(":if (2 < 10) do={:put yes} else={:put no}"),
+        "yes\n",
+        "numbers compare as numbers"
+    );
+    assert_eq!(r.ok(":if (\"b\" != \"b\") do={:put yes}"), "", "no else: nothing");
+    assert_eq!(r.ok(":put [:len \"abc\"]"), "3\n");
+    assert!(r.err(":if [:len 1] do={:put x}").contains("syntax error"));
+    assert!(r.err(":if (1 = 1) do=\"x\"").contains("needs a { block }"));
+}

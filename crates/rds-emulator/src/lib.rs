@@ -12,6 +12,7 @@ pub mod model;
 pub mod nvmet;
 pub mod render;
 pub mod rest;
+mod script_cmd;
 pub mod ssh;
 pub mod store;
 pub mod tls;

@@ -293,6 +293,31 @@ impl Rds {
         self.run(&op, || async { Ok(None) }).await.map(|_| ())
     }
 
+    /// DeleteVolume in one round trip ([`Op::DeleteVolumeDisk`]): `true` when the disk (or,
+    /// with no disk, a leftover file) is gone; `false` when the slot holds a disk that is not
+    /// the plain case, which is left untouched for the caller to look at.
+    pub async fn delete_volume_disk(
+        &self,
+        slot: &Slot,
+        bases: &[FilePath],
+        keep_comment: &str,
+    ) -> Result<bool, RosError> {
+        if bases.is_empty() {
+            return Err(RosError::InvalidArgument("no allowed base path to delete under".into()));
+        }
+        let op = Op::DeleteVolumeDisk {
+            slot: slot.clone(),
+            bases: bases.to_vec(),
+            keep_comment: keep_comment.to_string(),
+        };
+        // Idempotent: sending it again after a lost answer is safe.
+        match self.run(&op, || async { Ok(None) }).await {
+            Ok(_) => Ok(true),
+            Err(e) if !e.is_ambiguous() && e.to_string().contains(crate::ops::KEPT) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     pub async fn remove_file(&self, file: &FilePath) -> Result<(), RosError> {
         self.run(&Op::RemoveFile(file.clone()), || async { Ok(None) }).await.map(|_| ())
     }

@@ -66,6 +66,16 @@ pub enum Op {
         slot: Slot,
         file: FilePath,
     },
+    /// DeleteVolume's one line: when the disk in `slot` is the plain case (its file is
+    /// `<base>/<slot>.img` under one of `bases` and its comment does not match the regex
+    /// `keep_comment`), removes it; then removes `<slot>.img` anywhere under `bases` (its
+    /// file, or a leftover when there was no disk). Any other disk in the slot is left
+    /// alone, nothing is removed, and the line fails with [`KEPT`]: the caller looks.
+    DeleteVolumeDisk {
+        slot: Slot,
+        bases: Vec<FilePath>,
+        keep_comment: String,
+    },
     RemoveFile(FilePath),
     /// Removes every file named `name` anywhere under the base directories (a leftover of a
     /// delete cut between its two removals); idempotent: nothing found is fine.
@@ -155,6 +165,7 @@ impl Op {
             Op::SetComment { .. } => "set_comment",
             Op::SetCompress { .. } => "set_compress",
             Op::DeleteDisk { .. } => "delete_disk",
+            Op::DeleteVolumeDisk { .. } => "delete_volume_disk",
             Op::RemoveFile(_) => "remove_file",
             Op::RemoveLeftover { .. } => "remove_leftover",
             Op::ListFiles { .. } => "list_files",
@@ -178,7 +189,8 @@ impl Op {
             }
             Op::SetComment { slot, .. }
             | Op::SetCompress { slot, .. }
-            | Op::DeleteDisk { slot, .. } => slot.to_string(),
+            | Op::DeleteDisk { slot, .. }
+            | Op::DeleteVolumeDisk { slot, .. } => slot.to_string(),
             Op::CopyDisk { dst, .. } => dst.to_string(),
             Op::RemoveFile(f) | Op::CopyFile { dst: f, .. } | Op::ListFiles { under: f } => {
                 f.to_string()
@@ -480,6 +492,18 @@ fn slot_filter(slot: &Slot) -> String {
     format!("slot={}", quote(slot.as_str()))
 }
 
+/// The text of the refusal of [`Op::DeleteVolumeDisk`] for a disk that is not the plain case.
+pub const KEPT: &str = "rds-csi: kept";
+
+/// Removes every file named `name` anywhere under the `bases`.
+fn leftover_line(bases: &[FilePath], name: &str) -> String {
+    // Names are [A-Za-z0-9._/-]: only '.' needs escaping in the pattern.
+    let esc = |s: &str| s.replace('.', "[.]");
+    let dirs: Vec<String> = bases.iter().map(|b| esc(b.as_str())).collect();
+    let pattern = format!("^({})/(.+/)?{}$", dirs.join("|"), esc(name));
+    format!("/file remove [find name~{}]", quote(&pattern))
+}
+
 /// The one SSH command line of an op.
 pub fn ssh_line(op: &Op, format: ReadFormat) -> String {
     match op {
@@ -544,14 +568,29 @@ pub fn ssh_line(op: &Op, format: ReadFormat) -> String {
             quote(slot.as_str()),
             quote(file.as_str())
         ),
-        Op::RemoveFile(file) => format!("/file remove [find name={}]", quote(file.as_str())),
-        Op::RemoveLeftover { bases, name } => {
-            // Names are [A-Za-z0-9._/-]: only '.' needs escaping in the pattern.
-            let esc = |s: &str| s.replace('.', "[.]");
-            let dirs: Vec<String> = bases.iter().map(|b| esc(b.as_str())).collect();
-            let pattern = format!("^({})/(.+/)?{}$", dirs.join("|"), esc(name.as_str()));
-            format!("/file remove [find name~{}]", quote(&pattern))
+        Op::DeleteVolumeDisk { slot, bases, keep_comment } => {
+            let s = quote(slot.as_str());
+            // `file-path` prints with a leading slash on some firmware: match both spellings.
+            let own: Vec<String> = bases
+                .iter()
+                .flat_map(|b| {
+                    let file = format!("{}/{slot}.img", b.as_str());
+                    [
+                        format!("file-path={}", quote(&file)),
+                        format!("file-path={}", quote(&format!("/{file}"))),
+                    ]
+                })
+                .collect();
+            let plain = format!("({}) and !(comment~{})", own.join(" or "), quote(keep_comment));
+            format!(
+                ":if ([:len [/disk find where slot={s} and !({plain})]] > 0) do={{:error {}}}; \
+                 /disk remove [find where slot={s}]; {}",
+                quote(&format!("{KEPT}: disk {slot} is not removed in one step")),
+                leftover_line(bases, &format!("{slot}.img"))
+            )
         }
+        Op::RemoveFile(file) => format!("/file remove [find name={}]", quote(file.as_str())),
+        Op::RemoveLeftover { bases, name } => leftover_line(bases, name.as_str()),
         Op::ListFiles { under } => read(
             "/file",
             &format!("name~{}", quote(&anchored(&format!("{}/", under.as_str())))),

@@ -97,7 +97,7 @@ pub fn rest_calls(op: &Op) -> Vec<RestCall> {
         }
         // REST cannot join commands; /rest/execute runs the same joined line as SSH, so a
         // delete stays one request. It answers 200 even on failure: `ret` holds the text.
-        Op::DeleteDisk { .. } | Op::RemoveLeftover { .. } => {
+        Op::DeleteDisk { .. } | Op::DeleteVolumeDisk { .. } | Op::RemoveLeftover { .. } => {
             vec![call(
                 "POST",
                 "/execute".into(),
@@ -188,7 +188,10 @@ pub fn parse_rest(op: &Op, bodies: &[Value]) -> Result<Answer, RosError> {
         | Op::Pool { .. }
         | Op::GetSubvolume(_) => answer_from_rows(op, rows(0)?, None),
         Op::SetFileSize { .. } => answer_from_rows(op, rows(1)?, None),
-        Op::DeleteDisk { .. } | Op::RemoveLeftover { .. } | Op::RemoveSubvolume(_) => {
+        Op::DeleteDisk { .. }
+        | Op::DeleteVolumeDisk { .. }
+        | Op::RemoveLeftover { .. }
+        | Op::RemoveSubvolume(_) => {
             // Errors come back inside a 200 answer (spec §3.1): read them from the text.
             let ret =
                 bodies.first().and_then(|b| b.get("ret")).and_then(Value::as_str).unwrap_or("");

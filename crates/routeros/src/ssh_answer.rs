@@ -21,6 +21,7 @@ pub fn parse_ssh(op: &Op, output: &str, format: ReadFormat) -> Result<Answer, Ro
             | Op::SetComment { .. }
             | Op::SetCompress { .. }
             | Op::DeleteDisk { .. }
+            | Op::DeleteVolumeDisk { .. }
             | Op::RemoveFile(_)
             | Op::RemoveLeftover { .. }
             | Op::CopyDisk { .. }

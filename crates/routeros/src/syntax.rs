@@ -5,7 +5,9 @@
 //! - menu paths in both spellings: `/disk add ...`, `/disk/add ...`, `/system resource print`,
 //! - arguments `name=value`, unnamed values (`detail`, `pvc-x`, `*1A`), `where EXPR`,
 //! - values: bare tokens, double-quoted strings with RouterOS escapes, `[ sub-statement ]`,
-//! - script commands starting with `:` (`:put`, `:serialize`),
+//! - script commands starting with `:` (`:put`, `:serialize`, `:len`, `:error`), and
+//!   `:if (VALUE OP VALUE) do={ ... } else={ ... }` with one comparison (`=`, `!=`, `<`, `>`)
+//!   of two values and blocks of statements,
 //! - expressions for `where` and `find`: `name=v`, `name!=v`, `name~"regex"`, `name<v`,
 //!   `name>v`, bare boolean properties, `!x`, `and`/`or`/`&&`/`||`, juxtaposition as `and`,
 //!   and parentheses.
@@ -51,6 +53,8 @@ pub enum Arg {
     Unnamed { value: Value, pos: Pos },
     /// `where EXPR`, or the whole argument list of `find`.
     Where { expr: Expr, pos: Pos },
+    /// The condition of `:if`: `(left op right)`.
+    Cond { left: Value, op: CmpOp, right: Value, pos: Pos },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +63,8 @@ pub enum Value {
     Text { text: String, quoted: bool },
     /// `[ statement ]`: evaluated before the enclosing command.
     Sub(Box<Statement>),
+    /// `{ statements }`: the body of `:if`'s `do=` and `else=`.
+    Block(Vec<Statement>),
 }
 
 impl Value {
@@ -66,7 +72,7 @@ impl Value {
     pub fn as_text(&self) -> Option<&str> {
         match self {
             Value::Text { text, .. } => Some(text),
-            Value::Sub(_) => None,
+            Value::Sub(_) | Value::Block(_) => None,
         }
     }
 }
@@ -200,7 +206,11 @@ impl Parser<'_> {
             if word.is_empty() {
                 return Err(SyntaxError::ExpectedCommandName { pos: self.pos() });
             }
-            let args = self.args(&[])?;
+            let mut args = Vec::new();
+            if word == "if" {
+                args.push(self.condition()?);
+            }
+            args.extend(self.args(&[])?);
             return Ok(Statement {
                 menu: Vec::new(),
                 absolute: false,
@@ -217,7 +227,7 @@ impl Parser<'_> {
         let mut command = None;
         loop {
             self.skip_blanks();
-            if matches!(self.peek(), None | Some(';') | Some('\n') | Some(']')) {
+            if matches!(self.peek(), None | Some(';') | Some('\n') | Some(']') | Some('}')) {
                 break;
             }
             let word_pos = self.pos();
@@ -269,13 +279,66 @@ impl Parser<'_> {
         Ok(Statement { menu, absolute, command, args, pos })
     }
 
+    /// `(VALUE OP VALUE)` after `:if`.
+    fn condition(&mut self) -> Result<Arg, SyntaxError> {
+        self.skip_blanks();
+        let pos = self.pos();
+        if self.peek() != Some('(') {
+            return Err(SyntaxError::Syntax { pos });
+        }
+        self.at += 1;
+        self.skip_blanks();
+        let left = self.value(&[])?;
+        self.skip_blanks();
+        let op = match (self.peek(), self.peek_at(1)) {
+            (Some('!'), Some('=')) => (CmpOp::Ne, 2),
+            (Some('='), _) => (CmpOp::Eq, 1),
+            (Some('<'), _) => (CmpOp::Lt, 1),
+            (Some('>'), _) => (CmpOp::Gt, 1),
+            _ => return Err(SyntaxError::Syntax { pos: self.pos() }),
+        };
+        self.at += op.1;
+        self.skip_blanks();
+        let right = self.value(&[])?;
+        self.skip_blanks();
+        if self.peek() != Some(')') {
+            return Err(SyntaxError::Syntax { pos: self.pos() });
+        }
+        self.at += 1;
+        Ok(Arg::Cond { left, op: op.0, right, pos })
+    }
+
+    /// `{ statements }` (the opening brace is next).
+    fn block(&mut self) -> Result<Value, SyntaxError> {
+        let open = self.pos();
+        self.at += 1;
+        let mut body = Vec::new();
+        loop {
+            self.skip_separators();
+            match self.peek() {
+                None => return Err(SyntaxError::Syntax { pos: open }),
+                Some('}') => {
+                    self.at += 1;
+                    return Ok(Value::Block(body));
+                }
+                Some(_) => {
+                    body.push(self.statement(&[])?);
+                    self.skip_blanks();
+                    if !matches!(self.peek(), Some(';') | Some('\n') | Some('}')) {
+                        return Err(SyntaxError::ExpectedEndOfCommand { pos: self.pos() });
+                    }
+                }
+            }
+        }
+    }
+
     fn args(&mut self, menu: &[String]) -> Result<Vec<Arg>, SyntaxError> {
         let mut args = Vec::new();
         loop {
             self.skip_blanks();
             let pos = self.pos();
             match self.peek() {
-                None | Some(';') | Some('\n') | Some(']') => return Ok(args),
+                None | Some(';') | Some('\n') | Some(']') | Some('}') => return Ok(args),
                 Some('"') | Some('[') => {
                     let value = self.value(menu)?;
                     args.push(Arg::Unnamed { value, pos });
@@ -329,8 +392,9 @@ impl Parser<'_> {
                 self.at += 1;
                 Ok(Value::Sub(Box::new(inner)))
             }
+            Some('{') => self.block(),
             // `name=` followed by nothing is an empty value.
-            None | Some(' ') | Some('\t') | Some(';') | Some('\n') | Some(']') => {
+            None | Some(' ') | Some('\t') | Some(';') | Some('\n') | Some(']') | Some('}') => {
                 Ok(Value::Text { text: String::new(), quoted: false })
             }
             _ => self.bare(),
@@ -392,7 +456,7 @@ impl Parser<'_> {
     }
 
     fn at_expr_end(&self) -> bool {
-        matches!(self.peek(), None | Some(';') | Some('\n') | Some(']') | Some(')'))
+        matches!(self.peek(), None | Some(';') | Some('\n') | Some(']') | Some(')') | Some('}'))
     }
 
     fn keyword(&mut self, words: &[&str]) -> bool {

@@ -36,6 +36,11 @@ pub fn samples() -> Vec<Op> {
         Op::SetComment { slot: slot.clone(), comment: "rds-csi".into() },
         Op::SetCompress { slot: slot.clone(), compress: true },
         Op::DeleteDisk { slot: slot.clone(), file: file.clone() },
+        Op::DeleteVolumeDisk {
+            slot: slot.clone(),
+            bases: vec![FilePath::new("storage-pool/metal-csi").unwrap()],
+            keep_comment: " paused=".into(),
+        },
         Op::RemoveFile(file.clone()),
         Op::RemoveLeftover {
             bases: vec![FilePath::new("storage-pool/metal-csi").unwrap()],

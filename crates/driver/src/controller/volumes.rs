@@ -25,7 +25,7 @@ use crate::{
     error::ServiceError,
 };
 
-use crate::core::context::key;
+use crate::core::{context::key, snapshots::HOLD_MARK};
 
 fn invalid(msg: impl Into<String>) -> ServiceError {
     ServiceError::InvalidArgument(msg.into())
@@ -164,7 +164,9 @@ impl Backend {
     /// driver makes); FAILED_PRECONDITION ("Volume in use") while any node holds it or a copy
     /// reads or writes it, naming them. Removes the disk and its file, never a file outside
     /// the allowed base paths. With no disk left, a leftover `<id>.img` under the allowed base
-    /// paths (a crash between the two removals) is removed too. 2 round trips.
+    /// paths (a crash between the two removals) is removed too. One round trip; a disk of the
+    /// subvolume layout, outside the plain `<base>/<id>.img`, or whose copy holds its source's
+    /// writes takes the careful path (look, then act): 3 or more.
     pub async fn delete_volume(
         &self,
         req: DeleteVolumeRequest,
@@ -176,6 +178,18 @@ impl Backend {
         let _guard = self.locks.try_lock(slot.as_str(), "volume")?;
         self.refuse_if_in_use(&slot).await?;
         let context = format!("deleting volume {slot}");
+        // One round trip in the plain case: RouterOS removes the disk and its file, or a
+        // leftover file when there is no disk, checking inside the same line that the file
+        // is `<allowed base>/<id>.img` and that no copy holds its source's writes. Any other
+        // disk is left untouched and looked at below.
+        if self
+            .rds
+            .delete_volume_disk(&slot, &self.cfg.allowed_base_paths, HOLD_MARK)
+            .await
+            .map_err(ServiceError::rds(&context))?
+        {
+            return Ok(DeleteVolumeResponse {});
+        }
         let Some(disk) = self.rds.get_disk(&slot).await.map_err(ServiceError::rds(&context))?
         else {
             self.rds

@@ -139,6 +139,10 @@ pub struct CopyRecord {
     pub pvc: Option<String>,
 }
 
+/// A regex (RouterOS `~`) that matches the comment of a disk whose copy withdrew its
+/// source's export ([`CopyRecord::paused`]): DeleteVolume gives the export back first.
+pub const HOLD_MARK: &str = " paused=";
+
 impl CopyRecord {
     /// The record of a copy about to start: nothing copied, no hold, no group.
     pub fn started(snapshot: bool, source: &str, mechanism: Mechanism, created: i64) -> CopyRecord {
