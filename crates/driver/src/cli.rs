@@ -58,6 +58,9 @@ pub enum Command {
     /// port, kernel modules, host NQN, NQN prefixes, CSIDriver and sidecars: OK/WARN/FAIL
     /// with the fix.
     Doctor(Box<DoctorArgs>),
+    /// Benchmarks and the fault soak (docs/performance.md): `bench controller`, `bench node`,
+    /// `bench soak`.
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Args)]

@@ -39,6 +39,10 @@ fn main() -> ExitCode {
                 }
             };
         }
+        Command::Bench(bench) => {
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            return tools::exit(runtime.block_on(driver::bench::run(bench)));
+        }
         tool => {
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
             return tools::exit(runtime.block_on(async {
@@ -48,7 +52,9 @@ fn main() -> ExitCode {
                     Command::Attachments(a) => tools::listing::attachments(a).await,
                     Command::Orphans(a) => tools::orphans::run(a).await,
                     Command::Doctor(a) => tools::doctor::run(a).await,
-                    Command::Serve(_) | Command::Demo(_) => unreachable!("handled above"),
+                    Command::Serve(_) | Command::Demo(_) | Command::Bench(_) => {
+                        unreachable!("handled above")
+                    }
                 }
             }));
         }
