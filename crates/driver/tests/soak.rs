@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use driver::bench::soak::{SoakReport, soak};
+use driver::bench::soak::{SoakReport, soak, soak_with};
 
 async fn run(seed: u64, ops: usize) -> SoakReport {
     let exe = Path::new(env!("CARGO_BIN_EXE_rds-csi"));
@@ -64,4 +64,16 @@ fn covered(reports: &[SoakReport]) {
 async fn soak_with_fixed_seeds() {
     let reports = vec![run(1, 150).await, run(2, 150).await];
     covered(&reports);
+}
+
+/// The checks catch what they must: a file planted on the RDS before step 5 fails that step,
+/// and the prefix search names the six steps that reproduce it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_planted_file_fails_the_soak_at_its_step() {
+    let exe = Path::new(env!("CARGO_BIN_EXE_rds-csi"));
+    let f = soak_with(exe, 12, 3, None, Some(5)).await.expect_err("the stray file is seen");
+    assert_eq!((f.seed, f.step), (3, 5), "{f}");
+    assert!(f.what.contains("stray.img belongs to no disk"), "{f}");
+    assert_eq!(f.prefix.len(), 6, "{f}");
+    assert!(f.to_string().contains("rerun: rds-csi bench soak --seed 3 --ops 6"), "{f}");
 }

@@ -131,7 +131,19 @@ pub async fn soak(
     seed: u64,
     dir: Option<&Path>,
 ) -> Result<SoakReport, SoakFailure> {
-    let (step, what) = match run_prefix(exe, ops, seed, dir).await {
+    soak_with(exe, ops, seed, dir, None).await
+}
+
+/// [`soak`], with a stray file planted on the RDS after step `sabotage` (0-based): the test
+/// that the checks catch what they must and that the prefix search finds the step.
+pub async fn soak_with(
+    exe: &Path,
+    ops: usize,
+    seed: u64,
+    dir: Option<&Path>,
+    sabotage: Option<usize>,
+) -> Result<SoakReport, SoakFailure> {
+    let (step, what) = match run_prefix(exe, ops, seed, dir, sabotage).await {
         Ok(report) => return Ok(report),
         Err(e) => e,
     };
@@ -142,7 +154,7 @@ pub async fn soak(
     while lo + 1 < hi && tries < 6 {
         tries += 1;
         let mid = (lo + hi) / 2;
-        if run_prefix(exe, mid, seed, None).await.is_err() { hi = mid } else { lo = mid }
+        if run_prefix(exe, mid, seed, None, sabotage).await.is_err() { hi = mid } else { lo = mid }
     }
     let mut model = Model::default();
     let mut rng = Rng::new(seed);
@@ -161,6 +173,7 @@ async fn run_prefix(
     ops: usize,
     seed: u64,
     dir: Option<&Path>,
+    sabotage: Option<usize>,
 ) -> Result<SoakReport, (usize, String)> {
     let temp = tempfile::tempdir().map_err(|e| (0, e.to_string()))?;
     let dir = dir.map(Path::to_path_buf).unwrap_or_else(|| temp.path().to_path_buf());
@@ -176,6 +189,11 @@ async fn run_prefix(
     let mut rng = Rng::new(seed);
     for i in 0..ops {
         let step = s.model.next_step(&mut rng, seed, &NODES);
+        if sabotage == Some(i) {
+            let stray =
+                s.h.files.as_ref().expect("emulator files").join(VOLUME_DIR).join("stray.img");
+            std::fs::write(&stray, b"planted").map_err(|e| (i, e.to_string()))?;
+        }
         s.run_step(&step).await.map_err(|e| (i, format!("{:?}: {e}", step.action)))?;
         s.report.steps += 1;
     }
