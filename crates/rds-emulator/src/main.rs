@@ -228,6 +228,10 @@ async fn run(args: Args) -> Result<(), String> {
         let router = rest::router(emu.clone(), rest_opts);
         if args.rest_plain_http {
             lines.push(format!("listen rest http://{bound}"));
+            use axum::serve::ListenerExt;
+            let tcp = tcp.tap_io(|s| {
+                let _ = s.set_nodelay(true);
+            });
             tasks.spawn(async move { axum::serve(tcp, router).await });
         } else {
             let identity = Identity::load_or_create(&args.data_dir)?;

@@ -87,6 +87,8 @@ impl axum::serve::Listener for TlsListener {
                     continue;
                 }
             };
+            // Answers leave at once instead of waiting for the client's delayed ACK.
+            let _ = tcp.set_nodelay(true);
             match tokio::time::timeout(Duration::from_secs(10), self.acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => return (tls, addr),
                 Ok(Err(e)) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),

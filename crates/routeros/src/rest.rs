@@ -307,6 +307,8 @@ impl RestTransport {
             ))
         })?
         .map_err(|e| unavailable("cannot connect to", &e))?;
+        // The request and the TLS records go out whole, without waiting for an ACK.
+        let _ = tcp.set_nodelay(true);
         let auth = base64::engine::general_purpose::STANDARD
             .encode(format!("{}:{}", self.opts.user, self.opts.password));
         let body = call.body.as_ref().map(|b| b.to_string()).unwrap_or_default();
