@@ -158,6 +158,23 @@ impl Bench<'_> {
     }
 }
 
+/// The raw RouterOS round trip of the embedded emulator: `n` disk reads one after another
+/// over a client of its own (SSH, no driver, no added latency).
+async fn raw_round_trip(h: &Harness, n: usize) -> Result<Option<Duration>, String> {
+    let Some(opts) = h.ssh.clone() else { return Ok(None) };
+    let t = routeros::ssh::SshTransport::new(opts).map_err(|e| e.to_string())?;
+    let rds = routeros::client::Rds::new(std::sync::Arc::new(t), Default::default());
+    let slot = routeros::types::Slot::new("pvc-bench-probe").expect("a valid slot");
+    rds.get_disk(&slot).await.map_err(|e| e.to_string())?;
+    let mut samples = Vec::new();
+    for _ in 0..n {
+        let t = Instant::now();
+        rds.get_disk(&slot).await.map_err(|e| e.to_string())?;
+        samples.push(t.elapsed());
+    }
+    Ok(Some(percentile(&samples, 0.5)))
+}
+
 /// Times `n` GetCapacity calls one after another: the cost of one round trip through the
 /// driver (gRPC, the controller, one RouterOS command).
 async fn unit(c: &mut ControllerClient<Channel>, n: usize) -> Result<Duration, String> {
@@ -177,6 +194,7 @@ pub async fn run(args: ControllerBenchArgs) -> Result<ExitCode, String> {
     let exe = std::env::current_exe().map_err(|e| format!("own binary: {e}"))?;
     let mut h = Harness::start(&exe, &dir, &args.serve_flags).await?;
     let embedded = h.emu.is_some();
+    let raw_ms = raw_round_trip(&h, 50).await?.map(ms);
     if let Some(emu) = &h.emu {
         emu.set_faults(Faults { latency_ms: args.latency_ms, ..Default::default() })?;
     }
@@ -300,12 +318,13 @@ pub async fn run(args: ControllerBenchArgs) -> Result<ExitCode, String> {
                 "concurrency": args.concurrency,
                 "latency_ms": args.latency_ms,
                 "round_trip_unit_ms": unit_ms,
+                "raw_emulator_round_trip_ms": raw_ms,
                 "controller_peak_rss_kib": rss_kib,
                 "phases": phases,
             }))
             .map_err(|e| e.to_string())?
         ),
-        Output::Table => print_table(&target, &args, unit_ms, rss_kib, &phases),
+        Output::Table => print_table(&target, &args, unit_ms, raw_ms, rss_kib, &phases),
     }
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
@@ -314,6 +333,7 @@ fn print_table(
     target: &str,
     args: &ControllerBenchArgs,
     unit_ms: f64,
+    raw_ms: Option<f64>,
     rss_kib: u64,
     phases: &[PhaseResult],
 ) {
@@ -323,6 +343,11 @@ fn print_table(
         args.volumes,
         args.concurrency
     );
+    if let Some(raw) = raw_ms {
+        println!(
+            "one RouterOS command, client to emulator with no added latency (p50): {raw:.3} ms"
+        );
+    }
     println!(
         "one RouterOS round trip through the driver (GetCapacity p50): {unit_ms:.2} ms = the unit of the ideal\n"
     );

@@ -25,6 +25,8 @@ pub struct Harness {
     pub emu: Option<Emulator>,
     /// Where the emulator keeps the RDS's files (the volumes' backing files).
     pub files: Option<PathBuf>,
+    /// The emulator's SSH settings (for a raw RouterOS client beside the controller).
+    pub ssh: Option<routeros::ssh::SshOptions>,
     /// The `rds-csi` binary the controller runs from.
     exe: PathBuf,
     /// `serve` flags that reach the RDS (the embedded emulator's, or the caller's).
@@ -54,8 +56,8 @@ impl Harness {
     /// (`exe serve ...`). `extra` goes to `serve` as given (after the harness's own flags, so
     /// it wins).
     pub async fn start(exe: &Path, dir: &Path, extra: &[String]) -> Result<Harness, String> {
-        let (emu, files, rds_flags) = if names_rds(extra) {
-            (None, None, Vec::new())
+        let (emu, files, ssh, rds_flags) = if names_rds(extra) {
+            (None, None, None, Vec::new())
         } else {
             let rds = emulated::start(&dir.join("rds"), None).await?;
             let RdsConfig::Ssh(o) = &rds.rds else { unreachable!("the emulator speaks SSH") };
@@ -67,11 +69,12 @@ impl Harness {
                 format!("--rds-ssh-key-file={}", o.key_file.display()),
                 format!("--rds-host-key={fp}"),
             ];
-            (Some(rds.emu), Some(rds.files), flags)
+            (Some(rds.emu), Some(rds.files), Some(o.clone()), flags)
         };
         let mut h = Harness {
             emu,
             files,
+            ssh,
             exe: exe.to_path_buf(),
             rds_flags,
             extra: extra.to_vec(),
