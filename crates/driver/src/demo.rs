@@ -66,7 +66,8 @@ impl Steps<'_> {
     }
 }
 
-fn capability(fs: &str) -> VolumeCapability {
+/// A single-node-writer mount of `fs` (the demo's volumes and `bench node`'s).
+pub(crate) fn capability(fs: &str) -> VolumeCapability {
     VolumeCapability {
         access_type: Some(volume_capability::AccessType::Mount(volume_capability::MountVolume {
             fs_type: fs.into(),

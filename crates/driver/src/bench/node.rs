@@ -16,12 +16,13 @@ use std::{
 use clap::Args;
 use csi::v1::{
     controller_client::ControllerClient, identity_client::IdentityClient, node_client::NodeClient,
-    volume_capability, *,
+    *,
 };
 use serde_json::json;
 use tonic::transport::Channel;
 
 use super::stats::{ms, percentile, ratio};
+use crate::demo::capability as cap;
 use crate::tools::Output;
 
 #[derive(Debug, Args)]
@@ -42,18 +43,6 @@ pub struct NodeBenchArgs {
 
 const NODE: &str = "bench-node";
 const LIMIT: Duration = Duration::from_secs(120);
-
-fn cap(fs: &str) -> VolumeCapability {
-    VolumeCapability {
-        access_type: Some(volume_capability::AccessType::Mount(volume_capability::MountVolume {
-            fs_type: fs.into(),
-            ..Default::default()
-        })),
-        access_mode: Some(volume_capability::AccessMode {
-            mode: volume_capability::access_mode::Mode::SingleNodeWriter as i32,
-        }),
-    }
-}
 
 /// The timings of one run, in the order of [`ROWS`].
 type Times = [Duration; 4];
