@@ -1,12 +1,16 @@
 //! The fault-schedule soak (`rds-csi bench soak`, docs/performance.md) with fixed seeds: a
 //! real controller process against the RDS emulator over real SSH, a seeded schedule of
 //! creates, deletes, expansions, snapshots, restores, clones, publishes to one or two nodes,
-//! unpublishes, acknowledged writes, refused conflicts and controller restarts, with faults
+//! unpublishes, stages and publishes on the loop data plane with files written, synced and
+//! read back through ext4 (root), acknowledged block writes, refused conflicts and
+//! controller restarts, with faults
 //! injected (dropped connections before and after a command, latency, RouterOS errors,
 //! reboots, a full pool). After every step and after the final settle, the RDS must match
 //! what the driver acknowledged and every acknowledged write must read back.
 //!
 //! The long run is a command (`rds-csi bench soak --ops 1000 --seed S`); CI runs these.
+
+mod support;
 
 use std::path::Path;
 
@@ -21,7 +25,7 @@ async fn run(seed: u64, ops: usize) -> SoakReport {
 
 /// The schedule really ran what it says: every kind of step and fault, and answers other
 /// than OK (the faults reached the driver).
-fn covered(reports: &[SoakReport]) {
+fn covered(reports: &[SoakReport], loop_plane: bool) {
     let mut actions = std::collections::BTreeMap::new();
     let mut faults = std::collections::BTreeMap::new();
     let mut codes = std::collections::BTreeMap::new();
@@ -53,6 +57,14 @@ fn covered(reports: &[SoakReport]) {
     ] {
         assert!(actions.get(a).copied().unwrap_or(0) > 0, "no {a} step in {actions:?}");
     }
+    if loop_plane {
+        for r in reports {
+            assert_eq!(r.loop_plane, "on", "{r:?}");
+        }
+        for a in ["Stage", "WriteFile", "Unstage"] {
+            assert!(actions.get(a).copied().unwrap_or(0) > 0, "no {a} step in {actions:?}");
+        }
+    }
     for f in ["DropBefore", "DropAfter", "Latency", "Error", "Reboot", "DiskFull"] {
         assert!(faults.get(f).copied().unwrap_or(0) > 0, "no {f} fault in {faults:?}");
     }
@@ -62,8 +74,14 @@ fn covered(reports: &[SoakReport]) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn soak_with_fixed_seeds() {
+    // The loop data plane steps need root (loop devices, mkfs, mount): CI has it.
+    let loop_plane = support::root_with(
+        &["losetup", "blkid", "mkfs.ext4", "mount", "umount"],
+        "the soak's loop data plane: loop devices, mkfs, mount",
+        "soak",
+    );
     let reports = vec![run(1, 150).await, run(2, 150).await];
-    covered(&reports);
+    covered(&reports, loop_plane);
 }
 
 /// The checks catch what they must: a file planted on the RDS before step 5 fails that step,

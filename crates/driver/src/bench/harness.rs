@@ -39,6 +39,8 @@ pub struct Harness {
     pub channel: Channel,
     /// Peak resident memory of the controller processes that have exited (KiB).
     peak_kib: u64,
+    /// The node plugin of [`NODES`]`[0]` on the loop data plane, when started.
+    node: Option<tokio::process::Child>,
 }
 
 fn free_port() -> Result<u16, String> {
@@ -84,6 +86,7 @@ impl Harness {
             metrics: "127.0.0.1:0".parse().expect("address"),
             channel: Channel::from_static("http://[::1]:1").connect_lazy(),
             peak_kib: 0,
+            node: None,
         };
         h.spawn().await?;
         Ok(h)
@@ -144,6 +147,43 @@ impl Harness {
         }
     }
 
+    /// Starts the node plugin of [`NODES`]`[0]` (`rds-csi serve --node --data-plane loop`)
+    /// on the emulator's files, and returns its channel. Needs root.
+    pub async fn start_node(&mut self) -> Result<Channel, String> {
+        let files = self.files.clone().ok_or("the loop plane needs the embedded emulator")?;
+        let socket = self.dir.join("node.sock");
+        let log = std::fs::File::create(self.dir.join("node.log"))
+            .map_err(|e| format!("node log: {e}"))?;
+        let child = tokio::process::Command::new(&self.exe)
+            .arg("serve")
+            .args(["--node", "--node-id", NODES[0], "--data-plane", "loop", "--log-level", "warn"])
+            .arg(format!("--endpoint=unix://{}", socket.display()))
+            .args(["--metrics-address", "", "--blank-check-attempts", "2"])
+            .arg("--loop-root")
+            .arg(&files)
+            .arg("--host-nqn-file")
+            .arg(self.dir.join("hostnqn"))
+            .arg("--kubelet-dir")
+            .arg(self.dir.join("kubelet"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("starting the node plugin: {e}"))?;
+        self.node = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(ch) = crate::endpoint::unix_channel(&socket).await
+                && IdentityClient::new(ch.clone()).probe(ProbeRequest {}).await.is_ok()
+            {
+                return Ok(ch);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(format!("the node plugin did not start; see {}", self.dir.join("node.log").display()))
+    }
+
     /// The controller's process id.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().and_then(|c| c.id())
@@ -159,9 +199,13 @@ impl Harness {
         self.spawn().await
     }
 
-    /// Stops the controller (SIGKILL after its metrics were read).
+    /// Stops the controller (SIGKILL after its metrics were read) and the node plugin.
     pub async fn stop(&mut self) {
         self.peak_kib = self.peak_rss_kib();
+        if let Some(mut n) = self.node.take() {
+            let _ = n.start_kill();
+            let _ = tokio::time::timeout(Duration::from_secs(10), n.wait()).await;
+        }
         if let Some(mut c) = self.child.take() {
             let _ = c.start_kill();
             let _ = tokio::time::timeout(Duration::from_secs(10), c.wait()).await;

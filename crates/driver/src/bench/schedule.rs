@@ -52,6 +52,15 @@ pub struct Vol {
     pub data: Data,
     /// Nodes the controller acknowledged a publish to, not unpublished since.
     pub grants: BTreeSet<String>,
+    /// Staged and published on the first node's loop plane (RWO mount volumes).
+    pub staged: bool,
+    /// Files written through the filesystem and synced: name → the seed of their bytes.
+    pub files: Data,
+    /// Holds a filesystem (staged once, or copied from one that did).
+    pub formatted: bool,
+    /// Filled from a snapshot or a volume: never formatted by the node, so staged only when
+    /// its source had a filesystem (a blank copy is refused, docs/node.md).
+    pub filled: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +69,8 @@ pub struct Snap {
     pub source: String,
     pub size: u64,
     pub data: Data,
+    pub files: Data,
+    pub formatted: bool,
 }
 
 /// What the driver has acknowledged: the truth the RDS must match after every step.
@@ -69,6 +80,8 @@ pub struct Model {
     /// By snapshot name.
     pub snaps: BTreeMap<String, Snap>,
     counter: u64,
+    /// Stage, write files and unstage on the first node's loop data plane (root only).
+    pub loop_plane: bool,
 }
 
 pub const MIB: u64 = 1 << 20;
@@ -127,11 +140,25 @@ pub enum Action {
         id: String,
         node: String,
     },
-    /// A write through a published volume, acknowledged: 4 KiB at a block offset.
+    /// A write to a published RWX block volume, acknowledged: 4 KiB at a block offset.
     Write {
         id: String,
         offset: u64,
         seed: u64,
+    },
+    /// NodeStageVolume and NodePublishVolume on the first node (loop plane, ext4).
+    Stage {
+        id: String,
+    },
+    /// A file written through the mounted filesystem and synced (file and directory).
+    WriteFile {
+        id: String,
+        name: u64,
+        seed: u64,
+    },
+    /// NodeUnpublishVolume and NodeUnstageVolume.
+    Unstage {
+        id: String,
     },
     /// RWO volume held by one node, published to the other: must be refused.
     PublishConflict {
@@ -155,6 +182,11 @@ pub struct Step {
 const ERRORS: [&str; 2] = ["failure: not enough disk space", "failure: disk is busy"];
 
 impl Model {
+    /// An empty model; `loop_plane` adds the stage, file-write and unstage steps.
+    pub fn new(loop_plane: bool) -> Model {
+        Model { loop_plane, ..Default::default() }
+    }
+
     fn fresh(&mut self, seed: u64, what: &str) -> String {
         self.counter += 1;
         let id = uuid::Uuid::new_v5(
@@ -189,6 +221,28 @@ impl Model {
         let free: Vec<String> =
             self.vols.iter().filter(|(_, v)| v.grants.is_empty()).map(|(k, _)| k.clone()).collect();
         let published = self.published();
+        // The CO unstages before it unpublishes.
+        let unpublishable: Vec<(String, String)> = published
+            .iter()
+            .filter(|(id, n)| !(self.vols[id].staged && n == nodes[0]))
+            .cloned()
+            .collect();
+        let block: Vec<(String, String)> =
+            published.iter().filter(|(id, _)| self.vols[id].rwx_block).cloned().collect();
+        let stageable: Vec<String> = self
+            .vols
+            .iter()
+            .filter(|(_, v)| {
+                self.loop_plane
+                    && !v.rwx_block
+                    && !v.staged
+                    && v.grants.contains(nodes[0])
+                    && (v.formatted || !v.filled)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        let staged: Vec<String> =
+            self.vols.iter().filter(|(_, v)| v.staged).map(|(k, _)| k.clone()).collect();
         let snaps: Vec<String> = self.snaps.keys().cloned().collect();
         loop {
             let action = match rng.below(100) {
@@ -222,14 +276,22 @@ impl Model {
                 52..=63 => rng.pick(&ids).and_then(|id| {
                     let v = &self.vols[id];
                     let limit = if v.rwx_block { 2 } else { 1 };
-                    let node = nodes[rng.below(2)];
+                    // Mostly the first node: its loop plane stages what it is given.
+                    let node = if rng.chance(70) { nodes[0] } else { nodes[1] };
                     (v.grants.len() < limit && !v.grants.contains(node))
                         .then(|| Action::Publish { id: id.clone(), node: node.into() })
                 }),
                 64..=71 => rng
-                    .pick(&published)
+                    .pick(&unpublishable)
                     .map(|(id, node)| Action::Unpublish { id: id.clone(), node: node.clone() }),
-                72..=85 => rng.pick(&published).map(|(id, _)| {
+                72..=76 => rng.pick(&stageable).map(|id| Action::Stage { id: id.clone() }),
+                77..=81 => rng.pick(&staged).map(|id| Action::WriteFile {
+                    id: id.clone(),
+                    name: rng.next_u64() % 64,
+                    seed: rng.next_u64(),
+                }),
+                82..=83 => rng.pick(&staged).map(|id| Action::Unstage { id: id.clone() }),
+                84..=85 => rng.pick(&block).map(|(id, _)| {
                     let v = &self.vols[id];
                     Action::Write {
                         id: id.clone(),
@@ -267,6 +329,10 @@ impl Model {
                         rwx_block: *rwx_block,
                         data: Data::new(),
                         grants: BTreeSet::new(),
+                        staged: false,
+                        files: Data::new(),
+                        formatted: false,
+                        filled: false,
                     },
                 );
             }
@@ -285,6 +351,8 @@ impl Model {
                     source: id.clone(),
                     size: v.size,
                     data: v.data.clone(),
+                    files: v.files.clone(),
+                    formatted: v.formatted,
                 };
                 self.snaps.insert(name.clone(), snap);
             }
@@ -299,12 +367,16 @@ impl Model {
                     rwx_block: source_rwx,
                     data: s.data.clone(),
                     grants: BTreeSet::new(),
+                    staged: false,
+                    files: s.files.clone(),
+                    formatted: s.formatted,
+                    filled: true,
                 };
                 self.vols.insert(name.clone(), vol);
             }
             Action::Clone { id, name } => {
                 let v = &self.vols[id];
-                let vol = Vol { grants: BTreeSet::new(), ..v.clone() };
+                let vol = Vol { grants: BTreeSet::new(), staged: false, filled: true, ..v.clone() };
                 self.vols.insert(name.clone(), vol);
             }
             Action::Publish { id, node } => {
@@ -320,6 +392,17 @@ impl Model {
             Action::Write { id, offset, seed } => {
                 if let Some(v) = self.vols.get_mut(id) {
                     v.data.insert(*offset, *seed);
+                }
+            }
+            Action::Stage { id } | Action::Unstage { id } => {
+                if let Some(v) = self.vols.get_mut(id) {
+                    v.staged = matches!(action, Action::Stage { .. });
+                    v.formatted |= v.staged;
+                }
+            }
+            Action::WriteFile { id, name, seed } => {
+                if let Some(v) = self.vols.get_mut(id) {
+                    v.files.insert(*name, *seed);
                 }
             }
             Action::PublishConflict { .. }

@@ -95,3 +95,33 @@ fn patterns_are_blocks_from_their_seed() {
     assert_eq!(pattern(1), pattern(1));
     assert_ne!(pattern(1), pattern(2));
 }
+
+#[test]
+fn the_loop_plane_stages_writes_and_unstages_before_unpublishing() {
+    let mut m = Model::new(true);
+    let mut rng = Rng::new(11);
+    let mut kinds = BTreeSet::new();
+    for _ in 0..3000 {
+        let s = m.next_step(&mut rng, 11, &NODES);
+        match &s.action {
+            Action::Stage { id } => {
+                let v = &m.vols[id];
+                assert!(!v.rwx_block && !v.staged && v.grants.contains("a"), "{v:?}");
+                assert!(v.formatted || !v.filled, "a blank copy is never staged: {v:?}");
+            }
+            Action::WriteFile { id, .. } | Action::Unstage { id } => assert!(m.vols[id].staged),
+            Action::Unpublish { id, node } => {
+                assert!(!(m.vols[id].staged && node == "a"), "unpublished while staged")
+            }
+            Action::Write { id, .. } => assert!(m.vols[id].rwx_block, "raw writes only to block"),
+            _ => {}
+        }
+        kinds.insert(format!("{:?}", s.action).split([' ', '{']).next().unwrap().to_string());
+        m.apply(&s.action, Some("snap-x".into()));
+    }
+    for k in ["Stage", "WriteFile", "Unstage", "Write"] {
+        assert!(kinds.contains(k), "{k} in {kinds:?}");
+    }
+    let files = m.vols.values().map(|v| v.files.len()).sum::<usize>();
+    assert!(files > 0, "files were written and carried into copies");
+}

@@ -13,7 +13,7 @@
 //! failing prefix of the schedule found by running prefixes again.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
     process::ExitCode,
@@ -21,7 +21,10 @@ use std::{
 };
 
 use clap::Args;
-use csi::v1::{controller_client::ControllerClient, volume_capability, volume_content_source, *};
+use csi::v1::{
+    controller_client::ControllerClient, node_client::NodeClient, volume_capability,
+    volume_content_source, *,
+};
 use rds_emulator::emulator::{DropRule, DropWhen, FailRule, Faults};
 use tonic::{Code, Status, transport::Channel};
 
@@ -60,6 +63,8 @@ pub struct SoakReport {
     pub seconds: f64,
     /// Seconds spent per kind of step (retries and checks included).
     pub seconds_by_step: BTreeMap<String, f64>,
+    /// `on`, or why the loop data plane steps were left out (they need root).
+    pub loop_plane: String,
 }
 
 /// Where and why a soak failed.
@@ -116,6 +121,7 @@ fn print_report(r: &SoakReport) {
     let line = |m: &BTreeMap<String, usize>| {
         m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
     };
+    println!("  loop data plane: {}", r.loop_plane);
     println!("  steps:  {}", line(&r.actions));
     println!("  faults: {}", line(&r.faults));
     println!("  codes:  {}", line(&r.codes));
@@ -156,7 +162,7 @@ pub async fn soak_with(
         let mid = (lo + hi) / 2;
         if run_prefix(exe, mid, seed, None, sabotage).await.is_err() { hi = mid } else { lo = mid }
     }
-    let mut model = Model::default();
+    let mut model = Model::new(loop_plane_missing().is_none());
     let mut rng = Rng::new(seed);
     let prefix = (0..hi)
         .map(|_| {
@@ -178,29 +184,66 @@ async fn run_prefix(
     let temp = tempfile::tempdir().map_err(|e| (0, e.to_string()))?;
     let dir = dir.map(Path::to_path_buf).unwrap_or_else(|| temp.path().to_path_buf());
     std::fs::create_dir_all(&dir).map_err(|e| (0, format!("{}: {e}", dir.display())))?;
-    let h = Harness::start(exe, &dir, &[]).await.map_err(|e| (0, e))?;
+    let mut h = Harness::start(exe, &dir, &[]).await.map_err(|e| (0, e))?;
+    let (node, loop_plane) = match loop_plane_missing() {
+        None => (Some(NodeClient::new(h.start_node().await.map_err(|e| (0, e))?)), "on".into()),
+        Some(why) => (None, format!("off ({why})")),
+    };
     let mut s = Soak {
         c: ControllerClient::new(h.channel.clone()),
         h,
-        model: Model::default(),
-        report: SoakReport { seed, ..Default::default() },
+        model: Model::new(node.is_some()),
+        report: SoakReport { seed, loop_plane, ..Default::default() },
+        node,
+        dir: dir.clone(),
+        contexts: HashMap::new(),
+        published: HashMap::new(),
     };
-    let started = Instant::now();
-    let mut rng = Rng::new(seed);
-    for i in 0..ops {
-        let step = s.model.next_step(&mut rng, seed, &NODES);
-        if sabotage == Some(i) {
-            let stray =
-                s.h.files.as_ref().expect("emulator files").join(VOLUME_DIR).join("stray.img");
-            std::fs::write(&stray, b"planted").map_err(|e| (i, e.to_string()))?;
-        }
-        s.run_step(&step).await.map_err(|e| (i, format!("{:?}: {e}", step.action)))?;
-        s.report.steps += 1;
+    let result = s.schedule(ops, seed, sabotage).await;
+    if result.is_err() {
+        s.cleanup().await;
     }
-    s.settle().await.map_err(|e| (ops, format!("settling: {e}")))?;
-    s.report.seconds = started.elapsed().as_secs_f64();
     s.h.stop().await;
-    Ok(s.report)
+    result
+}
+
+/// Why the loop data plane steps cannot run here, if they cannot.
+fn loop_plane_missing() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not root: loop devices, mkfs and mount need it".into());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    ["losetup", "blkid", "mkfs.ext4", "mount", "umount"]
+        .into_iter()
+        .find(|t| !std::env::split_paths(&path).any(|d| d.join(t).is_file()))
+        .map(|t| format!("{t} not found"))
+}
+
+impl Soak {
+    async fn schedule(
+        &mut self,
+        ops: usize,
+        seed: u64,
+        sabotage: Option<usize>,
+    ) -> Result<SoakReport, (usize, String)> {
+        let s = self;
+        let started = Instant::now();
+        let mut rng = Rng::new(seed);
+        for i in 0..ops {
+            let step = s.model.next_step(&mut rng, seed, &NODES);
+            if sabotage == Some(i) {
+                let stray =
+                    s.h.files.as_ref().expect("emulator files").join(VOLUME_DIR).join("stray.img");
+                std::fs::write(&stray, b"planted").map_err(|e| (i, e.to_string()))?;
+            }
+            s.run_step(&step).await.map_err(|e| (i, format!("{:?}: {e}", step.action)))?;
+            s.report.steps += 1;
+        }
+        s.settle().await.map_err(|e| (ops, format!("settling: {e}")))?;
+        s.report.seconds = started.elapsed().as_secs_f64();
+        Ok(s.report.clone())
+    }
 }
 
 struct Soak {
@@ -208,6 +251,21 @@ struct Soak {
     c: ControllerClient<Channel>,
     model: Model,
     report: SoakReport,
+    /// The node plugin of `NODES[0]` on the loop plane (root only).
+    node: Option<NodeClient<Channel>>,
+    dir: PathBuf,
+    /// Each volume's context, from CreateVolume (the node needs it).
+    contexts: HashMap<String, HashMap<String, String>>,
+    /// Each volume's publish context on `NODES[0]`.
+    published: HashMap<String, HashMap<String, String>>,
+}
+
+/// What an answer carries that a later step needs.
+enum Reply {
+    Nothing,
+    Snapshot(String),
+    Volume(HashMap<String, String>),
+    Published(HashMap<String, String>),
 }
 
 /// How one answer ends a step.
@@ -224,7 +282,8 @@ fn cap(rwx_block: bool) -> VolumeCapability {
     let (access_type, mode) = if rwx_block {
         (AccessType::Block(BlockVolume {}), Mode::MultiNodeMultiWriter)
     } else {
-        (AccessType::Mount(Default::default()), Mode::SingleNodeWriter)
+        let mount = volume_capability::MountVolume { fs_type: "ext4".into(), ..Default::default() };
+        (AccessType::Mount(mount), Mode::SingleNodeWriter)
     };
     VolumeCapability {
         access_type: Some(access_type),
@@ -305,107 +364,210 @@ impl Soak {
     /// One call of the action's RPC (or the write, or the restart).
     async fn attempt(&mut self, action: &Action) -> Result<Result<Option<String>, Status>, String> {
         self.report.rpcs += 1;
-        let mut c = self.c.clone();
-        let call = async {
-            match action {
-                Action::Create { name, size, rwx_block } => {
-                    create(&mut c, name, *size, *rwx_block, None).await
-                }
-                Action::Restore { snap, name } => {
-                    let s = &self.model.snaps[snap];
-                    let rwx = self.model.vols.get(&s.source).is_some_and(|v| v.rwx_block);
-                    let src = volume_content_source::Type::Snapshot(
-                        volume_content_source::SnapshotSource { snapshot_id: s.id.clone() },
-                    );
-                    create(&mut c, name, s.size, rwx, Some(src)).await
-                }
-                Action::Clone { id, name } => {
-                    let v = &self.model.vols[id];
-                    let src =
-                        volume_content_source::Type::Volume(volume_content_source::VolumeSource {
-                            volume_id: id.clone(),
-                        });
-                    create(&mut c, name, v.size, v.rwx_block, Some(src)).await
-                }
-                Action::Delete { id } | Action::DeletePublished { id } => c
-                    .delete_volume(DeleteVolumeRequest {
-                        volume_id: id.clone(),
-                        ..Default::default()
-                    })
-                    .await
-                    .map(|_| None),
-                Action::Expand { id, size } => c
-                    .controller_expand_volume(ControllerExpandVolumeRequest {
-                        volume_id: id.clone(),
-                        capacity_range: Some(CapacityRange {
-                            required_bytes: *size as i64,
-                            limit_bytes: 0,
-                        }),
-                        volume_capability: Some(cap(self.model.vols[id].rwx_block)),
-                        ..Default::default()
-                    })
-                    .await
-                    .map(|_| None),
-                Action::Snapshot { id, name } => {
-                    let r = c
-                        .create_snapshot(CreateSnapshotRequest {
-                            name: name.clone(),
-                            source_volume_id: id.clone(),
-                            ..Default::default()
-                        })
-                        .await?
-                        .into_inner()
-                        .snapshot
-                        .ok_or_else(|| Status::internal("CreateSnapshot answered no snapshot"))?;
-                    // Not ready yet: the snapshotter asks again; Aborted stands for "again".
-                    if r.ready_to_use {
-                        Ok(Some(r.snapshot_id))
-                    } else {
-                        Err(Status::aborted("copying"))
-                    }
-                }
-                Action::DeleteSnapshot { name } => c
-                    .delete_snapshot(DeleteSnapshotRequest {
-                        snapshot_id: self.model.snaps[name].id.clone(),
-                        ..Default::default()
-                    })
-                    .await
-                    .map(|_| None),
-                Action::Publish { id, node } | Action::PublishConflict { id, node } => c
-                    .controller_publish_volume(ControllerPublishVolumeRequest {
-                        volume_id: id.clone(),
-                        node_id: node.clone(),
-                        volume_capability: Some(cap(self.model.vols[id].rwx_block)),
-                        ..Default::default()
-                    })
-                    .await
-                    .map(|_| None),
-                Action::Unpublish { id, node } => c
-                    .controller_unpublish_volume(ControllerUnpublishVolumeRequest {
-                        volume_id: id.clone(),
-                        node_id: node.clone(),
-                        ..Default::default()
-                    })
-                    .await
-                    .map(|_| None),
-                Action::Write { .. } | Action::RestartController => Ok(None),
-            }
-        };
-        let answer = tokio::time::timeout(Duration::from_secs(60), call)
-            .await
-            .map_err(|_| format!("{} had no answer in 60 s", name_of(action)))?;
-        match action {
+        let reply = match action {
             Action::Write { id, offset, seed } => {
                 self.write(id, *offset, *seed)?;
-                Ok(Ok(None))
+                Ok(Reply::Nothing)
+            }
+            Action::WriteFile { id, name, seed } => {
+                self.write_file(id, *name, *seed)?;
+                Ok(Reply::Nothing)
             }
             Action::RestartController => {
                 self.h.restart().await?;
                 self.c = ControllerClient::new(self.h.channel.clone());
                 self.resync().await?;
-                Ok(Ok(None))
+                Ok(Reply::Nothing)
             }
-            _ => Ok(answer),
+            _ => tokio::time::timeout(Duration::from_secs(60), self.call(action))
+                .await
+                .map_err(|_| format!("{} had no answer in 60 s", name_of(action)))?,
+        };
+        Ok(match reply {
+            Ok(Reply::Nothing) => Ok(None),
+            Ok(Reply::Snapshot(id)) => Ok(Some(id)),
+            Ok(Reply::Volume(ctx)) => {
+                if let Action::Create { name, .. }
+                | Action::Restore { name, .. }
+                | Action::Clone { name, .. } = action
+                {
+                    self.contexts.insert(name.clone(), ctx);
+                }
+                Ok(None)
+            }
+            Ok(Reply::Published(ctx)) => {
+                if let Action::Publish { id, node } = action
+                    && node == NODES[0]
+                {
+                    self.published.insert(id.clone(), ctx);
+                }
+                Ok(None)
+            }
+            Err(status) => Err(status),
+        })
+    }
+
+    /// The RPCs of an action.
+    async fn call(&self, action: &Action) -> Result<Reply, Status> {
+        let mut c = self.c.clone();
+        match action {
+            Action::Create { name, size, rwx_block } => {
+                create(&mut c, name, *size, *rwx_block, None).await
+            }
+            Action::Restore { snap, name } => {
+                let s = &self.model.snaps[snap];
+                let rwx = self.model.vols.get(&s.source).is_some_and(|v| v.rwx_block);
+                let src =
+                    volume_content_source::Type::Snapshot(volume_content_source::SnapshotSource {
+                        snapshot_id: s.id.clone(),
+                    });
+                create(&mut c, name, s.size, rwx, Some(src)).await
+            }
+            Action::Clone { id, name } => {
+                let v = &self.model.vols[id];
+                let src =
+                    volume_content_source::Type::Volume(volume_content_source::VolumeSource {
+                        volume_id: id.clone(),
+                    });
+                create(&mut c, name, v.size, v.rwx_block, Some(src)).await
+            }
+            Action::Delete { id } | Action::DeletePublished { id } => c
+                .delete_volume(DeleteVolumeRequest { volume_id: id.clone(), ..Default::default() })
+                .await
+                .map(|_| Reply::Nothing),
+            Action::Expand { id, size } => c
+                .controller_expand_volume(ControllerExpandVolumeRequest {
+                    volume_id: id.clone(),
+                    capacity_range: Some(CapacityRange {
+                        required_bytes: *size as i64,
+                        limit_bytes: 0,
+                    }),
+                    volume_capability: Some(cap(self.model.vols[id].rwx_block)),
+                    ..Default::default()
+                })
+                .await
+                .map(|_| Reply::Nothing),
+            Action::Snapshot { id, name } => {
+                let r = c
+                    .create_snapshot(CreateSnapshotRequest {
+                        name: name.clone(),
+                        source_volume_id: id.clone(),
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner()
+                    .snapshot
+                    .ok_or_else(|| Status::internal("CreateSnapshot answered no snapshot"))?;
+                // Not ready yet: the snapshotter asks again; Aborted stands for "again".
+                if r.ready_to_use {
+                    Ok(Reply::Snapshot(r.snapshot_id))
+                } else {
+                    Err(Status::aborted("copying"))
+                }
+            }
+            Action::DeleteSnapshot { name } => c
+                .delete_snapshot(DeleteSnapshotRequest {
+                    snapshot_id: self.model.snaps[name].id.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map(|_| Reply::Nothing),
+            Action::Publish { id, node } | Action::PublishConflict { id, node } => c
+                .controller_publish_volume(ControllerPublishVolumeRequest {
+                    volume_id: id.clone(),
+                    node_id: node.clone(),
+                    volume_capability: Some(cap(self.model.vols[id].rwx_block)),
+                    volume_context: self.contexts.get(id).cloned().unwrap_or_default(),
+                    ..Default::default()
+                })
+                .await
+                .map(|r| Reply::Published(r.into_inner().publish_context)),
+            Action::Unpublish { id, node } => c
+                .controller_unpublish_volume(ControllerUnpublishVolumeRequest {
+                    volume_id: id.clone(),
+                    node_id: node.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map(|_| Reply::Nothing),
+            Action::Stage { id } => self.stage(id).await.map(|_| Reply::Nothing),
+            Action::Unstage { id } => self.unstage(id).await.map(|_| Reply::Nothing),
+            Action::Write { .. } | Action::WriteFile { .. } | Action::RestartController => {
+                Ok(Reply::Nothing)
+            }
+        }
+    }
+
+    fn paths(&self, id: &str) -> (PathBuf, PathBuf) {
+        (self.dir.join("staging").join(id), self.dir.join("target").join(id))
+    }
+
+    /// NodeStageVolume, then NodePublishVolume, on `NODES[0]`'s loop plane.
+    async fn stage(&self, id: &str) -> Result<(), Status> {
+        let mut n = self.node.clone().ok_or_else(|| Status::internal("no node plugin"))?;
+        let (staging, target) = self.paths(id);
+        let context = self.contexts.get(id).cloned().unwrap_or_default();
+        let publish = self.published.get(id).cloned().unwrap_or_default();
+        n.node_stage_volume(NodeStageVolumeRequest {
+            volume_id: id.into(),
+            publish_context: publish.clone(),
+            staging_target_path: staging.to_string_lossy().into(),
+            volume_capability: Some(cap(false)),
+            volume_context: context.clone(),
+            ..Default::default()
+        })
+        .await?;
+        n.node_publish_volume(NodePublishVolumeRequest {
+            volume_id: id.into(),
+            publish_context: publish,
+            staging_target_path: staging.to_string_lossy().into(),
+            target_path: target.to_string_lossy().into(),
+            volume_capability: Some(cap(false)),
+            volume_context: context,
+            ..Default::default()
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// NodeUnpublishVolume, then NodeUnstageVolume.
+    async fn unstage(&self, id: &str) -> Result<(), Status> {
+        let mut n = self.node.clone().ok_or_else(|| Status::internal("no node plugin"))?;
+        let (staging, target) = self.paths(id);
+        n.node_unpublish_volume(NodeUnpublishVolumeRequest {
+            volume_id: id.into(),
+            target_path: target.to_string_lossy().into(),
+        })
+        .await?;
+        n.node_unstage_volume(NodeUnstageVolumeRequest {
+            volume_id: id.into(),
+            staging_target_path: staging.to_string_lossy().into(),
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// A file written through the published filesystem and synced, with its directory.
+    fn write_file(&self, id: &str, name: u64, seed: u64) -> Result<(), String> {
+        use std::io::Write;
+        let (_, target) = self.paths(id);
+        let path = target.join(format!("{name}.dat"));
+        let mut f = std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        f.write_all(&pattern(seed)).map_err(|e| format!("{}: {e}", path.display()))?;
+        f.sync_all().map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::File::open(&target)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| format!("{}: {e}", target.display()))
+    }
+
+    /// Best effort after a failure: nothing staged is left mounted or attached.
+    async fn cleanup(&mut self) {
+        let staged: Vec<String> =
+            self.model.vols.iter().filter(|(_, v)| v.staged).map(|(k, _)| k.clone()).collect();
+        for id in staged {
+            if let Err(e) = self.unstage(&id).await {
+                eprintln!("cleanup: unstaging {id}: {e:?}");
+            }
         }
     }
 
@@ -567,9 +729,30 @@ impl Soak {
         };
         for (id, v) in &self.model.vols {
             read(id, &v.data)?;
+            if v.staged {
+                self.read_files(id, &v.files)?;
+            }
         }
         for s in self.model.snaps.values() {
             read(&s.id, &s.data)?;
+        }
+        Ok(())
+    }
+
+    /// Every file acknowledged on a volume, read through its published filesystem (right
+    /// after a stage this checks what restores, clones, reboots and restarts kept).
+    fn read_files(&self, id: &str, files: &Data) -> Result<(), String> {
+        let (_, target) = self.paths(id);
+        for (name, seed) in files {
+            let path = target.join(format!("{name}.dat"));
+            let bytes = std::fs::read(&path).map_err(|e| {
+                format!("{id}: the acknowledged file {name}.dat cannot be read ({e})")
+            })?;
+            if bytes != pattern(*seed) {
+                return Err(format!(
+                    "{id}: the acknowledged file {name}.dat reads back different bytes"
+                ));
+            }
         }
         Ok(())
     }
@@ -581,9 +764,11 @@ impl Soak {
             .model
             .vols
             .iter()
-            .flat_map(|(id, v)| {
+            .filter(|(_, v)| v.staged)
+            .map(|(id, _)| Action::Unstage { id: id.clone() })
+            .chain(self.model.vols.iter().flat_map(|(id, v)| {
                 v.grants.iter().map(move |n| Action::Unpublish { id: id.clone(), node: n.clone() })
-            })
+            }))
             .chain(self.model.snaps.keys().map(|n| Action::DeleteSnapshot { name: n.clone() }))
             .chain(self.model.vols.keys().map(|id| Action::Delete { id: id.clone() }))
             .collect();
@@ -608,14 +793,18 @@ async fn create(
     size: u64,
     rwx_block: bool,
     source: Option<volume_content_source::Type>,
-) -> Result<Option<String>, Status> {
-    c.create_volume(CreateVolumeRequest {
-        name: name.into(),
-        capacity_range: Some(CapacityRange { required_bytes: size as i64, limit_bytes: 0 }),
-        volume_capabilities: vec![cap(rwx_block)],
-        volume_content_source: source.map(|t| VolumeContentSource { r#type: Some(t) }),
-        ..Default::default()
-    })
-    .await
-    .map(|_| None)
+) -> Result<Reply, Status> {
+    let v = c
+        .create_volume(CreateVolumeRequest {
+            name: name.into(),
+            capacity_range: Some(CapacityRange { required_bytes: size as i64, limit_bytes: 0 }),
+            volume_capabilities: vec![cap(rwx_block)],
+            volume_content_source: source.map(|t| VolumeContentSource { r#type: Some(t) }),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .volume
+        .ok_or_else(|| Status::internal("CreateVolume answered no volume"))?;
+    Ok(Reply::Volume(v.volume_context))
 }
