@@ -118,7 +118,7 @@ fn missing_tools(fs: &str) -> Vec<String> {
         .collect()
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }

@@ -73,6 +73,8 @@ pub struct PhaseResult {
 }
 
 const MIB: i64 = 1 << 20;
+/// Every call the bench makes is bounded.
+const CALL_LIMIT: Duration = Duration::from_secs(120);
 
 fn mount_cap() -> VolumeCapability {
     VolumeCapability {
@@ -140,7 +142,9 @@ impl Bench<'_> {
                 let fut = call(c, i);
                 async move {
                     let t = Instant::now();
-                    let r = fut.await;
+                    let r = tokio::time::timeout(CALL_LIMIT, fut).await.unwrap_or_else(|_| {
+                        Err(tonic::Status::deadline_exceeded("no answer in 120 s"))
+                    });
                     (t.elapsed(), r)
                 }
             })
@@ -232,7 +236,10 @@ async fn unit(c: &mut ControllerClient<Channel>, n: usize) -> Result<Duration, S
     let mut samples = Vec::new();
     for _ in 0..n {
         let t = Instant::now();
-        c.get_capacity(GetCapacityRequest::default()).await.map_err(|s| s.to_string())?;
+        tokio::time::timeout(CALL_LIMIT, c.get_capacity(GetCapacityRequest::default()))
+            .await
+            .map_err(|_| "GetCapacity: no answer in 120 s".to_string())?
+            .map_err(|s| s.to_string())?;
         samples.push(t.elapsed());
     }
     Ok(percentile(&samples, 0.5))

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use csi::v1::{GetPluginInfoRequest, ProbeRequest, identity_client::IdentityClient};
+use csi::v1::{ProbeRequest, identity_client::IdentityClient};
 use rds_emulator::emulator::Emulator;
 use routeros::ssh::HostKeyPolicy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -46,6 +46,44 @@ pub struct Harness {
 fn free_port() -> Result<u16, String> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
     Ok(l.local_addr().map_err(|e| e.to_string())?.port())
+}
+
+/// Waits (30 s at most) until the plugin on `socket` answers Probe (ready, when
+/// `need_ready`: the controller is ready once it reaches the RDS); fails at once when
+/// `child` exits. `what` and `log` name it in the error.
+pub async fn wait_ready(
+    socket: &Path,
+    child: &mut tokio::process::Child,
+    need_ready: bool,
+    what: &str,
+    log: &Path,
+) -> Result<Channel, String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(ch) = crate::endpoint::unix_channel(socket).await
+            && IdentityClient::new(ch.clone())
+                .probe(ProbeRequest {})
+                .await
+                .is_ok_and(|r| !need_ready || r.into_inner().ready == Some(true))
+        {
+            return Ok(ch);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("the {what} exited ({status}); see {}", log.display()));
+        }
+        if Instant::now() > deadline {
+            return Err(format!("the {what} did not become ready in 30 s; see {}", log.display()));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// SIGKILL, then reap (10 s at most).
+pub async fn kill(child: Option<tokio::process::Child>) {
+    if let Some(mut c) = child {
+        let _ = c.start_kill();
+        let _ = tokio::time::timeout(Duration::from_secs(10), c.wait()).await;
+    }
 }
 
 /// Whether the flags name an RDS (then no emulator is started).
@@ -115,36 +153,12 @@ impl Harness {
             .stdout(Stdio::null())
             .stderr(log)
             .kill_on_drop(true);
-        let child = cmd.spawn().map_err(|e| format!("starting the controller: {e}"))?;
+        let mut child = cmd.spawn().map_err(|e| format!("starting the controller: {e}"))?;
+        let log = self.dir.join("controller.log");
+        let waited = wait_ready(&self.socket, &mut child, true, "controller", &log).await;
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(ch) = crate::endpoint::unix_channel(&self.socket).await {
-                let mut id = IdentityClient::new(ch.clone());
-                if id.get_plugin_info(GetPluginInfoRequest {}).await.is_ok()
-                    && id
-                        .probe(ProbeRequest {})
-                        .await
-                        .is_ok_and(|r| r.into_inner().ready == Some(true))
-                {
-                    self.channel = ch;
-                    return Ok(());
-                }
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "the controller did not become ready in 30 s; see {}",
-                    self.dir.join("controller.log").display()
-                ));
-            }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                return Err(format!(
-                    "the controller exited ({status}); see {}",
-                    self.dir.join("controller.log").display()
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.channel = waited?;
+        Ok(())
     }
 
     /// Starts the node plugin of [`NODES`]`[0]` (`rds-csi serve --node --data-plane loop`)
@@ -154,7 +168,7 @@ impl Harness {
         let socket = self.dir.join("node.sock");
         let log = std::fs::File::create(self.dir.join("node.log"))
             .map_err(|e| format!("node log: {e}"))?;
-        let child = tokio::process::Command::new(&self.exe)
+        let mut child = tokio::process::Command::new(&self.exe)
             .arg("serve")
             .args(["--node", "--node-id", NODES[0], "--data-plane", "loop", "--log-level", "warn"])
             .arg(format!("--endpoint=unix://{}", socket.display()))
@@ -171,17 +185,10 @@ impl Harness {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| format!("starting the node plugin: {e}"))?;
+        let log = self.dir.join("node.log");
+        let waited = wait_ready(&socket, &mut child, false, "node plugin", &log).await;
         self.node = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(ch) = crate::endpoint::unix_channel(&socket).await
-                && IdentityClient::new(ch.clone()).probe(ProbeRequest {}).await.is_ok()
-            {
-                return Ok(ch);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Err(format!("the node plugin did not start; see {}", self.dir.join("node.log").display()))
+        waited
     }
 
     /// The controller's process id.
@@ -192,24 +199,15 @@ impl Harness {
     /// Kills the controller (SIGKILL: no goodbye) and starts a new process on the same state.
     pub async fn restart(&mut self) -> Result<(), String> {
         self.peak_kib = self.peak_rss_kib();
-        if let Some(mut c) = self.child.take() {
-            let _ = c.start_kill();
-            let _ = tokio::time::timeout(Duration::from_secs(10), c.wait()).await;
-        }
+        kill(self.child.take()).await;
         self.spawn().await
     }
 
     /// Stops the controller (SIGKILL after its metrics were read) and the node plugin.
     pub async fn stop(&mut self) {
         self.peak_kib = self.peak_rss_kib();
-        if let Some(mut n) = self.node.take() {
-            let _ = n.start_kill();
-            let _ = tokio::time::timeout(Duration::from_secs(10), n.wait()).await;
-        }
-        if let Some(mut c) = self.child.take() {
-            let _ = c.start_kill();
-            let _ = tokio::time::timeout(Duration::from_secs(10), c.wait()).await;
-        }
+        kill(self.node.take()).await;
+        kill(self.child.take()).await;
     }
 
     /// The highest resident memory of any controller process so far (VmHWM, KiB).

@@ -14,10 +14,7 @@ use std::{
 };
 
 use clap::Args;
-use csi::v1::{
-    controller_client::ControllerClient, identity_client::IdentityClient, node_client::NodeClient,
-    *,
-};
+use csi::v1::{controller_client::ControllerClient, node_client::NodeClient, *};
 use serde_json::json;
 use tonic::transport::Channel;
 
@@ -122,7 +119,7 @@ async fn start(dir: &Path) -> Result<Driver, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let socket = dir.join("csi.sock");
     let log = std::fs::File::create(dir.join("driver.log")).map_err(|e| e.to_string())?;
-    let child = tokio::process::Command::new(exe)
+    let mut child = tokio::process::Command::new(exe)
         .arg("serve")
         .arg(format!("--endpoint=unix://{}", socket.display()))
         .args(["--controller", "--node", "--node-id", NODE, "--metrics-address", ""])
@@ -137,19 +134,9 @@ async fn start(dir: &Path) -> Result<Driver, String> {
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("starting the driver: {e}"))?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(ch) = crate::endpoint::unix_channel(&socket).await
-            && IdentityClient::new(ch.clone())
-                .probe(ProbeRequest {})
-                .await
-                .is_ok_and(|p| p.into_inner().ready == Some(true))
-        {
-            return Ok(Driver { child, ch });
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Err(format!("the driver did not start; see {}", dir.join("driver.log").display()))
+    let log = dir.join("driver.log");
+    let ch = super::harness::wait_ready(&socket, &mut child, true, "driver", &log).await?;
+    Ok(Driver { child, ch })
 }
 
 async fn driver_run(
@@ -225,24 +212,23 @@ async fn driver_run(
     Ok(times)
 }
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 pub async fn run(args: NodeBenchArgs) -> Result<ExitCode, String> {
-    if !is_root() {
+    if !crate::demo::is_root() {
         return Err("bench node attaches loop devices, formats and mounts: run it as root".into());
     }
     let temp = tempfile::tempdir().map_err(|e| e.to_string())?;
     let dir: PathBuf = temp.path().to_path_buf();
     let size = args.size_mib << 20;
-    let mut d = start(&dir).await?;
+    let d = start(&dir).await?;
     let (mut drv, mut raw, mut steps) = (Vec::new(), Vec::new(), Vec::new());
     let mut progress = super::Progress::new(args.output, "stage/unstage runs", args.runs);
     let mut failure = None;
     for i in 0..args.runs {
-        match driver_run(&d, &dir, i, &args.fs_type, size).await {
+        let one = driver_run(&d, &dir, i, &args.fs_type, size);
+        let one = tokio::time::timeout(LIMIT * 4, one)
+            .await
+            .unwrap_or_else(|_| Err(format!("run {i} took longer than {:?}", LIMIT * 4)));
+        match one {
             Ok(t) => drv.push(t),
             Err(e) => {
                 failure = Some(e);
@@ -255,8 +241,7 @@ pub async fn run(args: NodeBenchArgs) -> Result<ExitCode, String> {
         progress.tick();
     }
     progress.finish();
-    let _ = d.child.start_kill();
-    let _ = tokio::time::timeout(Duration::from_secs(10), d.child.wait()).await;
+    super::harness::kill(Some(d.child)).await;
     if let Some(e) = failure {
         return Err(format!(
             "bench node: {e} (driver log in {})",

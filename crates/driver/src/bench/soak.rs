@@ -209,8 +209,7 @@ async fn run_prefix(
 
 /// Why the loop data plane steps cannot run here, if they cannot.
 fn loop_plane_missing() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !crate::demo::is_root() {
         return Some("not root: loop devices, mkfs and mount need it".into());
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
