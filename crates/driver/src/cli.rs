@@ -110,9 +110,21 @@ pub struct ServeArgs {
     #[arg(long, env = "RDS_CSI_DRIVER_NAME", default_value = "rds.csi.srvlab.io")]
     pub driver_name: String,
 
-    /// Value of this node's topology segment `topology.<driver-name>/zone`.
+    /// Value of this node's topology segment `topology.<driver-name>/zone`; with the
+    /// single-RDS flags also the segment of the controller's RDS (docs/topology.md).
     #[arg(long, env = "RDS_CSI_TOPOLOGY_ZONE", default_value = "default")]
     pub topology_zone: String,
+
+    /// A further topology segment this node reports, `KEY=VALUE` (repeatable; comma-separated
+    /// in the environment): the segments of the RDS backends it can reach beyond its zone,
+    /// e.g. `topology.rds.csi.srvlab.io/rds-b=true` (docs/topology.md).
+    #[arg(long, env = "RDS_CSI_TOPOLOGY_SEGMENTS", value_delimiter = ',')]
+    pub topology_segment: Vec<String>,
+
+    /// Several RDS appliances: a YAML file with one entry per RDS (docs/topology.md). With the
+    /// --rds-* flags as well, those are the backend `default`.
+    #[arg(long, env = "RDS_CSI_BACKENDS_FILE", value_name = "FILE")]
+    pub backends_file: Option<PathBuf>,
 
     /// Address of the HTTP server for /metrics, /healthz and /readyz: `:PORT`, `IP:PORT`, or
     /// empty to disable it.
@@ -146,6 +158,19 @@ pub struct ServeArgs {
         requires = "emulated_rds"
     )]
     pub emulated_rds_nvmet: Option<SocketAddr>,
+
+    /// With --emulated-rds: the number of emulated appliances. 1 is one RDS (backend
+    /// `default`); 2 or more are `rds-a`, `rds-b`, ... in zones `a`, `b`, ... (state in
+    /// DIR/rds-a, ...), for development and the tests of several backends.
+    #[arg(
+        long,
+        env = "RDS_CSI_EMULATED_BACKENDS",
+        value_name = "N",
+        default_value_t = 1,
+        requires = "emulated_rds",
+        value_parser = clap::value_parser!(u8).range(1..=8)
+    )]
+    pub emulated_backends: u8,
 }
 
 /// Which services this process runs.
@@ -165,8 +190,12 @@ pub struct ServeConfig {
     pub topology: HashMap<String, String>,
     pub metrics_address: Option<SocketAddr>,
     pub shutdown_timeout: Duration,
-    /// The controller's RDS connection, when configured.
+    /// The controller's RDS connection, when configured (backend `default`).
     pub rds: Option<RdsConfig>,
+    /// The other backends (`--backends-file`).
+    pub backends: Vec<crate::backends::BackendSpec>,
+    /// `--emulated-backends`.
+    pub emulated_backends: u8,
     pub controller: ControllerConfig,
     pub rds_probe_interval: Duration,
     /// The node's settings when the Node service runs.
@@ -215,7 +244,38 @@ impl ServeArgs {
             )?),
             None => None,
         };
-        let topology = HashMap::from([(topology_zone_key(&self.driver_name), self.topology_zone)]);
+        if self.emulated_backends > 1 && self.emulated_rds_nvmet.is_some() {
+            return Err(
+                "--emulated-rds-nvmet exports one emulated RDS: use it with --emulated-backends 1"
+                    .into(),
+            );
+        }
+        let backends = match &self.backends_file {
+            Some(_) if !self.controller => {
+                return Err(
+                    "--backends-file configures the controller's RDS appliances: add --controller"
+                        .into(),
+                );
+            }
+            Some(_) if self.emulated_rds.is_some() => {
+                return Err("--emulated-rds replaces --backends-file (use --emulated-backends N for several emulated appliances)".into());
+            }
+            Some(file) => crate::backends::load(file, &controller)?,
+            None => Vec::new(),
+        };
+        if rds.is_some()
+            && backends.iter().any(|b| b.name == crate::core::topology::DEFAULT_BACKEND)
+        {
+            return Err("the --rds-* flags are the backend `default`, and the backends file has one too: keep one of them".into());
+        }
+        let mut topology =
+            HashMap::from([(topology_zone_key(&self.driver_name), self.topology_zone)]);
+        for kv in &self.topology_segment {
+            let (k, v) = kv.split_once('=').filter(|(k, v)| !k.is_empty() && !v.is_empty()).ok_or_else(|| {
+                format!("--topology-segment {kv:?}: expected KEY=VALUE, e.g. topology.{}/rds-b=true", self.driver_name)
+            })?;
+            topology.insert(k.to_string(), v.to_string());
+        }
         Ok(ServeConfig {
             endpoint: self.endpoint,
             roles: Roles { controller: self.controller, node_id },
@@ -224,6 +284,8 @@ impl ServeArgs {
             metrics_address,
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout_seconds),
             rds,
+            backends,
+            emulated_backends: self.emulated_backends,
             controller,
             rds_probe_interval: Duration::from_secs(self.rds.rds_probe_interval_seconds.max(1)),
             node,

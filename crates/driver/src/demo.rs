@@ -207,6 +207,8 @@ pub async fn run(fs: String, storage_fencing: bool, keep: Option<PathBuf>) -> Re
         metrics_address: None,
         shutdown_timeout: Duration::from_secs(5),
         rds: Some(rds.rds.clone()),
+        backends: Vec::new(),
+        emulated_backends: 1,
         controller: controller_args.validate()?,
         rds_probe_interval: Duration::from_secs(1),
         node,

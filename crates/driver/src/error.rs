@@ -30,6 +30,9 @@ pub enum ServiceError {
     AlreadyExists(String),
     #[error("{0}")]
     OutOfRange(String),
+    /// No backend can take a new volume: topology or free space (CSI CreateVolume).
+    #[error("{0}")]
+    ResourceExhausted(String),
     #[error("{0}")]
     FailedPrecondition(String),
     /// Another operation on the same volume is in flight (CSI: ABORTED, the CO retries).
@@ -68,6 +71,7 @@ impl ServiceError {
             ServiceError::NotFound(_) => Code::NotFound,
             ServiceError::AlreadyExists(_) => Code::AlreadyExists,
             ServiceError::OutOfRange(_) => Code::OutOfRange,
+            ServiceError::ResourceExhausted(_) => Code::ResourceExhausted,
             ServiceError::FailedPrecondition(_) => Code::FailedPrecondition,
             ServiceError::Aborted(_) => Code::Aborted,
             ServiceError::Unavailable(_) => Code::Unavailable,

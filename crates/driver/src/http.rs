@@ -36,6 +36,7 @@ async fn healthz() -> &'static str {
 async fn readyz(State(state): State<HttpState>) -> (StatusCode, String) {
     match state.readiness.get() {
         ReadyState::Ready => (StatusCode::OK, "ready\n".to_string()),
+        ReadyState::Degraded(reason) => (StatusCode::OK, format!("ready, degraded: {reason}\n")),
         ReadyState::NotReady(reason) => {
             (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n"))
         }

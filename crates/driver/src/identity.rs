@@ -90,8 +90,15 @@ impl Identity for IdentityService {
         self.rpc
             .run("Probe", request, |_| async {
                 let state = self.readiness.get();
-                if let crate::readiness::ReadyState::NotReady(reason) = &state {
-                    tracing::info!(%reason, "probe: not ready");
+                match &state {
+                    crate::readiness::ReadyState::NotReady(reason) => {
+                        tracing::info!(%reason, "probe: not ready")
+                    }
+                    // Probe carries only a bool: the log and /readyz say which RDS is down.
+                    crate::readiness::ReadyState::Degraded(reason) => {
+                        tracing::warn!(%reason, "probe: ready, but some RDS backends are down")
+                    }
+                    crate::readiness::ReadyState::Ready => {}
                 }
                 Ok(ProbeResponse { ready: Some(state.is_ready()) })
             })

@@ -5,6 +5,7 @@
 //! validation) → adapters at the edge ([`listener`], [`http`], later RouterOS, NVMe/sysfs,
 //! mount and Kubernetes). [`error`] holds the one mapping from errors to gRPC statuses.
 
+pub mod backends;
 pub mod bench;
 pub mod cli;
 pub mod clock;

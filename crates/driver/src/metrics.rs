@@ -474,6 +474,13 @@ impl Metrics {
         health.register(&mut self.registry);
     }
 
+    /// The connection metrics of one of several backends, labelled `backend="<name>"`.
+    pub fn register_rds_backend(&mut self, health: &routeros::transport::Health, name: &str) {
+        let sub =
+            self.registry.sub_registry_with_label(("backend".into(), name.to_string().into()));
+        health.register(sub);
+    }
+
     /// The registry in OpenMetrics text format.
     pub fn encode(&self) -> String {
         let mut out = String::new();

@@ -150,6 +150,67 @@ struct Election {
     elector: Option<crate::controller::leader::Elector>,
 }
 
+/// The controller's backends: the single-RDS flags' `default` (its segment the zone), then
+/// the backends file's.
+fn backend_specs(config: &ServeConfig) -> Vec<crate::backends::BackendSpec> {
+    let zone_key = crate::names::topology_zone_key(&config.driver_name);
+    let mut specs = Vec::new();
+    if let Some(rds) = config.rds.clone() {
+        let zone = config.topology.get(&zone_key).cloned().unwrap_or_default();
+        specs.push(crate::backends::from_flags(
+            rds,
+            &config.controller,
+            std::collections::HashMap::from([(zone_key, zone)]),
+            config.rds_probe_interval,
+        ));
+    }
+    specs.extend(config.backends.iter().cloned());
+    specs
+}
+
+/// `--emulated-rds DIR`: one emulated RDS (backend `default`), or with `--emulated-backends
+/// N` (2+) the appliances `rds-a`, `rds-b`, ... in zones `a`, `b`, ..., each with its state
+/// in DIR/<name>; the node's loop plane then finds each one's files by the volume's backend.
+async fn start_emulated(
+    config: &mut ServeConfig,
+) -> Result<Vec<crate::emulated::EmulatedRds>, ServeError> {
+    let Some(dir) = config.emulated_rds.clone() else { return Ok(Vec::new()) };
+    if config.emulated_backends <= 1 {
+        let e = crate::emulated::start(&dir, config.emulated_rds_nvmet)
+            .await
+            .map_err(ServeError::Rds)?;
+        tracing::info!(dir = %dir.display(), ssh = %e.ssh_address, files = %e.files.display(), "emulated RDS running in this process");
+        config.rds = Some(e.rds.clone());
+        return Ok(vec![e]);
+    }
+    let zone_key = crate::names::topology_zone_key(&config.driver_name);
+    let mut out = Vec::new();
+    let mut roots = std::collections::HashMap::new();
+    for i in 0..config.emulated_backends {
+        let zone = char::from(b'a' + i).to_string();
+        let name = format!("rds-{zone}");
+        let e = crate::emulated::start(&dir.join(&name), None)
+            .await
+            .map_err(|m| ServeError::Rds(format!("emulated backend {name}: {m}")))?;
+        tracing::info!(backend = %name, %zone, ssh = %e.ssh_address, files = %e.files.display(), "emulated RDS running in this process");
+        config.backends.push(crate::backends::BackendSpec {
+            name: name.clone(),
+            rds: e.rds.clone(),
+            controller: config.controller.clone(),
+            segments: std::collections::HashMap::from([(zone_key.clone(), zone)]),
+            weight: 1,
+            probe_interval: config.rds_probe_interval,
+        });
+        roots.insert(name, e.files.clone());
+        out.push(e);
+    }
+    if let Some(node) = &mut config.node {
+        node.loop_root = Some(dir.clone());
+        node.loop_backend_roots = roots;
+    }
+    Ok(out)
+}
+
 /// Runs the driver until `shutdown` resolves.
 pub async fn run(
     config: ServeConfig,
@@ -158,17 +219,7 @@ pub async fn run(
     let mut metrics = Metrics::new(version::VERSION);
     let mut config = config;
     // --emulated-rds: the RDS runs in this process; the controller reaches it over SSH.
-    let _emulated = match &config.emulated_rds {
-        Some(dir) => {
-            let e = crate::emulated::start(dir, config.emulated_rds_nvmet)
-                .await
-                .map_err(ServeError::Rds)?;
-            tracing::info!(dir = %dir.display(), ssh = %e.ssh_address, files = %e.files.display(), "emulated RDS running in this process");
-            config.rds = Some(e.rds.clone());
-            Some(e)
-        }
-        None => None,
-    };
+    let _emulated = start_emulated(&mut config).await?;
     let node_state = match &config.node {
         Some(n) => {
             let mut st =
@@ -187,59 +238,85 @@ pub async fn run(
         }
         None => None,
     };
-    // The controller is ready while its RDS connection is up; the node has no backend yet.
-    let readiness = Readiness::new(match (config.roles.controller, &config.rds) {
+    let specs = backend_specs(&config);
+    // The controller is ready while its RDS connection is up (with several, while one is:
+    // readiness::combine); the node has no backend yet.
+    let readiness = Readiness::new(match (config.roles.controller, specs.is_empty()) {
         (false, _) => ReadyState::Ready,
-        (true, Some(_)) => ReadyState::NotReady("connecting to the RDS".into()),
-        (true, None) => ReadyState::NotReady(
-            "no RDS configured: pass --rds-address (SSH) or --rds-transport rest --rds-rest-url"
+        (true, false) => ReadyState::NotReady("connecting to the RDS".into()),
+        (true, true) => ReadyState::NotReady(
+            "no RDS configured: pass --rds-address (SSH), --rds-transport rest --rds-rest-url, or --backends-file"
                 .into(),
         ),
     });
-    let mut backend = None;
+    let mut fleet = None;
     let mut background: Vec<tokio::task::JoinHandle<()>> = Vec::new();
     let mut release = None;
-    let _rds = match config.rds.clone() {
-        Some(rds) if config.roles.controller => {
-            let host = rds.host();
-            let conn =
-                rds.start(readiness.clone(), config.rds_probe_interval).map_err(ServeError::Rds)?;
-            metrics.register_rds(&conn.health);
+    let mut _connections = Vec::new();
+    if config.roles.controller && !specs.is_empty() {
+        let (fenced, election) = fencing(&config, metrics.attach.clone()).await?;
+        let fenced = Arc::new(fenced);
+        let single = specs.len() == 1;
+        let mut members = Vec::new();
+        let mut parts = Vec::new();
+        for spec in specs {
+            let own = if single {
+                readiness.clone()
+            } else {
+                Readiness::new(ReadyState::NotReady("connecting to the RDS".into()))
+            };
+            let host = spec.rds.host();
+            let conn = spec
+                .rds
+                .start(own.clone(), spec.probe_interval)
+                .map_err(|e| ServeError::Rds(format!("backend {}: {e}", spec.name)))?;
+            if single {
+                metrics.register_rds(&conn.health);
+            } else {
+                metrics.register_rds_backend(&conn.health, &spec.name);
+            }
             let client = Rds::new(conn.transport.clone(), RetryPolicy::default());
-            let mut backend_value =
-                Backend::new(client, config.controller.clone(), host, config.topology.clone());
+            let mut backend_value = Backend::new(client, spec.controller, host, spec.segments);
+            backend_value.name = spec.name.clone();
+            backend_value.weight = spec.weight;
+            backend_value.readiness = own.clone();
             backend_value.heal = metrics.heal.clone();
-            let (fenced, election) = fencing(&config, metrics.attach.clone()).await?;
-            backend_value.fencing = fenced;
+            backend_value.fencing = fenced.clone();
             let b = Arc::new(backend_value);
             // Learn the RouterOS version early so CreateVolume does not pay for it.
             let prefetch = b.clone();
-            tokio::spawn(async move {
+            background.push(tokio::spawn(async move {
                 while prefetch.server_nqn_supported().await.is_err() {
                     tokio::time::sleep(Duration::from_secs(5)).await;
                 }
-            });
-            // Expired migration windows are reported even when nothing else happens (by the
-            // leader only, with several replicas).
-            if let Some(elector) = election.elector {
-                release = Some(elector.release_handle());
-                background.push(tokio::spawn(elector.run()));
-            }
+            }));
+            // Each backend reconciles its own volumes (by the leader only, with replicas).
             background.push(tokio::spawn(crate::controller::reconcile::run(
                 Arc::downgrade(&b),
                 election.leadership.clone(),
                 config.controller.reconcile.clone(),
             )));
-            background.push(tokio::spawn(crate::controller::sweep::run(
-                Arc::downgrade(&b),
-                election.leadership,
-                crate::controller::sweep::SWEEP_INTERVAL,
-            )));
-            backend = Some(b);
-            Some(conn)
+            tracing::info!(backend = %spec.name, rds = %b.rds_host, segments = ?b.topology, weight = b.weight, "RDS backend");
+            parts.push((spec.name, own));
+            members.push(b);
+            _connections.push(conn);
         }
-        _ => None,
-    };
+        if !single {
+            background.push(crate::readiness::mirror_combined(parts, readiness.clone()));
+        }
+        if let Some(elector) = election.elector {
+            release = Some(elector.release_handle());
+            background.push(tokio::spawn(elector.run()));
+        }
+        // Expired migration windows are reported even when nothing else happens; the
+        // attachment state is one for all backends, so one sweep.
+        background.push(tokio::spawn(crate::controller::sweep::run(
+            Arc::downgrade(&members[0]),
+            election.leadership,
+            crate::controller::sweep::SWEEP_INTERVAL,
+        )));
+        fleet = Some(Arc::new(crate::controller::Fleet::new(members)));
+    }
     if let Some(st) = &node_state {
         if let Some(every) = st.cfg.orphan_interval {
             background.push(tokio::spawn(crate::node::orphans::run(Arc::downgrade(st), every)));
@@ -278,11 +355,11 @@ pub async fn run(
         rpc: rpc.clone(),
     };
     let controller = config.roles.controller.then(|| {
-        ControllerServer::new(ControllerService { rpc: rpc.clone(), backend: backend.clone() })
+        ControllerServer::new(ControllerService { rpc: rpc.clone(), fleet: fleet.clone() })
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
     });
     let group_controller = config.roles.controller.then(|| {
-        GroupControllerServer::new(ControllerService { rpc: rpc.clone(), backend: backend.clone() })
+        GroupControllerServer::new(ControllerService { rpc: rpc.clone(), fleet: fleet.clone() })
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
     });
     let node = config.roles.node_id.clone().zip(node_state).map(|(node_id, state)| {

@@ -51,7 +51,7 @@ async fn provisioning_expansion_and_snapshots_report_on_the_pvc_once() {
     let (backend, _conn) = k8s::backend_on(&rds, cluster, true, 0);
     let svc = ControllerService {
         rpc: RpcRunner::new(Metrics::new("test").rpc),
-        backend: Some(Arc::clone(&backend)),
+        fleet: Some(Arc::new(driver::controller::Fleet::single(Arc::clone(&backend)))),
     };
     let params =
         [("csi.storage.k8s.io/pvc/namespace", "apps"), ("csi.storage.k8s.io/pvc/name", "data")];

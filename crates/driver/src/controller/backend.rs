@@ -15,13 +15,15 @@ use tokio::sync::OnceCell;
 
 use super::{attachments::Fencing, config::ControllerConfig, copies::Copies};
 use crate::{
-    core::{context::key, params},
+    core::{context::key, ids, params, snapshots as snap_ids, topology},
     error::ServiceError,
     locks::Locks,
 };
 
 /// The controller's RDS-facing half.
 pub struct Backend {
+    /// The backend's name (docs/topology.md): `default` for the one whose ids are bare slots.
+    pub name: String,
     pub rds: Rds,
     pub cfg: ControllerConfig,
     /// Host of the RDS management address (the default data-plane address).
@@ -33,7 +35,13 @@ pub struct Backend {
     /// Background copies (snapshots, restores, clones) running in this process.
     pub copies: Copies,
     /// Attachment fencing (ControllerPublish/Unpublish); in-memory until the server sets it.
-    pub fencing: Fencing,
+    /// Shared by every backend of the controller: it is keyed by the full volume ids.
+    pub fencing: std::sync::Arc<Fencing>,
+    /// New volumes are placed here only when it is named or by weight (0: only when named).
+    pub weight: u32,
+    /// This backend's connection state (with several backends, a down one fails fast:
+    /// fleet.rs).
+    pub readiness: crate::readiness::Readiness,
     /// The reconcilers' metrics (reconcile.rs).
     pub heal: crate::metrics::HealMetrics,
     /// Events published recently (one per window, publish.rs `emit`).
@@ -48,6 +56,9 @@ impl Backend {
         topology: HashMap<String, String>,
     ) -> Backend {
         Backend {
+            name: topology::DEFAULT_BACKEND.into(),
+            weight: 1,
+            readiness: crate::readiness::Readiness::new(crate::readiness::ReadyState::Ready),
             rds,
             cfg,
             rds_host,
@@ -59,6 +70,37 @@ impl Backend {
             heal: Default::default(),
             events: Default::default(),
         }
+    }
+
+    /// The id of this backend's slot (volume or snapshot) as CSI sees it: the bare slot on
+    /// the default backend, `<name>:<slot>` on the others (docs/topology.md).
+    pub fn external(&self, slot: &str) -> String {
+        topology::external_id(&self.name, slot)
+    }
+
+    /// The slot part of an id when it names this backend (`None`: another backend's id).
+    pub fn local<'a>(&self, id: &'a str) -> Option<&'a str> {
+        match topology::split_id(id) {
+            (backend, local) if backend == self.name => Some(local),
+            _ => None,
+        }
+    }
+
+    /// [`ids::parse_volume_id`] of an id of this backend; another backend's id is `Ok(None)`
+    /// (it does not exist here).
+    pub fn parse_volume_id(&self, id: &str) -> Result<Option<Slot>, String> {
+        if id.is_empty() {
+            return ids::parse_volume_id(id);
+        }
+        self.local(id).map_or(Ok(None), ids::parse_volume_id)
+    }
+
+    /// [`snap_ids::parse_snapshot_id`] of an id of this backend, as [`Self::parse_volume_id`].
+    pub fn parse_snapshot_id(&self, id: &str) -> Result<Option<Slot>, String> {
+        if id.is_empty() {
+            return snap_ids::parse_snapshot_id(id);
+        }
+        self.local(id).map_or(Ok(None), snap_ids::parse_snapshot_id)
     }
 
     /// The RDS's `/system resource` answer, read once per process; feature checks
@@ -128,6 +170,9 @@ impl Backend {
         if let Some(file) = &disk.file {
             ctx.insert(key::VOLUME_PATH.into(), format!("/{file}"));
         }
+        if self.name != topology::DEFAULT_BACKEND {
+            ctx.insert(key::BACKEND.into(), self.name.clone());
+        }
         if let Some(p) = p {
             ctx.insert(key::CTRL_LOSS_TMO.into(), p.ctrl_loss_tmo.to_string());
             ctx.insert(key::RECONNECT_DELAY.into(), p.reconnect_delay.to_string());
@@ -145,7 +190,7 @@ impl Backend {
         }
         Volume {
             capacity_bytes: disk.size as i64,
-            volume_id: disk.slot.clone(),
+            volume_id: self.external(&disk.slot),
             volume_context: ctx,
             content_source: None,
             accessible_topology: vec![Topology { segments: self.topology.clone() }],

@@ -93,7 +93,8 @@ impl Backend {
         if !open_export(disk) {
             return Ok(false);
         }
-        let rec = self.fencing.cluster.recorded(&disk.slot).await.map_err(|e| {
+        let vid = self.external(&disk.slot);
+        let rec = self.fencing.cluster.recorded(&vid).await.map_err(|e| {
             ServiceError::Unavailable(format!(
                 "cannot tell whether {} is attached ({e}); the CO retries",
                 disk.slot
@@ -101,7 +102,7 @@ impl Backend {
         })?;
         // Every holder counts, also one whose Node object is gone: a partitioned node may
         // still be writing.
-        Ok(!self.fencing.holders(&disk.slot, &rec).is_empty())
+        Ok(!self.fencing.holders(&vid, &rec).is_empty())
     }
 
     /// The guard of volume `slot`, waiting for a running RPC on it to end (at most 30 s).

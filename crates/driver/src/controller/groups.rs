@@ -62,7 +62,7 @@ impl Backend {
             .collect();
         let created = members.iter().map(|m| m.record.created).min().unwrap_or(0);
         VolumeGroupSnapshot {
-            group_snapshot_id: gid.to_string(),
+            group_snapshot_id: self.external(gid),
             snapshots,
             creation_time: Some(prost_types::Timestamp { seconds: created, nanos: 0 }),
             ready_to_use: ready,
@@ -90,7 +90,8 @@ impl Backend {
         }
         let mut sources = BTreeSet::new();
         for id in &req.source_volume_ids {
-            let slot = ids::parse_volume_id(id)
+            let slot = self
+                .parse_volume_id(id)
                 .map_err(|e| invalid(format!("source_volume_ids: {e}")))?
                 .ok_or_else(|| ServiceError::NotFound(ids::foreign_volume(id)))?;
             sources.insert(slot);
@@ -176,16 +177,16 @@ impl Backend {
                 req.group_snapshot_id
             ))
         };
-        if !is_group_id(&req.group_snapshot_id) {
+        let Some(gid) = self.local(&req.group_snapshot_id).filter(|g| is_group_id(g)) else {
             return Err(missing());
-        }
-        let members = self.members(&req.group_snapshot_id).await?;
+        };
+        let members = self.members(gid).await?;
         if members.is_empty() {
             return Err(missing());
         }
         let ready = members.iter().all(|m| m.record.ready());
         Ok(GetVolumeGroupSnapshotResponse {
-            group_snapshot: Some(self.group_of(&req.group_snapshot_id, &members, ready)),
+            group_snapshot: Some(self.group_of(gid, &members, ready)),
         })
     }
 
@@ -199,13 +200,13 @@ impl Backend {
         if req.group_snapshot_id.is_empty() {
             return Err(invalid("group_snapshot_id is required"));
         }
-        if !is_group_id(&req.group_snapshot_id) {
+        let Some(gid) = self.local(&req.group_snapshot_id).filter(|g| is_group_id(g)) else {
             return Ok(DeleteVolumeGroupSnapshotResponse {});
-        }
-        let _guard = self.locks.try_lock(&req.group_snapshot_id, "group snapshot")?;
-        for m in self.members(&req.group_snapshot_id).await? {
+        };
+        let _guard = self.locks.try_lock(gid, "group snapshot")?;
+        for m in self.members(gid).await? {
             self.delete_snapshot(csi::v1::DeleteSnapshotRequest {
-                snapshot_id: m.disk.slot.clone(),
+                snapshot_id: self.external(&m.disk.slot),
                 secrets: Default::default(),
             })
             .await?;

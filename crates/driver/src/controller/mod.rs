@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod config;
 pub mod copies;
 pub mod copying;
+pub mod fleet;
 pub mod groups;
 pub mod kube_cluster;
 pub mod leader;
@@ -33,30 +34,32 @@ use csi::v1::{
 use tonic::{Request, Response, Status};
 
 use crate::{
-    core::{access, context::key},
+    core::{access, context::key, ids, snapshots as snapshots_core, topology},
     error::ServiceError,
     rpc::RpcRunner,
 };
 pub use backend::Backend;
+pub use fleet::Fleet;
 use outcomes::reason;
 
 #[derive(Clone)]
 pub struct ControllerService {
     pub rpc: RpcRunner,
-    /// The RDS side; `None` when the controller runs without an RDS connection.
-    pub backend: Option<Arc<Backend>>,
+    /// The RDS side, one backend per RDS; `None` when the controller runs without an RDS
+    /// connection.
+    pub fleet: Option<Arc<Fleet>>,
 }
 
 impl std::fmt::Debug for ControllerService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ControllerService").field("backend", &self.backend.is_some()).finish()
+        f.debug_struct("ControllerService").field("fleet", &self.fleet.is_some()).finish()
     }
 }
 
 impl ControllerService {
     /// Capabilities that really work in this build (none without an RDS connection).
     pub fn capabilities(&self) -> Vec<ControllerServiceCapability> {
-        if self.backend.is_none() {
+        if self.fleet.is_none() {
             return Vec::new();
         }
         [
@@ -85,12 +88,17 @@ impl ControllerService {
         .collect()
     }
 
-    fn backend(&self) -> Result<&Arc<Backend>, ServiceError> {
-        self.backend.as_ref().ok_or_else(|| {
+    fn fleet(&self) -> Result<&Arc<Fleet>, ServiceError> {
+        self.fleet.as_ref().ok_or_else(|| {
             ServiceError::Unavailable(
-                "this controller has no RDS connection: start it with --rds-address (SSH) or --rds-transport rest".into(),
+                "this controller has no RDS connection: start it with --rds-address (SSH), --rds-transport rest or --backends-file".into(),
             )
         })
+    }
+
+    /// The backend an id names (docs/topology.md).
+    fn backend(&self, id: &str) -> Result<&Arc<Backend>, ServiceError> {
+        self.fleet()?.route(id)
     }
 }
 
@@ -112,11 +120,14 @@ impl Controller for ControllerService {
     async fn create_volume(&self, r: Request<CreateVolumeRequest>) -> Answer<CreateVolumeResponse> {
         self.rpc
             .run("CreateVolume", r, |req| async move {
-                let b = self.backend()?;
+                let fleet = self.fleet()?;
                 // No PV yet: the PVC csi-provisioner's `--extra-create-metadata` names.
                 let claim = attachments::claim(&Default::default(), &req.parameters);
                 let doing = format!("provisioning volume {:?} on the RDS", req.name);
-                let out = b.create_volume(req).await;
+                let (b, out) = match fleet.place(&req).await {
+                    Ok(b) => (b, b.create_volume(req).await),
+                    Err(e) => (fleet.first(), Err(e)),
+                };
                 let reasons = (reason::PROVISIONED, reason::PROVISIONING_FAILED);
                 b.outcome(&claim, &out, reasons, &doing, |r| {
                     let v = r.volume.clone().unwrap_or_default();
@@ -137,7 +148,17 @@ impl Controller for ControllerService {
 
     async fn delete_volume(&self, r: Request<DeleteVolumeRequest>) -> Answer<DeleteVolumeResponse> {
         self.rpc
-            .run("DeleteVolume", r, |req| async move { self.backend()?.delete_volume(req).await })
+            .run("DeleteVolume", r, |req| async move {
+                match self.backend(&req.volume_id) {
+                    Ok(b) => b.delete_volume(req).await,
+                    // CSI: an id this driver never made is deleted (OK); a volume id of a
+                    // backend this controller lacks is not: its disk may still exist.
+                    Err(_) if !ids::is_managed_volume_id(topology::split_id(&req.volume_id).1) => {
+                        Ok(DeleteVolumeResponse {})
+                    }
+                    Err(e) => Err(e),
+                }
+            })
             .await
     }
 
@@ -146,11 +167,9 @@ impl Controller for ControllerService {
         r: Request<ControllerPublishVolumeRequest>,
     ) -> Answer<ControllerPublishVolumeResponse> {
         self.rpc
-            .run(
-                "ControllerPublishVolume",
-                r,
-                |req| async move { self.backend()?.publish(req).await },
-            )
+            .run("ControllerPublishVolume", r, |req| async move {
+                self.backend(&req.volume_id)?.publish(req).await
+            })
             .await
     }
 
@@ -160,7 +179,7 @@ impl Controller for ControllerService {
     ) -> Answer<ControllerUnpublishVolumeResponse> {
         self.rpc
             .run("ControllerUnpublishVolume", r, |req| async move {
-                self.backend()?.unpublish(req).await
+                self.backend(&req.volume_id)?.unpublish(req).await
             })
             .await
     }
@@ -171,20 +190,20 @@ impl Controller for ControllerService {
     ) -> Answer<ValidateVolumeCapabilitiesResponse> {
         self.rpc
             .run("ValidateVolumeCapabilities", r, |req| async move {
-                self.backend()?.validate(req).await
+                self.backend(&req.volume_id)?.validate(req).await
             })
             .await
     }
 
     async fn list_volumes(&self, r: Request<ListVolumesRequest>) -> Answer<ListVolumesResponse> {
         self.rpc
-            .run("ListVolumes", r, |req| async move { self.backend()?.list_volumes(req).await })
+            .run("ListVolumes", r, |req| async move { self.fleet()?.list_volumes(req).await })
             .await
     }
 
     async fn get_capacity(&self, r: Request<GetCapacityRequest>) -> Answer<GetCapacityResponse> {
         self.rpc
-            .run("GetCapacity", r, |req| async move { self.backend()?.get_capacity(req).await })
+            .run("GetCapacity", r, |req| async move { self.fleet()?.get_capacity(req).await })
             .await
     }
 
@@ -194,7 +213,7 @@ impl Controller for ControllerService {
     ) -> Answer<CreateSnapshotResponse> {
         self.rpc
             .run("CreateSnapshot", r, |req| async move {
-                let b = self.backend()?;
+                let b = self.backend(&req.source_volume_id)?;
                 let claim = b.claim_of(&req.source_volume_id, &Default::default()).await;
                 let doing = format!("snapshot {:?} of {}", req.name, req.source_volume_id);
                 let out = b.create_snapshot(req).await;
@@ -218,11 +237,19 @@ impl Controller for ControllerService {
         r: Request<DeleteSnapshotRequest>,
     ) -> Answer<DeleteSnapshotResponse> {
         self.rpc
-            .run(
-                "DeleteSnapshot",
-                r,
-                |req| async move { self.backend()?.delete_snapshot(req).await },
-            )
+            .run("DeleteSnapshot", r, |req| async move {
+                match self.backend(&req.snapshot_id) {
+                    Ok(b) => b.delete_snapshot(req).await,
+                    Err(_)
+                        if !snapshots_core::is_managed_snapshot_id(
+                            topology::split_id(&req.snapshot_id).1,
+                        ) =>
+                    {
+                        Ok(DeleteSnapshotResponse {})
+                    }
+                    Err(e) => Err(e),
+                }
+            })
             .await
     }
 
@@ -231,13 +258,15 @@ impl Controller for ControllerService {
         r: Request<ListSnapshotsRequest>,
     ) -> Answer<ListSnapshotsResponse> {
         self.rpc
-            .run("ListSnapshots", r, |req| async move { self.backend()?.list_snapshots(req).await })
+            .run("ListSnapshots", r, |req| async move { self.fleet()?.list_snapshots(req).await })
             .await
     }
 
     async fn get_snapshot(&self, r: Request<GetSnapshotRequest>) -> Answer<GetSnapshotResponse> {
         self.rpc
-            .run("GetSnapshot", r, |req| async move { self.backend()?.get_snapshot(req).await })
+            .run("GetSnapshot", r, |req| async move {
+                self.backend(&req.snapshot_id)?.get_snapshot(req).await
+            })
             .await
     }
 
@@ -254,7 +283,7 @@ impl Controller for ControllerService {
                 let block = req.volume_capability.as_ref().is_some_and(access::is_block);
                 let (required, limit) =
                     req.capacity_range.map_or((0, 0), |c| (c.required_bytes, c.limit_bytes));
-                let b = self.backend()?;
+                let b = self.backend(&req.volume_id)?;
                 let out = b.expand(&req.volume_id, required, limit, block).await;
                 let claim = b.claim_of(&req.volume_id, &Default::default()).await;
                 let doing = format!("expanding {}", req.volume_id);
@@ -280,7 +309,7 @@ impl Controller for ControllerService {
         self.rpc
             .run("ControllerGetVolume", r, |req| async move {
                 let (volume, condition, published_node_ids) =
-                    self.backend()?.get_volume(&req.volume_id).await?;
+                    self.backend(&req.volume_id)?.get_volume(&req.volume_id).await?;
                 Ok(ControllerGetVolumeResponse {
                     volume: Some(volume),
                     status: Some(controller_get_volume_response::VolumeStatus {
@@ -298,7 +327,7 @@ impl Controller for ControllerService {
     ) -> Answer<ControllerModifyVolumeResponse> {
         self.rpc
             .run("ControllerModifyVolume", r, |req| async move {
-                self.backend()?.modify_volume(req).await
+                self.backend(&req.volume_id)?.modify_volume(req).await
             })
             .await
     }
@@ -307,7 +336,7 @@ impl Controller for ControllerService {
 impl ControllerService {
     /// GroupController capabilities: group snapshots, with an RDS connection only.
     pub fn group_capabilities(&self) -> Vec<GroupControllerServiceCapability> {
-        if self.backend.is_none() {
+        if self.fleet.is_none() {
             return Vec::new();
         }
         vec![GroupControllerServiceCapability {
@@ -343,7 +372,10 @@ impl GroupController for ControllerService {
     ) -> Answer<CreateVolumeGroupSnapshotResponse> {
         self.rpc
             .run("CreateVolumeGroupSnapshot", r, |req| async move {
-                self.backend()?.create_group_snapshot(req).await
+                self.fleet()?
+                    .group_backend(&req.source_volume_ids)?
+                    .create_group_snapshot(req)
+                    .await
             })
             .await
     }
@@ -354,7 +386,19 @@ impl GroupController for ControllerService {
     ) -> Answer<DeleteVolumeGroupSnapshotResponse> {
         self.rpc
             .run("DeleteVolumeGroupSnapshot", r, |req| async move {
-                self.backend()?.delete_group_snapshot(req).await
+                match self.backend(&req.group_snapshot_id) {
+                    Ok(b) => b.delete_group_snapshot(req).await,
+                    // An id this driver never made is deleted (OK); a group of a backend
+                    // this controller lacks is not: its members may still exist.
+                    Err(_)
+                        if !snapshots_core::is_group_id(
+                            topology::split_id(&req.group_snapshot_id).1,
+                        ) =>
+                    {
+                        Ok(DeleteVolumeGroupSnapshotResponse {})
+                    }
+                    Err(e) => Err(e),
+                }
             })
             .await
     }
@@ -365,7 +409,7 @@ impl GroupController for ControllerService {
     ) -> Answer<GetVolumeGroupSnapshotResponse> {
         self.rpc
             .run("GetVolumeGroupSnapshot", r, |req| async move {
-                self.backend()?.get_group_snapshot(req).await
+                self.backend(&req.group_snapshot_id)?.get_group_snapshot(req).await
             })
             .await
     }

@@ -56,7 +56,7 @@ impl Backend {
         &self,
         req: ControllerModifyVolumeRequest,
     ) -> Result<ControllerModifyVolumeResponse, ServiceError> {
-        let slot = ids::parse_volume_id(&req.volume_id).map_err(invalid)?;
+        let slot = self.parse_volume_id(&req.volume_id).map_err(invalid)?;
         if req.mutable_parameters.is_empty() {
             return Err(invalid(format!(
                 "mutable_parameters is required; the mutable parameters are {}",

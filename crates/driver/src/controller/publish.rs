@@ -97,7 +97,7 @@ impl Backend {
         &self,
         req: ControllerPublishVolumeRequest,
     ) -> Result<ControllerPublishVolumeResponse, ServiceError> {
-        let slot = ids::parse_volume_id(&req.volume_id).map_err(invalid)?;
+        let slot = self.parse_volume_id(&req.volume_id).map_err(invalid)?;
         if req.node_id.is_empty() {
             return Err(invalid("node_id is required"));
         }
@@ -114,10 +114,10 @@ impl Backend {
                 .access_mode
                 .as_ref()
                 .is_some_and(|m| m.mode == Mode::MultiNodeMultiWriter as i32);
-        let _guard = self.locks.try_lock(vid, "volume")?;
+        let _guard = self.locks.try_lock(slot.as_str(), "volume")?;
         // A copy reading the volume (a snapshot or clone) took it at one instant only if no
         // node starts writing it during the copy.
-        if let Some(copy) = self.copies.involving(vid) {
+        if let Some(copy) = self.copies.involving(slot.as_str()) {
             return Err(ServiceError::Aborted(format!(
                 "volume {vid} is being copied ({copy}); it is attached once the copy ends, the CO retries"
             )));
@@ -300,11 +300,11 @@ impl Backend {
         &self,
         req: ControllerUnpublishVolumeRequest,
     ) -> Result<ControllerUnpublishVolumeResponse, ServiceError> {
-        let Some(slot) = ids::parse_volume_id(&req.volume_id).map_err(invalid)? else {
+        let Some(slot) = self.parse_volume_id(&req.volume_id).map_err(invalid)? else {
             return Ok(ControllerUnpublishVolumeResponse {});
         };
         let (vid, node) = (req.volume_id.as_str(), req.node_id.as_str());
-        let _guard = self.locks.try_lock(vid, "volume")?;
+        let _guard = self.locks.try_lock(slot.as_str(), "volume")?;
         let f = &self.fencing;
         let rec = match f.cluster.recorded(vid).await {
             Ok(rec) => rec,

@@ -135,7 +135,8 @@ impl Backend {
                         "the NVMe/TCP export of {} was withdrawn by a point-in-time copy ({}) whose controller stopped; given back (its nodes reconnect); the copy starts again when it is next asked for",
                         record.source, d.slot
                     );
-                    let claim = self.claim_of(&record.source, &Default::default()).await;
+                    let claim =
+                        self.claim_of(&self.external(&record.source), &Default::default()).await;
                     self.emit(&claim, true, EXPORT_RESTORED, note).await;
                     given.push(record.source)
                 }
@@ -159,13 +160,17 @@ impl Backend {
         if !f.cluster.records_attachments() {
             return Vec::new();
         }
-        let records = f.all_records();
+        // This backend's volumes only (each backend of the controller reconciles its own).
+        let records: HashMap<String, super::cluster::Recorded> =
+            f.all_records().into_iter().filter(|(v, _)| self.local(v).is_some()).collect();
         // With storage fencing, who the disks allow (one listing for all volumes), and only
         // when some live node holds a volume (nothing else can have lost its grant).
         let any_live = records.values().any(|r| r.holders.iter().any(|h| h.node_exists));
         let allowed: Option<HashMap<String, Vec<String>>> = if f.storage_fencing && any_live {
             match self.rds.list_disks("pvc-").await {
-                Ok(disks) => Some(disks.into_iter().map(|d| (d.slot, d.allowed_hosts)).collect()),
+                Ok(disks) => Some(
+                    disks.into_iter().map(|d| (self.external(&d.slot), d.allowed_hosts)).collect(),
+                ),
                 Err(e) => {
                     tracing::warn!(error = %e, "stale attachments: cannot list the disks; only departed nodes are checked");
                     None
@@ -218,7 +223,8 @@ impl Backend {
         reason: &'static str,
     ) -> &'static str {
         let f = &self.fencing;
-        let Ok(_guard) = self.locks.try_lock(vid, "volume") else { return "busy" };
+        let Ok(Some(slot)) = self.parse_volume_id(vid) else { return "failed" };
+        let Ok(_guard) = self.locks.try_lock(slot.as_str(), "volume") else { return "busy" };
         if f.storage_fencing && reason == "node_gone" {
             let keep: Vec<String> = f
                 .holders(vid, rec)
@@ -226,7 +232,6 @@ impl Backend {
                 .filter(|h| h.node != node && h.node_exists)
                 .map(|h| h.node)
                 .collect();
-            let Ok(slot) = Slot::new(vid) else { return "failed" };
             match self.set_allowed(&slot, &keep).await {
                 Ok(()) => {
                     self.heal.stale_attachment("fenced");
@@ -272,7 +277,7 @@ impl Backend {
     /// RDS). Returns the orphans found (also kept in `state.last_orphans`).
     pub async fn report_rds_orphans(&self, state: &mut ReconcileState, now_s: i64) -> Vec<Orphan> {
         let f = &self.fencing;
-        let Some(handles) = f.cluster.volume_handles() else {
+        let Some(handles) = f.cluster.volume_handles().map(|h| self.local_handles(h)) else {
             tracing::info!(
                 "RDS orphan report skipped: the PVs are not known (no Kubernetes, or the cache is not synced)"
             );
@@ -333,9 +338,14 @@ impl Backend {
         out
     }
 
+    /// The PVs' volume handles of this backend, as slots (the orphan rule compares slots).
+    fn local_handles(&self, handles: HashSet<String>) -> HashSet<String> {
+        handles.iter().filter_map(|h| self.local(h)).map(String::from).collect()
+    }
+
     async fn delete_orphan(&self, kind: &'static str, name: &str, file: &str) -> &'static str {
         // Look again: a PV may have appeared since the listing.
-        let handles = self.fencing.cluster.volume_handles().unwrap_or_default();
+        let handles = self.local_handles(self.fencing.cluster.volume_handles().unwrap_or_default());
         let Ok(path) = FilePath::new(file) else { return "delete_failed" };
         let result = match kind {
             "disk" => {

@@ -30,7 +30,7 @@ use crate::{
     core::{
         ids,
         paging::{self, Listing},
-        snapshots::{CopyRecord, Mechanism, parse_params, parse_snapshot_id, snapshot_id},
+        snapshots::{CopyRecord, Mechanism, parse_params, snapshot_id},
     },
     error::ServiceError,
 };
@@ -91,14 +91,17 @@ impl Backend {
     pub(super) fn snapshot_of(&self, disk: &Disk, record: Option<&CopyRecord>) -> Snapshot {
         Snapshot {
             size_bytes: disk.size as i64,
-            snapshot_id: disk.slot.clone(),
-            source_volume_id: record.map(|r| r.source.clone()).unwrap_or_default(),
+            snapshot_id: self.external(&disk.slot),
+            source_volume_id: record.map(|r| self.external(&r.source)).unwrap_or_default(),
             creation_time: Some(prost_types::Timestamp {
                 seconds: record.map_or(0, |r| r.created),
                 nanos: 0,
             }),
             ready_to_use: record.is_none_or(CopyRecord::ready),
-            group_snapshot_id: record.and_then(|r| r.group.clone()).unwrap_or_default(),
+            group_snapshot_id: record
+                .and_then(|r| r.group.as_deref())
+                .map(|g| self.external(g))
+                .unwrap_or_default(),
         }
     }
 
@@ -111,7 +114,8 @@ impl Backend {
         if req.name.is_empty() {
             return Err(invalid("name is required"));
         }
-        let source = ids::parse_volume_id(&req.source_volume_id)
+        let source = self
+            .parse_volume_id(&req.source_volume_id)
             .map_err(|e| invalid(format!("source_volume_id: {e}")))?
             .ok_or_else(|| ServiceError::NotFound(ids::foreign_volume(&req.source_volume_id)))?;
         let requested = parse_params(&req.parameters).map_err(invalid)?;
@@ -261,7 +265,7 @@ impl Backend {
         &self,
         req: DeleteSnapshotRequest,
     ) -> Result<DeleteSnapshotResponse, ServiceError> {
-        let Some(snap) = parse_snapshot_id(&req.snapshot_id).map_err(invalid)? else {
+        let Some(snap) = self.parse_snapshot_id(&req.snapshot_id).map_err(invalid)? else {
             return Ok(DeleteSnapshotResponse {});
         };
         let _guard = self.locks.try_lock(snap.as_str(), "snapshot")?;
@@ -325,7 +329,7 @@ impl Backend {
         let after = paging::after(Listing::Snapshots, &req.starting_token)
             .map_err(ServiceError::Aborted)?;
         let disks: Vec<Disk> = if !req.snapshot_id.is_empty() {
-            match parse_snapshot_id(&req.snapshot_id) {
+            match self.parse_snapshot_id(&req.snapshot_id) {
                 Ok(Some(id)) => self
                     .rds
                     .get_disk(&id)
@@ -368,7 +372,8 @@ impl Backend {
     ) -> Result<GetSnapshotResponse, ServiceError> {
         let missing =
             || ServiceError::NotFound(format!("snapshot {:?} does not exist", req.snapshot_id));
-        let snap = parse_snapshot_id(&req.snapshot_id).map_err(invalid)?.ok_or_else(missing)?;
+        let snap =
+            self.parse_snapshot_id(&req.snapshot_id).map_err(invalid)?.ok_or_else(missing)?;
         let disk = self
             .rds
             .get_disk(&snap)
@@ -387,8 +392,10 @@ impl Backend {
     ) -> Result<Disk, ServiceError> {
         use csi::v1::volume_content_source::Type;
         let (id, parsed, what) = match source {
-            Type::Snapshot(s) => (&s.snapshot_id, parse_snapshot_id(&s.snapshot_id), "snapshot"),
-            Type::Volume(v) => (&v.volume_id, ids::parse_volume_id(&v.volume_id), "volume"),
+            Type::Snapshot(s) => {
+                (&s.snapshot_id, self.parse_snapshot_id(&s.snapshot_id), "snapshot")
+            }
+            Type::Volume(v) => (&v.volume_id, self.parse_volume_id(&v.volume_id), "volume"),
         };
         let missing = || ServiceError::NotFound(format!("source {what} {id:?} does not exist"));
         let slot = parsed

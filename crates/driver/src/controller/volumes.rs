@@ -171,7 +171,7 @@ impl Backend {
         &self,
         req: DeleteVolumeRequest,
     ) -> Result<DeleteVolumeResponse, ServiceError> {
-        let Some(slot) = ids::parse_volume_id(&req.volume_id).map_err(invalid)? else {
+        let Some(slot) = self.parse_volume_id(&req.volume_id).map_err(invalid)? else {
             tracing::info!(volume_id = %req.volume_id, "not a volume id of this driver: nothing to delete");
             return Ok(DeleteVolumeResponse {});
         };
@@ -224,7 +224,7 @@ impl Backend {
     /// grants) or a copy running here reads or writes it. An unreadable record is UNAVAILABLE:
     /// never delete on a guess.
     async fn refuse_if_in_use(&self, slot: &Slot) -> Result<(), ServiceError> {
-        let vid = slot.as_str();
+        let vid = &self.external(slot.as_str());
         let rec = self.fencing.cluster.recorded(vid).await.map_err(|e| {
             ServiceError::Unavailable(format!(
                 "cannot tell whether {vid} is attached ({e}); not deleting it, retry shortly"
@@ -237,7 +237,7 @@ impl Backend {
                 nodes.join(", ")
             )));
         }
-        if let Some(copy) = self.copies.involving(vid) {
+        if let Some(copy) = self.copies.involving(slot.as_str()) {
             return Err(ServiceError::FailedPrecondition(format!(
                 "volume {vid} is in use by a running copy ({copy}); delete it once the copy finishes"
             )));
@@ -290,7 +290,9 @@ impl Backend {
             .map(|d| list_volumes_response::Entry {
                 volume: Some(self.volume(d, None)),
                 status: Some(list_volumes_response::VolumeStatus {
-                    published_node_ids: published.remove(&d.slot).unwrap_or_default(),
+                    published_node_ids: published
+                        .remove(&self.external(&d.slot))
+                        .unwrap_or_default(),
                     volume_condition: None,
                 }),
             })
@@ -304,15 +306,16 @@ impl Backend {
         &self,
         volume_id: &str,
     ) -> Result<(Volume, VolumeCondition, Vec<String>), ServiceError> {
-        let slot = ids::parse_volume_id(volume_id)
+        let slot = self
+            .parse_volume_id(volume_id)
             .map_err(invalid)?
             .ok_or_else(|| ServiceError::NotFound(ids::foreign_volume(volume_id)))?;
         let context = format!("reading volume {slot}");
         let (disk, file) = self.managed_disk(&slot, "reading volume").await?;
-        let rec = self.fencing.cluster.recorded(slot.as_str()).await.map_err(|e| {
-            ServiceError::Unavailable(format!("cannot read the attachments of {slot}: {e}"))
+        let rec = self.fencing.cluster.recorded(volume_id).await.map_err(|e| {
+            ServiceError::Unavailable(format!("cannot read the attachments of {volume_id}: {e}"))
         })?;
-        let published = self.fencing.published_nodes(slot.as_str(), &rec);
+        let published = self.fencing.published_nodes(volume_id, &rec);
         let mut problems = Vec::new();
         if !disk.export {
             problems.push("the disk is not exported over NVMe/TCP".to_string());
@@ -372,7 +375,7 @@ impl Backend {
         &self,
         req: ValidateVolumeCapabilitiesRequest,
     ) -> Result<ValidateVolumeCapabilitiesResponse, ServiceError> {
-        let slot = ids::parse_volume_id(&req.volume_id).map_err(invalid)?;
+        let slot = self.parse_volume_id(&req.volume_id).map_err(invalid)?;
         if req.volume_capabilities.is_empty() {
             return Err(invalid("volume_capabilities are required"));
         }
@@ -402,7 +405,7 @@ impl Backend {
         limit: i64,
         block: bool,
     ) -> Result<(u64, bool), ServiceError> {
-        let slot = ids::parse_volume_id(volume_id).map_err(invalid)?;
+        let slot = self.parse_volume_id(volume_id).map_err(invalid)?;
         if required <= 0 {
             return Err(invalid("capacity_range.required_bytes is required to expand a volume"));
         }

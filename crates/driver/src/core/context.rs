@@ -10,6 +10,8 @@ pub mod key {
     pub const NVME_PORT: &str = "nvmePort";
     pub const NQN: &str = "nqn";
     pub const VOLUME_PATH: &str = "volumePath";
+    /// The RDS backend of a volume other than `default` (docs/topology.md).
+    pub const BACKEND: &str = "rdsBackend";
     pub const CTRL_LOSS_TMO: &str = "ctrlLossTmo";
     pub const RECONNECT_DELAY: &str = "reconnectDelay";
     pub const KEEP_ALIVE_TMO: &str = "keepAliveTmo";

@@ -20,3 +20,4 @@ pub mod paging;
 pub mod params;
 pub mod sightings;
 pub mod snapshots;
+pub mod topology;

@@ -44,6 +44,7 @@ pub const KEYS: &[&str] = &[
     "csi.storage.k8s.io/pvc/namespace",
     "csi.storage.k8s.io/pv/name",
     "rdsAddress",
+    "backend",
 ];
 
 fn int<T: std::str::FromStr + PartialOrd + std::fmt::Display>(
@@ -94,6 +95,8 @@ pub fn parse(
                 p.nvme_address = Some(value.clone());
             }
             "rdsAddress" => p.rds_address = Some(value.clone()),
+            // Which RDS takes the volume: read by the controller's placement (docs/topology.md).
+            "backend" => {}
             "layout" => {
                 p.subvolume = match value.as_str() {
                     "file" => false,

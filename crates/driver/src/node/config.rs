@@ -101,6 +101,9 @@ pub struct NodeArgs {
 pub struct NodeConfig {
     pub data_plane: DataPlaneKind,
     pub loop_root: Option<PathBuf>,
+    /// The loop plane's root per backend (`--emulated-backends`: each emulated RDS has its
+    /// own files), chosen by the volume context's backend; others use `loop_root`.
+    pub loop_backend_roots: std::collections::HashMap<String, PathBuf>,
     pub managed_nqn_prefix: String,
     /// The controller's `--nqn-prefix`: a volume's NQN is exactly this plus its id.
     pub nqn_prefix: String,
@@ -139,6 +142,7 @@ impl NodeConfig {
         NodeConfig {
             data_plane,
             loop_root,
+            loop_backend_roots: Default::default(),
             managed_nqn_prefix: "nqn.2000-02.com.mikrotik:pvc-".into(),
             nqn_prefix: "nqn.2000-02.com.mikrotik:".into(),
             host_nqn_file,
@@ -193,6 +197,7 @@ impl NodeArgs {
         Ok(NodeConfig {
             data_plane: self.data_plane,
             loop_root,
+            loop_backend_roots: Default::default(),
             managed_nqn_prefix: self.managed_nqn_prefix.clone(),
             nqn_prefix: nqn_prefix.to_string(),
             host_nqn_file: self.host_nqn_file.clone(),

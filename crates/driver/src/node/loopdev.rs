@@ -16,6 +16,8 @@ use crate::{core::context::key, error::ServiceError, exec};
 pub struct LoopPlane {
     /// Canonical `--loop-root`.
     pub root: PathBuf,
+    /// Canonical roots of the backends that have their own (`--emulated-backends`), by name.
+    pub backend_roots: HashMap<String, PathBuf>,
 }
 
 /// The host file of an RDS path under `root`; `None` when the path would escape it.
@@ -31,7 +33,25 @@ impl LoopPlane {
     pub fn new(root: &Path) -> Result<LoopPlane, String> {
         let root =
             root.canonicalize().map_err(|e| format!("--loop-root {}: {e}", root.display()))?;
-        Ok(LoopPlane { root })
+        Ok(LoopPlane { root, backend_roots: HashMap::new() })
+    }
+
+    /// With a root per backend (each under `root`), chosen by the volume context's backend.
+    pub fn with_backend_roots(mut self, roots: &HashMap<String, PathBuf>) -> Result<Self, String> {
+        for (name, r) in roots {
+            let r = r
+                .canonicalize()
+                .map_err(|e| format!("loop root of {name} {}: {e}", r.display()))?;
+            if !r.starts_with(&self.root) {
+                return Err(format!(
+                    "loop root of {name} {} is outside {}",
+                    r.display(),
+                    self.root.display()
+                ));
+            }
+            self.backend_roots.insert(name.clone(), r);
+        }
+        Ok(self)
     }
 
     /// The loop devices whose backing file is under the root: `(device, backing file)`.
@@ -109,7 +129,9 @@ impl LoopPlane {
                 key::VOLUME_PATH
             ))
         })?;
-        let file = host_file(&self.root, rds_path).ok_or_else(|| {
+        let root =
+            ctx.get(key::BACKEND).and_then(|b| self.backend_roots.get(b)).unwrap_or(&self.root);
+        let file = host_file(root, rds_path).ok_or_else(|| {
             ServiceError::InvalidArgument(format!(
                 "volume_context {}={rds_path:?} is not a plain RDS file path",
                 key::VOLUME_PATH

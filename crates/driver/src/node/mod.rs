@@ -75,9 +75,12 @@ impl NodeState {
                 fabrics: "/dev/nvme-fabrics".into(),
                 device_wait: cfg.device_wait,
             }),
-            DataPlaneKind::Loop => DataPlane::Loop(loopdev::LoopPlane::new(
-                cfg.loop_root.as_deref().ok_or("--data-plane loop needs --loop-root")?,
-            )?),
+            DataPlaneKind::Loop => DataPlane::Loop(
+                loopdev::LoopPlane::new(
+                    cfg.loop_root.as_deref().ok_or("--data-plane loop needs --loop-root")?,
+                )?
+                .with_backend_roots(&cfg.loop_backend_roots)?,
+            ),
         };
         let breakers = breakers::Breakers::new(cfg.breaker, heal.clone());
         Ok(NodeState {

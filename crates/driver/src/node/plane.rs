@@ -36,6 +36,7 @@ impl DataPlane {
         ctx: &HashMap<String, String>,
         publish: &HashMap<String, String>,
     ) -> Result<BlockDevice, ServiceError> {
+        let volume_id = slot_of(volume_id);
         match self {
             DataPlane::Nvme(p) => {
                 let host_nqn = match publish.get(crate::core::context::publish::HOST_NQN) {
@@ -75,6 +76,7 @@ impl DataPlane {
 
     /// The attached device of `volume_id`, if any.
     pub fn find(&self, host: &Host, volume_id: &str) -> Option<BlockDevice> {
+        let volume_id = slot_of(volume_id);
         match self {
             DataPlane::Nvme(p) => p.find(host, volume_id).and_then(|(_, d)| d),
             DataPlane::Loop(p) => p.find(host, volume_id),
@@ -91,6 +93,7 @@ impl DataPlane {
 
     /// Whether anything of `volume_id` is attached (an NVMe controller without a namespace counts).
     pub fn attached(&self, host: &Host, volume_id: &str) -> bool {
+        let volume_id = slot_of(volume_id);
         match self {
             DataPlane::Nvme(p) => p.find(host, volume_id).is_some(),
             DataPlane::Loop(p) => p.find(host, volume_id).is_some(),
@@ -99,6 +102,7 @@ impl DataPlane {
 
     /// Detaches whatever of `volume_id` is attached; a failure is an error.
     pub async fn detach(&self, host: &Host, volume_id: &str) -> Result<(), ServiceError> {
+        let volume_id = slot_of(volume_id);
         match self {
             DataPlane::Nvme(p) => match p.nqn_of(host, volume_id) {
                 Some(nqn) => p.detach(host, &nqn).await,
@@ -118,6 +122,7 @@ impl DataPlane {
         volume_id: &str,
         dev: &BlockDevice,
     ) -> Result<(), ServiceError> {
+        let volume_id = slot_of(volume_id);
         match self {
             DataPlane::Nvme(p) => match p.nqn_of(host, volume_id) {
                 Some(nqn) => p.rescan(host, &nqn).await,
@@ -146,6 +151,7 @@ impl DataPlane {
 
     /// Why the volume's connection is not healthy, if it is not.
     pub fn abnormal(&self, host: &Host, volume_id: &str) -> Option<String> {
+        let volume_id = slot_of(volume_id);
         match self {
             DataPlane::Nvme(p) => match p.nqn_of(host, volume_id) {
                 Some(nqn) => p.abnormal(host, &nqn),
@@ -157,6 +163,12 @@ impl DataPlane {
                 .then(|| format!("volume {volume_id} has no loop device on this node")),
         }
     }
+}
+
+/// The slot part of a volume id (`rds-b:pvc-1` → `pvc-1`): devices, NQNs and files are
+/// named by the slot on every backend (docs/topology.md).
+fn slot_of(volume_id: &str) -> &str {
+    crate::core::topology::split_id(volume_id).1
 }
 
 #[cfg(test)]

@@ -249,7 +249,7 @@ pub fn backend_on_with(
     let mut backend =
         Backend::new(client, args.validate().unwrap(), "127.0.0.1".into(), HashMap::new());
     backend.fencing =
-        Fencing::new(Box::new(cluster), storage_fencing, settle_s, AttachMetrics::default());
+        Fencing::new(Box::new(cluster), storage_fencing, settle_s, AttachMetrics::default()).into();
     (Arc::new(backend), conn)
 }
 

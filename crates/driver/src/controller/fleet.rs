@@ -1,0 +1,437 @@
+//! Several RDS appliances behind one controller (docs/topology.md). The [`Fleet`] holds one
+//! [`Backend`] per RDS; every RPC on an existing volume, snapshot or group goes to the
+//! backend its id names (`<name>:<slot>`, bare on `default`), CreateVolume places a new
+//! volume by `accessibility_requirements`, the `backend` parameter and free space
+//! (`core::topology::place`), and the listings and GetCapacity gather every backend's.
+//! With one backend every call goes straight to it: nothing is read twice, and an outage is
+//! waited out by the RouterOS client's retries. With several, a backend whose connection is
+//! down fails fast (UNAVAILABLE naming it) and is left out of placement, capacity and
+//! nothing else waits for it.
+
+use std::{collections::HashMap, sync::Arc};
+
+use csi::v1::{
+    CreateVolumeRequest, GetCapacityRequest, GetCapacityResponse, ListSnapshotsRequest,
+    ListSnapshotsResponse, ListVolumesRequest, ListVolumesResponse, volume_content_source::Type,
+};
+use futures::future::join_all;
+
+use super::backend::Backend;
+use crate::{
+    core::{
+        capacity, ids,
+        paging::{self, Listing},
+        params,
+        topology::{self, Candidate, PlaceError},
+    },
+    error::ServiceError,
+};
+
+/// The StorageClass parameter naming the backend of new volumes.
+pub const BACKEND_PARAM: &str = "backend";
+
+fn invalid(msg: impl Into<String>) -> ServiceError {
+    ServiceError::InvalidArgument(msg.into())
+}
+
+/// The controller's backends, in the order of the backends file (`default` first with the
+/// single-RDS flags).
+pub struct Fleet {
+    members: Vec<Arc<Backend>>,
+}
+
+impl Fleet {
+    /// `members` must be non-empty with distinct names (the backends file is checked first).
+    pub fn new(members: Vec<Arc<Backend>>) -> Fleet {
+        assert!(!members.is_empty(), "a fleet has at least one backend");
+        Fleet { members }
+    }
+
+    pub fn single(backend: Arc<Backend>) -> Fleet {
+        Fleet::new(vec![backend])
+    }
+
+    pub fn members(&self) -> &[Arc<Backend>] {
+        &self.members
+    }
+
+    /// The first backend: it answers the calls that name none (empty ids: INVALID_ARGUMENT).
+    pub fn first(&self) -> &Arc<Backend> {
+        &self.members[0]
+    }
+
+    pub fn named(&self, name: &str) -> Option<&Arc<Backend>> {
+        self.members.iter().find(|b| b.name == name)
+    }
+
+    fn names(&self) -> String {
+        self.members.iter().map(|b| b.name.as_str()).collect::<Vec<_>>().join(", ")
+    }
+
+    /// The backend `id` names. An empty id goes to the first backend (which refuses it); an
+    /// id naming no backend of this controller is NOT_FOUND, with the backend named.
+    pub fn route(&self, id: &str) -> Result<&Arc<Backend>, ServiceError> {
+        if id.is_empty() {
+            return Ok(self.first());
+        }
+        let (name, _) = topology::split_id(id);
+        let b = self.named(name).ok_or_else(|| {
+            ServiceError::NotFound(format!(
+                "{id:?} belongs to backend {name:?}, which this controller does not have (its backends: {}); \
+                 add {name:?} to the backends file (docs/topology.md)",
+                self.names()
+            ))
+        })?;
+        self.usable(b)?;
+        Ok(b)
+    }
+
+    /// Why `b` cannot serve now: with several backends, its connection is down.
+    fn down(&self, b: &Backend) -> Option<String> {
+        match b.readiness.get() {
+            crate::readiness::ReadyState::NotReady(r) if self.members.len() > 1 => Some(r),
+            _ => None,
+        }
+    }
+
+    /// UNAVAILABLE (the CO retries) while `b` is down; its volumes only.
+    fn usable(&self, b: &Backend) -> Result<(), ServiceError> {
+        match self.down(b) {
+            Some(r) => Err(ServiceError::Unavailable(format!(
+                "backend {} is down ({r}): its volumes are unavailable until it is back; the other backends serve",
+                b.name
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// The backend a `backend` parameter names; INVALID_ARGUMENT for an unknown name.
+    fn by_param(&self, p: &HashMap<String, String>) -> Result<Option<&Arc<Backend>>, ServiceError> {
+        let Some(name) = p.get(BACKEND_PARAM) else { return Ok(None) };
+        self.named(name).map(Some).ok_or_else(|| {
+            invalid(format!(
+                "parameter backend={name:?} names no backend of this controller: use one of {}",
+                self.names()
+            ))
+        })
+    }
+
+    /// CSI CreateVolume's placement: the backend that makes (or, on a retry, already holds)
+    /// the volume. A restore or clone stays on its source's backend; otherwise the backends
+    /// the `backend` parameter allows, accessible from a requisite topology, in the order of
+    /// the preferred ones and free space; RESOURCE_EXHAUSTED when none can hold it.
+    pub async fn place(&self, req: &CreateVolumeRequest) -> Result<&Arc<Backend>, ServiceError> {
+        if req.name.is_empty() {
+            return Ok(self.first());
+        }
+        let named = self.by_param(&req.parameters)?;
+        let (requisite, preferred) = req
+            .accessibility_requirements
+            .as_ref()
+            .map(|a| {
+                let seg = |v: &[csi::v1::Topology]| {
+                    v.iter().map(|t| t.segments.clone()).collect::<Vec<_>>()
+                };
+                (seg(&a.requisite), seg(&a.preferred))
+            })
+            .unwrap_or_default();
+        let reaches = |b: &Backend| {
+            requisite.is_empty()
+                || requisite.iter().any(|t| topology::accessible_from(&b.topology, t))
+        };
+        if let Some(src) = req.volume_content_source.as_ref().and_then(|s| s.r#type.as_ref()) {
+            let (id, what) = match src {
+                Type::Snapshot(s) => (&s.snapshot_id, "snapshot"),
+                Type::Volume(v) => (&v.volume_id, "volume"),
+            };
+            let b = self.route(id)?;
+            if let Some(n) = named.filter(|n| n.name != b.name) {
+                return Err(invalid(format!(
+                    "source {what} {id} is on backend {}, but parameter backend={} asks for another: restores and clones stay on their source's backend (copying between appliances is not supported)",
+                    b.name, n.name
+                )));
+            }
+            if !reaches(b) {
+                return Err(invalid(format!(
+                    "source {what} {id} is on backend {} (segments {:?}), which the requested topology does not include: restores and clones stay on their source's backend",
+                    b.name, b.topology
+                )));
+            }
+            return Ok(b);
+        }
+        let pool: Vec<&Arc<Backend>> = match named {
+            Some(b) => vec![b],
+            None => self.members.iter().collect(),
+        };
+        if self.members.len() == 1 {
+            // One backend: nothing to choose, no read (CreateVolume stays one round trip).
+            let b = pool[0];
+            if !reaches(b) {
+                return Err(ServiceError::ResourceExhausted(format!(
+                    "the requested topology does not include this controller's RDS (segments {:?})",
+                    b.topology
+                )));
+            }
+            return Ok(b);
+        }
+        // Several: a retry finds the volume where an earlier call made it, whatever the
+        // free space says now; then free space decides among the rest.
+        let (slot, _) = ids::slot_for_name(&req.name);
+        // A backend that is down is not read (it may hold an earlier attempt's volume: that
+        // one is then an orphan the reconciler reports, docs/topology.md).
+        let looks = join_all(pool.iter().map(|b| async {
+            if let Some(why) = self.down(b) {
+                return (
+                    Err(ServiceError::Unavailable(why.clone())),
+                    Err(ServiceError::Unavailable(why)),
+                );
+            }
+            let disk =
+                b.rds.get_disk(&slot).await.map_err(ServiceError::rds("looking for the volume"));
+            let free = b.free_bytes(&req.parameters).await;
+            (disk, free)
+        }))
+        .await;
+        let mut free = Vec::new();
+        for (b, (disk, f)) in pool.iter().zip(looks) {
+            if let Ok(Some(_)) = disk {
+                return Ok(b);
+            }
+            if let Err(e) = &f {
+                tracing::warn!(backend = %b.name, error = %e, "placement: backend not readable, left out");
+            }
+            free.push(if disk.is_ok() { f.ok() } else { None });
+        }
+        let size = req.capacity_range.as_ref().map_or(0, |r| r.required_bytes.max(0) as u64);
+        let size = size.max(pool[0].cfg.min_size).div_ceil(capacity::BLOCK) * capacity::BLOCK;
+        let cands: Vec<Candidate> = pool
+            .iter()
+            .zip(&free)
+            .map(|(b, f)| Candidate {
+                name: &b.name,
+                segments: &b.topology,
+                // A backend named by the parameter takes the volume whatever its weight.
+                weight: if named.is_some() { b.weight.max(1) } else { b.weight },
+                free: *f,
+            })
+            .collect();
+        match topology::place(&cands, &requisite, &preferred, size) {
+            Ok(order) => Ok(pool[order[0]]),
+            Err(PlaceError::Topology(m) | PlaceError::NoRoom(m)) => {
+                Err(ServiceError::ResourceExhausted(m))
+            }
+            Err(PlaceError::Unreachable(m)) => Err(ServiceError::Unavailable(m)),
+        }
+    }
+
+    /// CSI "GetCapacity" per topology segment: the sum over the backends accessible from
+    /// `accessible_topology` (all without one) that the `backend` parameter allows; the
+    /// largest volume any one of them can hold. An unreachable backend counts nothing.
+    pub async fn get_capacity(
+        &self,
+        req: GetCapacityRequest,
+    ) -> Result<GetCapacityResponse, ServiceError> {
+        let named = self.by_param(&req.parameters)?;
+        let chosen: Vec<&Arc<Backend>> = self
+            .members
+            .iter()
+            .filter(|b| named.is_none_or(|n| n.name == b.name))
+            // A backend that is down has no capacity to offer.
+            .filter(|b| self.down(b).is_none())
+            .filter(|b| {
+                req.accessible_topology
+                    .as_ref()
+                    .is_none_or(|t| topology::accessible_from(&b.topology, &t.segments))
+            })
+            .collect();
+        if chosen.is_empty() {
+            return Ok(GetCapacityResponse {
+                available_capacity: 0,
+                maximum_volume_size: Some(0),
+                minimum_volume_size: Some(self.first().cfg.min_size as i64),
+            });
+        }
+        if chosen.len() == 1 {
+            return chosen[0].get_capacity(req).await;
+        }
+        let answers = join_all(chosen.iter().map(|b| b.get_capacity(req.clone()))).await;
+        let mut out = GetCapacityResponse {
+            available_capacity: 0,
+            maximum_volume_size: Some(0),
+            minimum_volume_size: None,
+        };
+        let mut first_error = None;
+        for (b, a) in chosen.iter().zip(answers) {
+            match a {
+                Ok(a) => {
+                    out.available_capacity += a.available_capacity;
+                    out.maximum_volume_size = out.maximum_volume_size.max(a.maximum_volume_size);
+                    out.minimum_volume_size = match (out.minimum_volume_size, a.minimum_volume_size)
+                    {
+                        (Some(x), Some(y)) => Some(x.min(y)),
+                        (x, y) => x.or(y),
+                    };
+                }
+                Err(e) => {
+                    tracing::warn!(backend = %b.name, error = %e, "GetCapacity: backend not readable, counted as 0");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) if out.minimum_volume_size.is_none() => Err(e),
+            _ => Ok(out),
+        }
+    }
+
+    /// CSI "ListVolumes" over every backend, sorted by id and paginated as one listing. A
+    /// backend that cannot be read makes the listing UNAVAILABLE (naming it): a partial
+    /// list would tell the CO that volumes are gone.
+    pub async fn list_volumes(
+        &self,
+        req: ListVolumesRequest,
+    ) -> Result<ListVolumesResponse, ServiceError> {
+        if self.members.len() == 1 {
+            return self.first().list_volumes(req).await;
+        }
+        if req.max_entries < 0 {
+            return Err(invalid("max_entries must not be negative"));
+        }
+        let after =
+            paging::after(Listing::Volumes, &req.starting_token).map_err(ServiceError::Aborted)?;
+        for b in &self.members {
+            self.usable(b)?;
+        }
+        let all = ListVolumesRequest { max_entries: 0, starting_token: String::new() };
+        let mut entries = Vec::new();
+        for (b, answer) in self
+            .members
+            .iter()
+            .zip(join_all(self.members.iter().map(|b| b.list_volumes(all.clone()))).await)
+        {
+            entries.extend(answer.map_err(|e| on_backend(&b.name, e))?.entries);
+        }
+        let id = |e: &csi::v1::list_volumes_response::Entry| {
+            e.volume.as_ref().map_or("", |v| v.volume_id.as_str()).to_string()
+        };
+        entries.sort_by_key(id);
+        let ids: Vec<String> = entries.iter().map(id).collect();
+        let (page, next_token) = paging::page(
+            Listing::Volumes,
+            entries.into_iter().zip(ids).collect(),
+            |(_, i)| i.as_str(),
+            after.as_deref(),
+            req.max_entries as usize,
+        );
+        Ok(ListVolumesResponse { entries: page.into_iter().map(|(e, _)| e).collect(), next_token })
+    }
+
+    /// CSI "ListSnapshots": by id or source, the backend it names (an unknown backend lists
+    /// nothing); otherwise every backend's, as one listing.
+    pub async fn list_snapshots(
+        &self,
+        req: ListSnapshotsRequest,
+    ) -> Result<ListSnapshotsResponse, ServiceError> {
+        let by = [&req.snapshot_id, &req.source_volume_id].into_iter().find(|i| !i.is_empty());
+        match by {
+            _ if self.members.len() == 1 => return self.first().list_snapshots(req).await,
+            Some(id) => {
+                return match self.route(id) {
+                    Ok(b) => b.list_snapshots(req).await,
+                    // A snapshot of a backend this controller does not have: none listed,
+                    // as for any unknown id (the token is still checked).
+                    Err(_) => {
+                        self.first()
+                            .list_snapshots(ListSnapshotsRequest {
+                                snapshot_id: "snap-unknown-backend".into(),
+                                ..req
+                            })
+                            .await
+                    }
+                };
+            }
+            None => {}
+        }
+        if req.max_entries < 0 {
+            return Err(invalid("max_entries must not be negative"));
+        }
+        let after = paging::after(Listing::Snapshots, &req.starting_token)
+            .map_err(ServiceError::Aborted)?;
+        for b in &self.members {
+            self.usable(b)?;
+        }
+        let all =
+            ListSnapshotsRequest { max_entries: 0, starting_token: String::new(), ..req.clone() };
+        let mut snaps = Vec::new();
+        for (b, answer) in self
+            .members
+            .iter()
+            .zip(join_all(self.members.iter().map(|b| b.list_snapshots(all.clone()))).await)
+        {
+            snaps.extend(
+                answer
+                    .map_err(|e| on_backend(&b.name, e))?
+                    .entries
+                    .into_iter()
+                    .filter_map(|e| e.snapshot),
+            );
+        }
+        snaps.sort_by(|a, b| a.snapshot_id.cmp(&b.snapshot_id));
+        let (page, next_token) = paging::page(
+            Listing::Snapshots,
+            snaps,
+            |s| s.snapshot_id.as_str(),
+            after.as_deref(),
+            req.max_entries as usize,
+        );
+        let entries = page
+            .into_iter()
+            .map(|s| csi::v1::list_snapshots_response::Entry { snapshot: Some(s) })
+            .collect();
+        Ok(ListSnapshotsResponse { entries, next_token })
+    }
+
+    /// The backend of a group snapshot's volumes: one backend for all (a group is one
+    /// instant on one appliance), INVALID_ARGUMENT otherwise.
+    pub fn group_backend(&self, ids: &[String]) -> Result<&Arc<Backend>, ServiceError> {
+        let Some(first) = ids.first() else { return Ok(self.first()) };
+        let b = self.route(first)?;
+        for id in ids {
+            let other = self.route(id)?;
+            if other.name != b.name {
+                return Err(invalid(format!(
+                    "source_volume_ids span backends {} and {}: a group snapshot is taken at one instant on one RDS; group volumes of one backend",
+                    b.name, other.name
+                )));
+            }
+        }
+        Ok(b)
+    }
+}
+
+/// An error of one backend, with its name when the message lacks it.
+fn on_backend(name: &str, e: ServiceError) -> ServiceError {
+    match e {
+        ServiceError::Rds { context, source } => {
+            ServiceError::Rds { context: format!("backend {name}: {context}"), source }
+        }
+        e => e,
+    }
+}
+
+impl Backend {
+    /// Free bytes of the pool that would hold a new volume with `parameters` (placement).
+    pub async fn free_bytes(
+        &self,
+        parameters: &HashMap<String, String>,
+    ) -> Result<u64, ServiceError> {
+        let p = params::parse(parameters, &self.cfg.volume_path, &self.cfg.allowed_base_paths)
+            .map_err(invalid)?;
+        let pool = self
+            .rds
+            .pool(p.volume_path.mount_point())
+            .await
+            .map_err(ServiceError::rds("reading pool capacity"))?;
+        Ok(pool.map_or(0, |p| p.free))
+    }
+}
