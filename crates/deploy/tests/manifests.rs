@@ -14,9 +14,12 @@ fn everything() -> Value {
             "address": "rds.example.internal:22",
             "loginSuffix": "cet1024w",
             "tlsFingerprint": "ab:cd",
+            "backends": [{ "name": "rds-b", "address": "rds-b.example.internal", "sshKeyFile": "/etc/rds-csi/rds-b-private-key",
+                           "hostKey": "SHA256:abc", "segments": { "topology.rds.csi.srvlab.io/zone": "b" } }],
             "secret": { "create": true, "privateKey": "KEY", "hostKey": "ssh-ed25519 AAAA", "caCert": "CA" }
         },
         "controller": { "replicas": 2, "allowedBasePaths": ["/storage-pool"], "nvmeAddress": "192.0.2.10" },
+        "node": { "topologySegments": ["topology.rds.csi.srvlab.io/rds-b=true"] },
         "storageClasses": [
             { "name": "fast", "create": true, "default": true, "reclaimPolicy": "Retain",
               "volumeBindingMode": "Immediate", "allowVolumeExpansion": false,
@@ -150,6 +153,7 @@ const NOT_IN_CONFIGMAPS: &[(&str, &str)] = &[
     ("RDS_CSI_LOOP_ROOT", "only with --data-plane loop (development)"),
     ("RDS_CSI_EMULATED_RDS", "development: the embedded emulator"),
     ("RDS_CSI_EMULATED_RDS_NVMET", "development: the embedded emulator"),
+    ("RDS_CSI_EMULATED_BACKENDS", "development: the embedded emulator"),
 ];
 
 #[test]

@@ -82,6 +82,11 @@ pub struct DemoArgs {
     /// there, to look at with the operator tools (`rds-csi volumes --emulated-rds DIR`).
     #[arg(long, value_name = "DIR")]
     pub keep: Option<PathBuf>,
+    /// With 2 or more: the controller against that many emulated RDS appliances (rds-a in
+    /// zone a, rds-b in zone b, ...), walking placement, capacity per zone and routing
+    /// (docs/topology.md).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=8))]
+    pub backends: u8,
 }
 
 #[derive(Debug, Args)]

@@ -123,6 +123,37 @@ pub(crate) fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// The controller settings of the demos (memory attachment state, no background loops).
+pub(crate) fn controller_args(storage_fencing: bool) -> ControllerArgs {
+    ControllerArgs {
+        volume_path: "/storage-pool/metal-csi".into(),
+        allowed_base_paths: Vec::new(),
+        nvme_address: Some("127.0.0.1".into()),
+        nvme_port: 4420,
+        nqn_prefix: "nqn.2000-02.com.mikrotik:".into(),
+        min_volume_size: 1 << 30,
+        max_volume_size: 16 << 40,
+        attachment_state: Some(crate::controller::config::AttachmentState::Memory),
+        storage_fencing,
+        attach_settle_seconds: 0,
+        // The controller-only walk (no node in this process) still publishes to NODE.
+        known_node_ids: vec![NODE.to_string()],
+        allow_copy_from: false,
+        leader_election: false,
+        leader_election_namespace: None,
+        leader_election_lease_seconds: 15,
+        stale_attachment_grace_seconds: 300,
+        reconcile_interval_seconds: 60,
+        rds_orphan_interval_seconds: 0,
+        rds_orphan_grace_seconds: 3600,
+        delete_rds_orphans: false,
+        // The demo's snapshot holds the writes of its published 2 GiB volume while it is
+        // copied; it also runs in the VM under software emulation (tests/node_vm.rs), where
+        // the copy can take longer than the 10 s default and would be refused.
+        snapshot_pause_max_seconds: 120,
+    }
+}
+
 /// Runs the demo; returns an error message on failure.
 pub async fn run(fs: String, storage_fencing: bool, keep: Option<PathBuf>) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(err)?;
@@ -169,33 +200,7 @@ pub async fn run(fs: String, storage_fencing: bool, keep: Option<PathBuf>) -> Re
     }
 
     let socket = base.join("csi.sock");
-    let controller_args = ControllerArgs {
-        volume_path: "/storage-pool/metal-csi".into(),
-        allowed_base_paths: Vec::new(),
-        nvme_address: Some("127.0.0.1".into()),
-        nvme_port: 4420,
-        nqn_prefix: "nqn.2000-02.com.mikrotik:".into(),
-        min_volume_size: 1 << 30,
-        max_volume_size: 16 << 40,
-        attachment_state: Some(crate::controller::config::AttachmentState::Memory),
-        storage_fencing,
-        attach_settle_seconds: 0,
-        // The controller-only walk (no node in this process) still publishes to NODE.
-        known_node_ids: vec![NODE.to_string()],
-        allow_copy_from: false,
-        leader_election: false,
-        leader_election_namespace: None,
-        leader_election_lease_seconds: 15,
-        stale_attachment_grace_seconds: 300,
-        reconcile_interval_seconds: 60,
-        rds_orphan_interval_seconds: 0,
-        rds_orphan_grace_seconds: 3600,
-        delete_rds_orphans: false,
-        // The demo's snapshot holds the writes of its published 2 GiB volume while it is
-        // copied; it also runs in the VM under software emulation (tests/node_vm.rs), where
-        // the copy can take longer than the 10 s default and would be refused.
-        snapshot_pause_max_seconds: 120,
-    };
+    let controller_args = controller_args(storage_fencing);
     // The demo's walk is short: no background loops.
     let node =
         plane.map(|kind| NodeConfig::embedded(kind, Some(rds.files.clone()), base.join("hostnqn")));

@@ -13,6 +13,7 @@ pub mod controller;
 pub mod core;
 pub mod crashpoint;
 pub mod demo;
+pub mod demo_backends;
 pub mod emulated;
 pub mod endpoint;
 pub mod error;

@@ -27,11 +27,14 @@ fn main() -> ExitCode {
         Command::Serve(args) => *args,
         Command::Demo(demo) => {
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-            return match runtime.block_on(driver::demo::run(
-                demo.fs_type,
-                demo.storage_fencing,
-                demo.keep,
-            )) {
+            let walk = async {
+                if demo.backends > 1 {
+                    driver::demo_backends::run(demo.backends, demo.keep).await
+                } else {
+                    driver::demo::run(demo.fs_type, demo.storage_fencing, demo.keep).await
+                }
+            };
+            return match runtime.block_on(walk) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: demo failed: {e}");

@@ -3,7 +3,7 @@
 //! Every metric is prefixed `rds_csi_`. The RPC family is labelled by CSI method and by the
 //! canonical gRPC code name, so `rds_csi_grpc_requests_total{method="CreateVolume",code="OK"}`.
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
@@ -243,6 +243,8 @@ pub struct HealMetrics {
     mount_storms: Counter,
     pods_recovered: Family<ActionLabels, Counter>,
     rds_orphans: Family<KindLabels, Gauge>,
+    /// Each backend's last count (the gauge is their sum: each reconciles its own RDS).
+    rds_orphans_by_backend: std::sync::Arc<std::sync::Mutex<HashMap<(String, &'static str), i64>>>,
     rds_orphans_deleted: Family<KindLabels, Counter>,
     stale_attachments: Family<ActionLabels, Counter>,
     held_copies: Family<ActionLabels, Counter>,
@@ -293,9 +295,13 @@ impl HealMetrics {
         self.pods_recovered.get_or_create(&ActionLabels { action }).inc();
     }
 
-    /// Orphans found on the RDS by the last reconcile (disk, file).
-    pub fn set_rds_orphans(&self, kind: &'static str, n: i64) {
-        self.rds_orphans.get_or_create(&KindLabels { kind }).set(n);
+    /// Orphans found on `backend`'s RDS by its last reconcile (disk, file); the gauge is
+    /// the sum over the backends.
+    pub fn set_rds_orphans(&self, backend: &str, kind: &'static str, n: i64) {
+        let mut by = self.rds_orphans_by_backend.lock().expect("orphan counts");
+        by.insert((backend.to_string(), kind), n);
+        let total = by.iter().filter(|((_, k), _)| *k == kind).map(|(_, n)| n).sum();
+        self.rds_orphans.get_or_create(&KindLabels { kind }).set(total);
     }
 
     pub fn rds_orphan_deleted(&self, kind: &'static str) {

@@ -533,3 +533,27 @@ async fn emulated_backends_serve_two_zones() {
     assert!(file("a", &va).exists() && file("b", &vb).exists());
     assert!(!file("b", &va).exists() && !file("a", &vb).exists());
 }
+
+#[test]
+fn the_demo_walks_two_backends() {
+    let out = std::process::Command::new(support::BIN)
+        .args(["demo", "--backends", "2"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    for want in [
+        "zone a: 100 GiB free",
+        "all zones: 200 GiB free",
+        "-> rds-a:pvc-",
+        "-> rds-b:pvc-",
+        "(volume context rdsBackend=rds-b)",
+        "-> snapshot rds-b:snap-",
+        "restored as rds-b:pvc-",
+        "InvalidArgument: source volume rds-b:pvc-",
+        "demo complete",
+    ] {
+        assert!(text.contains(want), "{want:?} missing:\n{text}");
+    }
+    assert_eq!(text.matches(" deleted").count(), 4, "{text}");
+}

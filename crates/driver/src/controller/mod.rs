@@ -149,7 +149,7 @@ impl Controller for ControllerService {
     async fn delete_volume(&self, r: Request<DeleteVolumeRequest>) -> Answer<DeleteVolumeResponse> {
         self.rpc
             .run("DeleteVolume", r, |req| async move {
-                match self.backend(&req.volume_id) {
+                match self.fleet()?.route(&req.volume_id) {
                     Ok(b) => b.delete_volume(req).await,
                     // CSI: an id this driver never made is deleted (OK); a volume id of a
                     // backend this controller lacks is not: its disk may still exist.
@@ -238,7 +238,7 @@ impl Controller for ControllerService {
     ) -> Answer<DeleteSnapshotResponse> {
         self.rpc
             .run("DeleteSnapshot", r, |req| async move {
-                match self.backend(&req.snapshot_id) {
+                match self.fleet()?.route(&req.snapshot_id) {
                     Ok(b) => b.delete_snapshot(req).await,
                     Err(_)
                         if !snapshots_core::is_managed_snapshot_id(
@@ -386,7 +386,7 @@ impl GroupController for ControllerService {
     ) -> Answer<DeleteVolumeGroupSnapshotResponse> {
         self.rpc
             .run("DeleteVolumeGroupSnapshot", r, |req| async move {
-                match self.backend(&req.group_snapshot_id) {
+                match self.fleet()?.route(&req.group_snapshot_id) {
                     Ok(b) => b.delete_group_snapshot(req).await,
                     // An id this driver never made is deleted (OK); a group of a backend
                     // this controller lacks is not: its members may still exist.

@@ -331,8 +331,8 @@ impl Backend {
         }
         let count =
             |k: &str| out.iter().filter(|o| o.kind == k && o.action != "deleted").count() as i64;
-        self.heal.set_rds_orphans("disk", count("disk"));
-        self.heal.set_rds_orphans("file", count("file"));
+        self.heal.set_rds_orphans(&self.name, "disk", count("disk"));
+        self.heal.set_rds_orphans(&self.name, "file", count("file"));
         state.previous_orphans = now_keys;
         state.last_orphans = out.clone();
         out
