@@ -251,7 +251,8 @@ async fn the_driver_roles_grant_exactly_the_calls_the_code_makes() {
 
 /// The node plugin's calls (node/kube.rs) against its ClusterRole: with the defaults (events
 /// on, pod recovery off) PV reads and events only; with recoverPods also the node's pods
-/// (list) and their deletion; with both off no role, no binding and no token.
+/// (list) and their deletion; with topologyFromNodeLabels its Node (get); with all off no
+/// role, no binding and no token.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_node_role_grants_exactly_the_node_calls() {
     use driver::node::kube::{NodeKube, PodInfo};
@@ -272,16 +273,30 @@ async fn the_node_role_grants_exactly_the_node_calls() {
         controller: None,
     };
     let _ = k.delete_pod(&pod).await;
+    let recovering: BTreeSet<Access> =
+        seen.lock().unwrap().iter().map(|(a, _)| a.clone()).collect();
+    let _ = k.topology_labels().await;
     let all: BTreeSet<Access> = seen.lock().unwrap().iter().map(|(a, _)| a.clone()).collect();
 
     let defaults = helm(&json!({})).unwrap();
     assert_eq!(rules(&defaults, "ClusterRole", "rds-csi-node"), with_events);
     let recover = helm(&json!({ "node": { "recoverPods": true } })).unwrap();
-    assert_eq!(rules(&recover, "ClusterRole", "rds-csi-node"), all);
+    assert_eq!(rules(&recover, "ClusterRole", "rds-csi-node"), recovering);
+    let labels =
+        helm(&json!({ "node": { "recoverPods": true, "topologyFromNodeLabels": true } })).unwrap();
+    assert_eq!(rules(&labels, "ClusterRole", "rds-csi-node"), all);
+    let only_labels =
+        helm(&json!({ "node": { "events": false, "topologyFromNodeLabels": true } })).unwrap();
+    let sa = only_labels
+        .iter()
+        .find(|o| o["kind"] == "ServiceAccount" && o["metadata"]["name"] == "rds-csi-node")
+        .unwrap();
+    assert_eq!(sa["automountServiceAccountToken"], true, "the labels need a token");
     let verbs: BTreeSet<String> = all.iter().map(|(g, r, v)| format!("{g}/{r}:{v}")).collect();
     assert_eq!(
         verbs.into_iter().collect::<Vec<_>>(),
         [
+            "/nodes:get",
             "/persistentvolumes:get",
             "/pods:delete",
             "/pods:list",

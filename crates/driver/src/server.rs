@@ -224,15 +224,33 @@ pub async fn run(
         Some(n) => {
             let mut st =
                 NodeState::new(n.clone(), metrics.heal.clone()).map_err(ServeError::Node)?;
-            if n.node_events || n.recover_pods {
+            if n.node_events || n.recover_pods || n.topology_from_node_labels {
                 let client = kube::Client::try_default().await.map_err(|e| {
                     ServeError::Kubernetes(format!(
-                        "{e}; --node-events and --recover-pods need the Kubernetes API (turn them off outside a cluster)"
+                        "{e}; --node-events, --recover-pods and --topology-from-node-labels need the Kubernetes API (turn them off outside a cluster)"
                     ))
                 })?;
                 let name = config.roles.node_id.clone().unwrap_or_default();
-                st.kube =
-                    Some(crate::node::kube::NodeKube::new(client, &name, &config.driver_name));
+                let k = crate::node::kube::NodeKube::new(client, &name, &config.driver_name);
+                if n.topology_from_node_labels {
+                    // A node that cannot tell which backends it reaches must not register
+                    // with a guess: the scheduler would place volumes it cannot reach.
+                    let labels = k.topology_labels().await.map_err(|e| {
+                        ServeError::Kubernetes(format!(
+                            "{e}; --topology-from-node-labels reads this node's labels topology.{}/* (the node plugin needs `get` on nodes)",
+                            config.driver_name
+                        ))
+                    })?;
+                    tracing::info!(?labels, "topology segments from the node's labels");
+                    // The flags win for their own keys: kubelet writes the segments a node
+                    // reports onto its Node as labels, so such a label is the flag's old value.
+                    for (k, v) in labels {
+                        config.topology.entry(k).or_insert(v);
+                    }
+                }
+                if n.node_events || n.recover_pods {
+                    st.kube = Some(k);
+                }
             }
             Some(Arc::new(st))
         }

@@ -557,3 +557,37 @@ fn the_demo_walks_two_backends() {
     }
     assert_eq!(text.matches(" deleted").count(), 4, "{text}");
 }
+
+/// `--topology-from-node-labels`: the node reads its own Node once and reports its labels
+/// `topology.<driver>/*` (only those, only non-empty) as segments (a mock API server that
+/// checks the exact request).
+#[tokio::test]
+async fn a_node_reports_the_backends_its_labels_name() {
+    use serde_json::json;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let client = support::kube::mock_client(move |method, path, _query, _body| {
+        log.lock().unwrap().push(format!("{method} {path}"));
+        (
+            200,
+            json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": "node-7", "labels": {
+                "topology.rds.csi.srvlab.io/zone": "a",
+                "topology.rds.csi.srvlab.io/rds-b": "true",
+                "topology.rds.csi.srvlab.io/": "x",
+                "topology.rds.csi.srvlab.io/empty": "",
+                "topology.other.driver/zone": "z",
+                "kubernetes.io/hostname": "node-7"
+            } } }),
+        )
+    });
+    let k = driver::node::kube::NodeKube::new(client, "node-7", "rds.csi.srvlab.io");
+    let labels = k.topology_labels().await.unwrap();
+    assert_eq!(
+        labels,
+        HashMap::from([
+            ("topology.rds.csi.srvlab.io/zone".to_string(), "a".to_string()),
+            ("topology.rds.csi.srvlab.io/rds-b".to_string(), "true".to_string()),
+        ])
+    );
+    assert_eq!(*seen.lock().unwrap(), vec!["GET /api/v1/nodes/node-7".to_string()]);
+}

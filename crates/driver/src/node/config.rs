@@ -87,6 +87,11 @@ pub struct NodeArgs {
     /// it restarts workloads (and needs pod list/delete rights).
     #[arg(long, env = "RDS_CSI_RECOVER_PODS")]
     pub recover_pods: bool,
+    /// Also report this node's labels `topology.<driver-name>/*` as topology segments (read
+    /// once at start from its Node object; needs `get` on nodes): which RDS backends the node
+    /// reaches, set per node with `kubectl label node` (docs/topology.md).
+    #[arg(long, env = "RDS_CSI_TOPOLOGY_FROM_NODE_LABELS")]
+    pub topology_from_node_labels: bool,
     /// The kubelet's root directory (pods' volume mounts are under it).
     #[arg(long, env = "RDS_CSI_KUBELET_DIR", default_value = "/var/lib/kubelet")]
     pub kubelet_dir: PathBuf,
@@ -124,6 +129,7 @@ pub struct NodeConfig {
     pub health_interval: Option<Duration>,
     pub node_events: bool,
     pub recover_pods: bool,
+    pub topology_from_node_labels: bool,
     pub kubelet_dir: PathBuf,
     /// `/sys` (tests of pure sysfs logic use fixtures instead).
     pub sysfs: PathBuf,
@@ -160,6 +166,7 @@ impl NodeConfig {
             health_interval: None,
             node_events: false,
             recover_pods: false,
+            topology_from_node_labels: false,
             kubelet_dir: "/var/lib/kubelet".into(),
             sysfs: "/sys".into(),
             procfs: "/proc".into(),
@@ -220,6 +227,7 @@ impl NodeArgs {
                 .then(|| Duration::from_secs(self.health_check_interval_seconds)),
             node_events: self.node_events,
             recover_pods: self.recover_pods,
+            topology_from_node_labels: self.topology_from_node_labels,
             kubelet_dir: self.kubelet_dir.clone(),
             sysfs: "/sys".into(),
             procfs: "/proc".into(),

@@ -1,12 +1,14 @@
-//! The node plugin's Kubernetes calls (docs/operations.md), only with `--node-events` or
-//! `--recover-pods`: the PVC of a PV (GET the PV), an event on that PVC, and with
+//! The node plugin's Kubernetes calls (docs/operations.md), only with `--node-events`,
+//! `--recover-pods` or `--topology-from-node-labels` (GET its Node, once at start): the PVC
+//! of a PV (GET the PV), an event on that PVC, and with
 //! `--recover-pods` the pods of this node (LIST with a `spec.nodeName` field selector) and
 //! the deletion of one (with its UID as a precondition, so a recreated pod of the same name
 //! is never hit). Every call has a deadline.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume, Pod};
+use k8s_openapi::api::core::v1::{Node, ObjectReference, PersistentVolume, Pod};
 use kube::{
     Api, Client,
     api::{DeleteParams, ListParams, Preconditions},
@@ -109,6 +111,22 @@ impl NodeKube {
         {
             tracing::warn!(error = %e, reason, "cannot publish an event");
         }
+    }
+
+    /// This node's labels `topology.<driver>/*` (`--topology-from-node-labels`): the
+    /// topology segments of the RDS backends it reaches (docs/topology.md).
+    pub async fn topology_labels(&self) -> Result<HashMap<String, String>, String> {
+        let api: Api<Node> = Api::all(self.client.clone());
+        let node =
+            bounded(&format!("reading node {}", self.node_name), api.get(&self.node_name)).await?;
+        let prefix = format!("topology.{}/", self.driver);
+        Ok(node
+            .metadata
+            .labels
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(k, v)| k.starts_with(&prefix) && k.len() > prefix.len() && !v.is_empty())
+            .collect())
     }
 
     /// The pod with UID `uid` on this node, if any.
