@@ -376,19 +376,7 @@ impl Fleet {
                     .filter_map(|e| e.snapshot),
             );
         }
-        snaps.sort_by(|a, b| a.snapshot_id.cmp(&b.snapshot_id));
-        let (page, next_token) = paging::page(
-            Listing::Snapshots,
-            snaps,
-            |s| s.snapshot_id.as_str(),
-            after.as_deref(),
-            req.max_entries as usize,
-        );
-        let entries = page
-            .into_iter()
-            .map(|s| csi::v1::list_snapshots_response::Entry { snapshot: Some(s) })
-            .collect();
-        Ok(ListSnapshotsResponse { entries, next_token })
+        Ok(super::snapshots::page_snapshots(snaps, after.as_deref(), req.max_entries))
     }
 
     /// The backend of a group snapshot's volumes: one backend for all (a group is one

@@ -342,26 +342,14 @@ impl Backend {
         } else {
             self.rds.list_disks("snap-").await.map_err(ServiceError::rds("listing snapshots"))?
         };
-        let mut snaps: Vec<Snapshot> = self
+        let snaps: Vec<Snapshot> = self
             .snapshots_of(&disks)
             .into_iter()
             .filter(|s| {
                 req.source_volume_id.is_empty() || s.source_volume_id == req.source_volume_id
             })
             .collect();
-        snaps.sort_by(|a, b| a.snapshot_id.cmp(&b.snapshot_id));
-        let (page, next_token) = paging::page(
-            Listing::Snapshots,
-            snaps,
-            |s| s.snapshot_id.as_str(),
-            after.as_deref(),
-            req.max_entries as usize,
-        );
-        let entries = page
-            .into_iter()
-            .map(|s| list_snapshots_response::Entry { snapshot: Some(s) })
-            .collect();
-        Ok(ListSnapshotsResponse { entries, next_token })
+        Ok(page_snapshots(snaps, after.as_deref(), req.max_entries))
     }
 
     /// CSI "GetSnapshot": the snapshot's current state (also while it is still being copied);
@@ -452,4 +440,23 @@ impl Backend {
     pub fn fill_record(source: &Disk) -> CopyRecord {
         CopyRecord::started(false, &source.slot, Mechanism::DiskCopy, now_s())
     }
+}
+
+/// One page of `snaps` sorted by id after `after` (ListSnapshots, of one backend or of all).
+pub(super) fn page_snapshots(
+    mut snaps: Vec<Snapshot>,
+    after: Option<&str>,
+    max_entries: i32,
+) -> ListSnapshotsResponse {
+    snaps.sort_by(|a, b| a.snapshot_id.cmp(&b.snapshot_id));
+    let (page, next_token) = paging::page(
+        Listing::Snapshots,
+        snaps,
+        |s| s.snapshot_id.as_str(),
+        after,
+        max_entries.max(0) as usize,
+    );
+    let entries =
+        page.into_iter().map(|s| list_snapshots_response::Entry { snapshot: Some(s) }).collect();
+    ListSnapshotsResponse { entries, next_token }
 }
