@@ -82,7 +82,7 @@ pub async fn run(backends: u8, keep: Option<PathBuf>) -> Result<(), String> {
     println!("\ndemo complete: every step above ran through the real CSI gRPC API.");
     if keep.is_some() {
         println!(
-            "kept in {0}: each appliance's state in {0}/rds-a, {0}/rds-b, ... (`rds-csi volumes --emulated-rds {0}/rds-b`)",
+            "kept in {0}: each appliance's state in {0}/rds-a, {0}/rds-b, ... (`rds-csi volumes --emulated-rds {0}/rds-b --backend rds-b`)",
             dir.display()
         );
     }

@@ -539,3 +539,42 @@ async fn tools_reach_a_running_emulator_through_its_directory() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("OK    rds-reachable") && text.contains("SKIP  nvme-tcp-port"), "{text}");
 }
+
+/// Several RDS (docs/topology.md): a volume of backend rds-b has the PV handle
+/// `rds-b:pvc-...` while its RDS knows the bare slot. With `--backend rds-b` the tools join
+/// them (bound, no orphan); the PVs of other backends do not count for this RDS; without the
+/// flag the tool reads the cluster as backend `default`'s and its volume looks orphaned,
+/// which is why the flag exists.
+#[tokio::test(flavor = "multi_thread")]
+async fn tools_join_a_backends_volumes_by_their_prefixed_handles() {
+    let (rds, _daemon, mut c) = start_with_flags(rds().await, "ssh", &[]).await;
+    for (id, ns, name) in [(A, "db", "data"), (B, "web", "cache")] {
+        let params =
+            [("csi.storage.k8s.io/pvc/namespace", ns), ("csi.storage.k8s.io/pvc/name", name)];
+        c.create_volume(create(id, GIB, &params)).await.unwrap();
+    }
+    // In the cluster A is rds-b's volume; a PV of backend rds-c has B's slot (another RDS).
+    let api = api(
+        vec![
+            pv(DRIVER, "pv-a", &format!("rds-b:{A}"), "db", "data", json!({})),
+            pv(DRIVER, "pv-c", &format!("rds-c:{B}"), "web", "cache", json!({})),
+        ],
+        vec![],
+    )
+    .await;
+    let on_b = [
+        flags(&rds, Some(&api)),
+        vec!["--backend".into(), "rds-b".into(), "-o".into(), "json".into()],
+    ]
+    .concat();
+    let doc = json_of(&tool("orphans", on_b.clone()).await);
+    let names: Vec<&str> = rows(&doc, "name").into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, [B], "A is bound (as rds-b:{A}); B's PV is another RDS's");
+    let doc = json_of(&tool("volumes", on_b).await);
+    let a = rows(&doc, "volume").into_iter().find(|(v, _)| *v == A).unwrap().1;
+    assert_eq!(a["pv"], "pv-a", "{a}");
+    let as_default = [flags(&rds, Some(&api)), vec!["-o".into(), "json".into()]].concat();
+    let doc = json_of(&tool("orphans", as_default).await);
+    let names: Vec<&str> = rows(&doc, "name").into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, [A, B], "read as backend default, nothing is bound");
+}

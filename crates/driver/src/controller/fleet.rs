@@ -339,8 +339,9 @@ impl Fleet {
                 return match self.route(id) {
                     Ok(b) => b.list_snapshots(req).await,
                     // A snapshot of a backend this controller does not have: none listed,
-                    // as for any unknown id (the token is still checked).
-                    Err(_) => {
+                    // as for any unknown id (the token is still checked). A backend that
+                    // is down is UNAVAILABLE: its snapshots are not gone.
+                    Err(ServiceError::NotFound(_)) => {
                         self.first()
                             .list_snapshots(ListSnapshotsRequest {
                                 snapshot_id: "snap-unknown-backend".into(),
@@ -348,6 +349,7 @@ impl Fleet {
                             })
                             .await
                     }
+                    Err(e) => Err(e),
                 };
             }
             None => {}

@@ -57,6 +57,27 @@ pub struct ClusterView {
 }
 
 impl ClusterView {
+    /// The part of the view on the RDS backend `name` (docs/topology.md), keyed by the slots
+    /// that RDS knows: the PVs and attachments of other backends are left out (they are not
+    /// this RDS's, so none of its disks is theirs, and none of theirs is an orphan here).
+    pub fn on_backend(self, name: &str) -> ClusterView {
+        let local = |id: &str| match crate::core::topology::split_id(id) {
+            (b, slot) if b == name => Some(slot.to_string()),
+            _ => None,
+        };
+        ClusterView {
+            pvs: self.pvs.into_iter().filter_map(|(h, p)| Some((local(&h)?, p))).collect(),
+            attachments: self
+                .attachments
+                .into_iter()
+                .filter_map(|mut a| {
+                    a.volume = local(&a.volume)?;
+                    Some(a)
+                })
+                .collect(),
+        }
+    }
+
     /// The volume handles of every PV of this driver (what the orphan rule needs).
     pub fn handles(&self) -> HashSet<String> {
         self.pvs.keys().cloned().collect()

@@ -151,7 +151,10 @@ impl NodeState {
                 let dead = self.host.block_device(m.major_minor).is_none()
                     && m.source.starts_with(self.plane.device_prefix());
                 match self.pv_info(pv, cache).await.1 {
-                    Some(h) if ids::is_managed_volume_id(&h) => h,
+                    // The handle's slot part: volumes of every RDS backend (docs/topology.md).
+                    Some(h) if ids::is_managed_volume_id(crate::core::topology::split_id(&h).1) => {
+                        h
+                    }
                     None if dead && self.kube.is_none() => pv.to_string(),
                     _ => return None,
                 }

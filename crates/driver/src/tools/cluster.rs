@@ -17,6 +17,8 @@ pub struct ClusterReader {
     client: Client,
     driver: String,
     deadline: Duration,
+    /// The RDS backend the tool looks at (`--backend`): the view keeps its volumes only.
+    backend: String,
 }
 
 /// The label every object of the chart carries.
@@ -24,7 +26,18 @@ pub const PODS_SELECTOR: &str = "app.kubernetes.io/name=rds-csi";
 
 impl ClusterReader {
     pub fn new(client: Client, driver: &str, deadline: Duration) -> ClusterReader {
-        ClusterReader { client, driver: driver.to_string(), deadline }
+        ClusterReader {
+            client,
+            driver: driver.to_string(),
+            deadline,
+            backend: crate::core::topology::DEFAULT_BACKEND.into(),
+        }
+    }
+
+    /// The view of backend `name` only (docs/topology.md).
+    pub fn on_backend(mut self, name: &str) -> ClusterReader {
+        self.backend = name.to_string();
+        self
     }
 
     /// A client from `kubeconfig`, else from the environment (KUBECONFIG, ~/.kube/config, the
@@ -107,7 +120,7 @@ impl ClusterReader {
                 created: va.metadata.creation_timestamp.map(|t| t.0.as_second()),
             });
         }
-        Ok(view)
+        Ok(view.on_backend(&self.backend))
     }
 
     /// The CSIDriver object of this driver, `None` when there is none.

@@ -58,6 +58,12 @@ pub struct ToolArgs {
     #[arg(long, default_value_t = 20)]
     pub call_timeout_seconds: u64,
 
+    /// With several RDS appliances (docs/topology.md): the backend whose RDS the --rds-*
+    /// flags reach. Its volumes' ids are `<backend>:pvc-...` in the cluster (bare on
+    /// `default`): without the right name every bound volume of it would look like an orphan.
+    #[arg(long, default_value = "default")]
+    pub backend: String,
+
     #[command(flatten)]
     pub rds: RdsArgs,
 

@@ -103,7 +103,7 @@ impl Session {
             match ClusterReader::connect(args.kubeconfig.as_deref(), &args.driver_name, deadline)
                 .await
             {
-                Ok(c) => (Some(c), None),
+                Ok(c) => (Some(c.on_backend(&args.backend)), None),
                 Err(e) if args.kubeconfig.is_some() => return Err(e),
                 Err(e) => (None, Some(e)),
             }
