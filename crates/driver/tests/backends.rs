@@ -591,3 +591,45 @@ async fn a_node_reports_the_backends_its_labels_name() {
     );
     assert_eq!(*seen.lock().unwrap(), vec!["GET /api/v1/nodes/node-7".to_string()]);
 }
+
+/// The node's loop data plane with `--emulated-backends 2`: a volume of rds-b is staged from
+/// rds-b's own files (the volume context names its backend), formatted, mounted, and
+/// unstaged; its id carries the backend, its loop device the plain slot's file. Root.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_stages_a_volume_of_the_second_backend() {
+    use support::node::{Vol, cap as node_cap, loops_of, mounts_at, root_available, start};
+    if !root_available() {
+        return;
+    }
+    let mut n = start(&["--emulated-backends", "2"]).await;
+    // Probe is ready with one backend connected; ListVolumes answers once both are.
+    for _ in 0..200 {
+        if n.c.list_volumes(ListVolumesRequest::default()).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut req = topo_req("staged-b", &["b"], &[]);
+    req.volume_capabilities = vec![node_cap(false, "ext4", &[])];
+    let v = make(&mut n.c, req).await;
+    assert!(v.volume_id.starts_with("rds-b:pvc-"), "{}", v.volume_id);
+    let file = n
+        .dir
+        .path()
+        .join("rds/rds-b/fs")
+        .join(v.volume_context["volumePath"].trim_start_matches('/'));
+    assert!(file.exists(), "{}", file.display());
+    let vol = Vol { id: v.volume_id.clone(), ctx: v.volume_context.clone(), file: file.clone() };
+    n.stage(&vol, node_cap(false, "ext4", &[])).await.unwrap();
+    let staging = n.staging(&vol);
+    let mounted = mounts_at(&staging);
+    assert_eq!(mounted.len(), 1);
+    assert_eq!(mounted[0].fs_type, "ext4");
+    assert_eq!(loops_of(&file).len(), 1, "the rds-b file is the one attached");
+    // Staging again is idempotent (found by the plain slot's file).
+    n.stage(&vol, node_cap(false, "ext4", &[])).await.unwrap();
+    assert_eq!(loops_of(&file).len(), 1);
+    n.unstage(&vol).await.unwrap();
+    assert!(mounts_at(&staging).is_empty());
+    assert!(loops_of(&file).is_empty());
+}
