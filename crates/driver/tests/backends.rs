@@ -152,6 +152,28 @@ async fn placement_routing_and_capacity_across_two_backends() {
     assert_eq!(k, Code::ResourceExhausted, "{msg}");
     assert!(msg.contains("zone=c") && msg.contains("rds-a") && msg.contains("rds-b"), "{msg}");
 
+    // Round trips of a create with two candidates: the slot and the pool read on each (at
+    // the same time), then the one-line add on the chosen one; a named backend is the only
+    // candidate: the add alone, as with one RDS.
+    let sent = |r: &Rds, from: usize| {
+        r.emu.command_log()[from..].iter().filter(|e| !e.command.contains("/system")).count()
+    };
+    let (from_a, from_b) = (a.emu.command_log().len(), b.emu.command_log().len());
+    let vr = make(&mut c, create("vol-r", GIB, &[])).await;
+    assert_eq!(sent(&a, from_a) + sent(&b, from_b), 2 + 2 + 1, "{}", vr.volume_id);
+    let (from_a, from_b) = (a.emu.command_log().len(), b.emu.command_log().len());
+    let vn = make(&mut c, create("vol-n", GIB, &[("backend", "rds-a")])).await;
+    assert_eq!((sent(&a, from_a), sent(&b, from_b)), (1, 0), "{}", vn.volume_id);
+
+    // What a backend would refuse is refused with its code, before placement reads anything.
+    let mut bad = create("bad", GIB, &[]);
+    bad.volume_capabilities.clear();
+    assert_eq!(code(c.create_volume(bad).await).0, Code::InvalidArgument);
+    let (k, msg) = code(c.create_volume(create("bad", GIB, &[("volumePath", "/etc")])).await);
+    assert_eq!(k, Code::InvalidArgument, "{msg}");
+    let (k, msg) = code(c.create_volume(create("bad", 1 << 50, &[])).await);
+    assert_eq!(k, Code::OutOfRange, "{msg}");
+
     // By parameter.
     let vp = make(&mut c, create("vol-p", GIB, &[("backend", "rds-b")])).await;
     assert!(vp.volume_id.starts_with("rds-b:"), "{}", vp.volume_id);
@@ -373,7 +395,7 @@ async fn placement_routing_and_capacity_across_two_backends() {
     })
     .await
     .unwrap();
-    for v in [&va, &vb, &vp, &big, &v20, &restored] {
+    for v in [&va, &vb, &vp, &big, &v20, &restored, &vr, &vn] {
         c.delete_volume(DeleteVolumeRequest {
             volume_id: v.volume_id.clone(),
             ..Default::default()

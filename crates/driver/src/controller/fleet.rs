@@ -19,7 +19,7 @@ use futures::future::join_all;
 use super::backend::Backend;
 use crate::{
     core::{
-        capacity, ids,
+        access, capacity, ids,
         paging::{self, Listing},
         params,
         topology::{self, Candidate, PlaceError},
@@ -163,19 +163,35 @@ impl Fleet {
             Some(b) => vec![b],
             None => self.members.iter().collect(),
         };
-        if self.members.len() == 1 {
-            // One backend: nothing to choose, no read (CreateVolume stays one round trip).
-            let b = pool[0];
+        if let [b] = pool[..] {
+            // One candidate (one backend, or the one the parameter names): nothing to
+            // choose, no read, CreateVolume stays one round trip (a full pool is the add's
+            // own RESOURCE_EXHAUSTED; a retry is the add's refusal, then a look).
             if !reaches(b) {
                 return Err(ServiceError::ResourceExhausted(format!(
-                    "the requested topology does not include this controller's RDS (segments {:?})",
-                    b.topology
+                    "the requested topology does not include backend {} (segments {:?})",
+                    b.name, b.topology
                 )));
             }
+            self.usable(b)?;
             return Ok(b);
         }
-        // Several: a retry finds the volume where an earlier call made it, whatever the
-        // free space says now; then free space decides among the rest.
+        // Several. A request the backends would refuse is refused first, with their code
+        // (not RESOURCE_EXHAUSTED or UNAVAILABLE from placement).
+        access::check_all(&req.volume_capabilities).map_err(invalid)?;
+        access::check_new_filesystem(&req.volume_capabilities).map_err(invalid)?;
+        let (required, limit) =
+            req.capacity_range.as_ref().map_or((0, 0), |r| (r.required_bytes, r.limit_bytes));
+        let cfg = &pool[0].cfg;
+        let size =
+            capacity::provision_size(required, limit, cfg.min_size, cfg.max_size).map_err(|e| {
+                match e {
+                    capacity::SizeError::Invalid(m) => invalid(m),
+                    capacity::SizeError::OutOfRange(m) => ServiceError::OutOfRange(m),
+                }
+            })?;
+        // A retry finds the volume where an earlier call made it, whatever the free space
+        // says now; then free space decides among the rest.
         let (slot, _) = ids::slot_for_name(&req.name);
         // A backend that is down is not read (it may hold an earlier attempt's volume: that
         // one is then an orphan the reconciler reports, docs/topology.md).
@@ -197,13 +213,15 @@ impl Fleet {
             if let Ok(Some(_)) = disk {
                 return Ok(b);
             }
+            // A parameter this backend refuses (volumePath outside its base paths, say).
+            if let Err(e @ ServiceError::InvalidArgument(_)) = f {
+                return Err(e);
+            }
             if let Err(e) = &f {
                 tracing::warn!(backend = %b.name, error = %e, "placement: backend not readable, left out");
             }
             free.push(if disk.is_ok() { f.ok() } else { None });
         }
-        let size = req.capacity_range.as_ref().map_or(0, |r| r.required_bytes.max(0) as u64);
-        let size = size.max(pool[0].cfg.min_size).div_ceil(capacity::BLOCK) * capacity::BLOCK;
         let cands: Vec<Candidate> = pool
             .iter()
             .zip(&free)
