@@ -20,7 +20,7 @@ use serde::Deserialize;
 
 use crate::{
     controller::config::ControllerConfig,
-    core::topology::{DEFAULT_BACKEND, validate_backend_name},
+    core::topology::validate_backend_name,
     rds::{RdsArgs, RdsConfig, ReadFormatArg, TransportKind},
 };
 
@@ -181,20 +181,24 @@ fn entry(e: Entry, base: &ControllerConfig) -> Result<BackendSpec, String> {
     })
 }
 
-/// The backend of the single-RDS flags.
-pub fn from_flags(
-    rds: RdsConfig,
-    controller: &ControllerConfig,
-    segments: HashMap<String, String>,
-    probe_interval: std::time::Duration,
-) -> BackendSpec {
-    BackendSpec {
-        name: DEFAULT_BACKEND.into(),
-        rds,
-        controller: controller.clone(),
-        segments,
-        weight: 1,
-        probe_interval,
+impl BackendSpec {
+    /// A backend of weight 1 with the controller's settings: the single-RDS flags' (named
+    /// `default`) or an emulated one (`--emulated-backends`).
+    pub fn new(
+        name: &str,
+        rds: RdsConfig,
+        controller: &ControllerConfig,
+        segments: HashMap<String, String>,
+        probe_interval: std::time::Duration,
+    ) -> BackendSpec {
+        BackendSpec {
+            name: name.into(),
+            rds,
+            controller: controller.clone(),
+            segments,
+            weight: 1,
+            probe_interval,
+        }
     }
 }
 

@@ -20,6 +20,7 @@ use crate::{
 
 const DRIVER: &str = "rds.csi.srvlab.io";
 const GIB: i64 = 1 << 30;
+const WALK_DEADLINE: Duration = Duration::from_secs(300);
 
 fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
@@ -75,7 +76,12 @@ pub async fn run(backends: u8, keep: Option<PathBuf>) -> Result<(), String> {
     let server = tokio::spawn(crate::server::run(config, async {
         let _ = stopped.await;
     }));
-    let outcome = walk(&socket, backends, keep.is_some()).await;
+    // Every call of the walk, the restore's retries included, within one deadline.
+    let outcome = tokio::time::timeout(WALK_DEADLINE, walk(&socket, backends, keep.is_some()))
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!("the walk did not finish within {} s", WALK_DEADLINE.as_secs()))
+        });
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
     outcome?;

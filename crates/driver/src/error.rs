@@ -92,6 +92,17 @@ impl ServiceError {
     }
 }
 
+/// A capacity range that cannot be satisfied: negative values are INVALID_ARGUMENT, sizes
+/// outside what can be provisioned OUT_OF_RANGE (CSI CreateVolume, ControllerExpandVolume).
+impl From<crate::core::capacity::SizeError> for ServiceError {
+    fn from(e: crate::core::capacity::SizeError) -> Self {
+        match e {
+            crate::core::capacity::SizeError::Invalid(m) => ServiceError::InvalidArgument(m),
+            crate::core::capacity::SizeError::OutOfRange(m) => ServiceError::OutOfRange(m),
+        }
+    }
+}
+
 impl From<ServiceError> for Status {
     fn from(err: ServiceError) -> Self {
         Status::new(err.code(), err.to_string())

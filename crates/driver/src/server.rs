@@ -157,7 +157,8 @@ fn backend_specs(config: &ServeConfig) -> Vec<crate::backends::BackendSpec> {
     let mut specs = Vec::new();
     if let Some(rds) = config.rds.clone() {
         let zone = config.topology.get(&zone_key).cloned().unwrap_or_default();
-        specs.push(crate::backends::from_flags(
+        specs.push(crate::backends::BackendSpec::new(
+            crate::core::topology::DEFAULT_BACKEND,
             rds,
             &config.controller,
             std::collections::HashMap::from([(zone_key, zone)]),
@@ -193,14 +194,13 @@ async fn start_emulated(
             .await
             .map_err(|m| ServeError::Rds(format!("emulated backend {name}: {m}")))?;
         tracing::info!(backend = %name, %zone, ssh = %e.ssh_address, files = %e.files.display(), "emulated RDS running in this process");
-        config.backends.push(crate::backends::BackendSpec {
-            name: name.clone(),
-            rds: e.rds.clone(),
-            controller: config.controller.clone(),
-            segments: std::collections::HashMap::from([(zone_key.clone(), zone)]),
-            weight: 1,
-            probe_interval: config.rds_probe_interval,
-        });
+        config.backends.push(crate::backends::BackendSpec::new(
+            &name,
+            e.rds.clone(),
+            &config.controller,
+            std::collections::HashMap::from([(zone_key.clone(), zone)]),
+            config.rds_probe_interval,
+        ));
         roots.insert(name, e.files.clone());
         out.push(e);
     }

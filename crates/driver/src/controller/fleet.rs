@@ -86,6 +86,22 @@ impl Fleet {
         Ok(b)
     }
 
+    /// The backend of a Delete* call's id, or `None` when there is nothing to delete: CSI
+    /// answers OK for an id this driver never made (`made_here` of its slot part is false),
+    /// but a well-formed id of a backend this controller lacks is NOT_FOUND (its disk may
+    /// still exist on an appliance missing from the backends file).
+    pub fn route_delete(
+        &self,
+        id: &str,
+        made_here: fn(&str) -> bool,
+    ) -> Result<Option<&Arc<Backend>>, ServiceError> {
+        match self.route(id) {
+            Ok(b) => Ok(Some(b)),
+            Err(_) if !made_here(topology::split_id(id).1) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Why `b` cannot serve now: with several backends, its connection is down.
     fn down(&self, b: &Backend) -> Option<String> {
         match b.readiness.get() {
@@ -183,13 +199,7 @@ impl Fleet {
         let (required, limit) =
             req.capacity_range.as_ref().map_or((0, 0), |r| (r.required_bytes, r.limit_bytes));
         let cfg = &pool[0].cfg;
-        let size =
-            capacity::provision_size(required, limit, cfg.min_size, cfg.max_size).map_err(|e| {
-                match e {
-                    capacity::SizeError::Invalid(m) => invalid(m),
-                    capacity::SizeError::OutOfRange(m) => ServiceError::OutOfRange(m),
-                }
-            })?;
+        let size = capacity::provision_size(required, limit, cfg.min_size, cfg.max_size)?;
         // A retry finds the volume where an earlier call made it, whatever the free space
         // says now; then free space decides among the rest.
         let (slot, _) = ids::slot_for_name(&req.name);
@@ -273,33 +283,31 @@ impl Fleet {
             return chosen[0].get_capacity(req).await;
         }
         let answers = join_all(chosen.iter().map(|b| b.get_capacity(req.clone()))).await;
-        let mut out = GetCapacityResponse {
-            available_capacity: 0,
-            maximum_volume_size: Some(0),
-            minimum_volume_size: None,
-        };
+        let mut read = Vec::new();
         let mut first_error = None;
         for (b, a) in chosen.iter().zip(answers) {
             match a {
-                Ok(a) => {
-                    out.available_capacity += a.available_capacity;
-                    out.maximum_volume_size = out.maximum_volume_size.max(a.maximum_volume_size);
-                    out.minimum_volume_size = match (out.minimum_volume_size, a.minimum_volume_size)
-                    {
-                        (Some(x), Some(y)) => Some(x.min(y)),
-                        (x, y) => x.or(y),
-                    };
-                }
+                Ok(a) => read.push(a),
                 Err(e) => {
                     tracing::warn!(backend = %b.name, error = %e, "GetCapacity: backend not readable, counted as 0");
                     first_error.get_or_insert(e);
                 }
             }
         }
-        match first_error {
-            Some(e) if out.minimum_volume_size.is_none() => Err(e),
-            _ => Ok(out),
+        if let (true, Some(e)) = (read.is_empty(), first_error) {
+            return Err(e);
         }
+        Ok(GetCapacityResponse {
+            available_capacity: read.iter().map(|a| a.available_capacity).sum(),
+            maximum_volume_size: read.iter().filter_map(|a| a.maximum_volume_size).max(),
+            minimum_volume_size: read.iter().filter_map(|a| a.minimum_volume_size).min(),
+        })
+    }
+
+    /// UNAVAILABLE naming the first backend that is down: a listing of all must not leave
+    /// one out (it would tell the CO that its volumes are gone).
+    fn all_usable(&self) -> Result<(), ServiceError> {
+        self.members.iter().try_for_each(|b| self.usable(b))
     }
 
     /// CSI "ListVolumes" over every backend, sorted by id and paginated as one listing. A
@@ -317,9 +325,7 @@ impl Fleet {
         }
         let after =
             paging::after(Listing::Volumes, &req.starting_token).map_err(ServiceError::Aborted)?;
-        for b in &self.members {
-            self.usable(b)?;
-        }
+        self.all_usable()?;
         let all = ListVolumesRequest { max_entries: 0, starting_token: String::new() };
         let mut entries = Vec::new();
         for (b, answer) in self
@@ -329,19 +335,13 @@ impl Fleet {
         {
             entries.extend(answer.map_err(|e| on_backend(&b.name, e))?.entries);
         }
-        let id = |e: &csi::v1::list_volumes_response::Entry| {
-            e.volume.as_ref().map_or("", |v| v.volume_id.as_str()).to_string()
-        };
-        entries.sort_by_key(id);
-        let ids: Vec<String> = entries.iter().map(id).collect();
-        let (page, next_token) = paging::page(
-            Listing::Volumes,
-            entries.into_iter().zip(ids).collect(),
-            |(_, i)| i.as_str(),
-            after.as_deref(),
-            req.max_entries as usize,
-        );
-        Ok(ListVolumesResponse { entries: page.into_iter().map(|(e, _)| e).collect(), next_token })
+        fn id(e: &csi::v1::list_volumes_response::Entry) -> &str {
+            e.volume.as_ref().map_or("", |v| v.volume_id.as_str())
+        }
+        entries.sort_by(|a, b| id(a).cmp(id(b)));
+        let (entries, next_token) =
+            paging::page(Listing::Volumes, entries, id, after.as_deref(), req.max_entries as usize);
+        Ok(ListVolumesResponse { entries, next_token })
     }
 
     /// CSI "ListSnapshots": by id or source, the backend it names (an unknown backend lists
@@ -377,9 +377,7 @@ impl Fleet {
         }
         let after = paging::after(Listing::Snapshots, &req.starting_token)
             .map_err(ServiceError::Aborted)?;
-        for b in &self.members {
-            self.usable(b)?;
-        }
+        self.all_usable()?;
         let all =
             ListSnapshotsRequest { max_entries: 0, starting_token: String::new(), ..req.clone() };
         let mut snaps = Vec::new();
@@ -429,17 +427,9 @@ fn on_backend(name: &str, e: ServiceError) -> ServiceError {
 
 impl Backend {
     /// Free bytes of the pool that would hold a new volume with `parameters` (placement).
-    pub async fn free_bytes(
-        &self,
-        parameters: &HashMap<String, String>,
-    ) -> Result<u64, ServiceError> {
+    async fn free_bytes(&self, parameters: &HashMap<String, String>) -> Result<u64, ServiceError> {
         let p = params::parse(parameters, &self.cfg.volume_path, &self.cfg.allowed_base_paths)
             .map_err(invalid)?;
-        let pool = self
-            .rds
-            .pool(p.volume_path.mount_point())
-            .await
-            .map_err(ServiceError::rds("reading pool capacity"))?;
-        Ok(pool.map_or(0, |p| p.free))
+        self.pool_free(&p).await
     }
 }

@@ -34,7 +34,7 @@ use csi::v1::{
 use tonic::{Request, Response, Status};
 
 use crate::{
-    core::{access, context::key, ids, snapshots as snapshots_core, topology},
+    core::{access, context::key, ids, snapshots as snapshots_core},
     error::ServiceError,
     rpc::RpcRunner,
 };
@@ -149,14 +149,9 @@ impl Controller for ControllerService {
     async fn delete_volume(&self, r: Request<DeleteVolumeRequest>) -> Answer<DeleteVolumeResponse> {
         self.rpc
             .run("DeleteVolume", r, |req| async move {
-                match self.fleet()?.route(&req.volume_id) {
-                    Ok(b) => b.delete_volume(req).await,
-                    // CSI: an id this driver never made is deleted (OK); a volume id of a
-                    // backend this controller lacks is not: its disk may still exist.
-                    Err(_) if !ids::is_managed_volume_id(topology::split_id(&req.volume_id).1) => {
-                        Ok(DeleteVolumeResponse {})
-                    }
-                    Err(e) => Err(e),
+                match self.fleet()?.route_delete(&req.volume_id, ids::is_managed_volume_id)? {
+                    Some(b) => b.delete_volume(req).await,
+                    None => Ok(DeleteVolumeResponse {}),
                 }
             })
             .await
@@ -238,16 +233,12 @@ impl Controller for ControllerService {
     ) -> Answer<DeleteSnapshotResponse> {
         self.rpc
             .run("DeleteSnapshot", r, |req| async move {
-                match self.fleet()?.route(&req.snapshot_id) {
-                    Ok(b) => b.delete_snapshot(req).await,
-                    Err(_)
-                        if !snapshots_core::is_managed_snapshot_id(
-                            topology::split_id(&req.snapshot_id).1,
-                        ) =>
-                    {
-                        Ok(DeleteSnapshotResponse {})
-                    }
-                    Err(e) => Err(e),
+                let fleet = self.fleet()?;
+                match fleet
+                    .route_delete(&req.snapshot_id, snapshots_core::is_managed_snapshot_id)?
+                {
+                    Some(b) => b.delete_snapshot(req).await,
+                    None => Ok(DeleteSnapshotResponse {}),
                 }
             })
             .await
@@ -386,18 +377,10 @@ impl GroupController for ControllerService {
     ) -> Answer<DeleteVolumeGroupSnapshotResponse> {
         self.rpc
             .run("DeleteVolumeGroupSnapshot", r, |req| async move {
-                match self.fleet()?.route(&req.group_snapshot_id) {
-                    Ok(b) => b.delete_group_snapshot(req).await,
-                    // An id this driver never made is deleted (OK); a group of a backend
-                    // this controller lacks is not: its members may still exist.
-                    Err(_)
-                        if !snapshots_core::is_group_id(
-                            topology::split_id(&req.group_snapshot_id).1,
-                        ) =>
-                    {
-                        Ok(DeleteVolumeGroupSnapshotResponse {})
-                    }
-                    Err(e) => Err(e),
+                let fleet = self.fleet()?;
+                match fleet.route_delete(&req.group_snapshot_id, snapshots_core::is_group_id)? {
+                    Some(b) => b.delete_group_snapshot(req).await,
+                    None => Ok(DeleteVolumeGroupSnapshotResponse {}),
                 }
             })
             .await

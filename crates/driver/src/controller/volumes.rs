@@ -67,11 +67,7 @@ impl Backend {
             limit,
             self.cfg.min_size,
             self.cfg.max_size,
-        )
-        .map_err(|e| match e {
-            capacity::SizeError::Invalid(m) => invalid(m),
-            capacity::SizeError::OutOfRange(m) => ServiceError::OutOfRange(m),
-        })?;
+        )?;
         let context = format!("creating volume {slot} ({})", req.name);
         let respond = |disk: &Disk| {
             let mut volume = self.volume(disk, Some(&p));
@@ -355,18 +351,24 @@ impl Backend {
                 minimum_volume_size: min,
             });
         }
-        let pool = self
-            .rds
-            .pool(p.volume_path.mount_point())
-            .await
-            .map_err(ServiceError::rds("reading pool capacity"))?;
-        let free = pool.map_or(0, |p| p.free);
+        let free = self.pool_free(&p).await?;
         let largest = (free / capacity::BLOCK * capacity::BLOCK).min(self.cfg.max_size);
         Ok(GetCapacityResponse {
             available_capacity: free as i64,
             maximum_volume_size: Some(if largest < self.cfg.min_size { 0 } else { largest as i64 }),
             minimum_volume_size: min,
         })
+    }
+
+    /// Free bytes of the pool holding `p`'s volume path (GetCapacity, and placement over
+    /// several backends: fleet.rs). One round trip.
+    pub(super) async fn pool_free(&self, p: &params::VolumeParams) -> Result<u64, ServiceError> {
+        let pool = self
+            .rds
+            .pool(p.volume_path.mount_point())
+            .await
+            .map_err(ServiceError::rds("reading pool capacity"))?;
+        Ok(pool.map_or(0, |p| p.free))
     }
 
     /// CSI "ValidateVolumeCapabilities": NOT_FOUND for an unknown volume; confirmed only when
@@ -410,11 +412,7 @@ impl Backend {
             return Err(invalid("capacity_range.required_bytes is required to expand a volume"));
         }
         let slot = slot.ok_or_else(|| ServiceError::NotFound(ids::foreign_volume(volume_id)))?;
-        let size = capacity::provision_size(required, limit, self.cfg.min_size, self.cfg.max_size)
-            .map_err(|e| match e {
-                capacity::SizeError::Invalid(m) => invalid(m),
-                capacity::SizeError::OutOfRange(m) => ServiceError::OutOfRange(m),
-            })?;
+        let size = capacity::provision_size(required, limit, self.cfg.min_size, self.cfg.max_size)?;
         let _guard = self.locks.try_lock(slot.as_str(), "volume")?;
         let context = format!("expanding volume {slot}");
         let (disk, _) = self.managed_disk(&slot, "expanding volume").await?;
