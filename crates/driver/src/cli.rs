@@ -312,6 +312,45 @@ mod tests {
     }
 
     #[test]
+    fn topology_segments_and_backends_flags() {
+        let cfg = parse(&[
+            "--node",
+            "--node-id",
+            "n1",
+            "--topology-zone",
+            "a",
+            "--topology-segment",
+            "topology.rds.csi.srvlab.io/rds-b=true",
+        ])
+        .unwrap();
+        assert_eq!(cfg.topology["topology.rds.csi.srvlab.io/zone"], "a");
+        assert_eq!(cfg.topology["topology.rds.csi.srvlab.io/rds-b"], "true");
+        let err = parse(&["--node", "--node-id", "n1", "--topology-segment", "rds-b"]).unwrap_err();
+        assert!(err.contains("expected KEY=VALUE"), "{err}");
+        let err = parse(&["--node", "--node-id", "n1", "--backends-file", "/x.yaml"]).unwrap_err();
+        assert!(err.contains("add --controller"), "{err}");
+        let err = parse(&[
+            "--controller",
+            "--emulated-rds",
+            "/tmp/x",
+            "--emulated-backends",
+            "2",
+            "--emulated-rds-nvmet",
+            "127.0.0.1:4420",
+        ])
+        .unwrap_err();
+        assert!(err.contains("--emulated-backends 1"), "{err}");
+        let err =
+            parse(&["--controller", "--emulated-rds", "/tmp/x", "--backends-file", "/x.yaml"])
+                .unwrap_err();
+        assert!(err.contains("--emulated-backends N"), "{err}");
+        assert!(
+            parse(&["--controller", "--emulated-backends", "2"]).is_err(),
+            "needs --emulated-rds"
+        );
+    }
+
+    #[test]
     fn defaults_match_the_go_driver() {
         let cfg = parse(&["--controller"]).unwrap();
         assert_eq!(cfg.driver_name, "rds.csi.srvlab.io");

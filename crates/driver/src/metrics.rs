@@ -524,6 +524,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_rds_orphan_gauge_sums_the_backends_last_reports() {
+        let m = Metrics::new("1.2.3+abc");
+        m.heal.set_rds_orphans("rds-a", "disk", 2);
+        m.heal.set_rds_orphans("rds-b", "disk", 3);
+        m.heal.set_rds_orphans("rds-b", "file", 1);
+        let text = m.encode();
+        assert!(text.contains(r#"rds_csi_rds_orphans{kind="disk"} 5"#), "{text}");
+        assert!(text.contains(r#"rds_csi_rds_orphans{kind="file"} 1"#), "{text}");
+        // A backend's next report replaces its own count only.
+        m.heal.set_rds_orphans("rds-a", "disk", 0);
+        assert!(m.encode().contains(r#"rds_csi_rds_orphans{kind="disk"} 3"#));
+    }
+
+    #[test]
     fn counts_and_times_by_method_and_code() {
         let m = Metrics::new("1.2.3+abc");
         m.rpc.observe("Probe", Code::Ok, Duration::from_millis(2));
